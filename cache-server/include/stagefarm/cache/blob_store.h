@@ -1,0 +1,181 @@
+// BlobStore: the cache server's storage on RocksDB — the content-addressed blobs (CAS), the
+// action cache (step key -> ActionResult) and image refs (name -> manifest digest).
+//
+// Column families:
+//   blobs   (generation u64 BE, chunk index u64 BE) -> chunk bytes (RocksDB blob files)
+//   meta    digest hex -> BlobMeta (size, chunk size, chunk count, generation, last access)
+//   ac      step key -> encoded ActionResult
+//   refs    name -> "sha256:<hex>" and size
+//   uploads generation u64 BE -> digest of an upload in progress
+// Every upload gets a fresh generation and writes its chunks under it, so two uploads of the same
+// digest never touch each other's chunks; the commit makes one generation visible by writing its
+// meta entry (the other upload's commit then finds the blob and drops its own chunks). A blob
+// becomes visible in one atomic WriteBatch written with sync, and only then is it acknowledged.
+//
+// Thread-safety: all methods may be called from any thread. Uploads are owned by an `owner` tag
+// (the server passes the peer's routing id) so one peer cannot write into another's upload.
+// Memory: never a whole blob; reads and writes go chunk by chunk.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/digest.h"
+#include "stagefarm/common/status.h"
+
+namespace rocksdb {
+class ColumnFamilyHandle;
+class DB;
+}  // namespace rocksdb
+
+namespace stagefarm::cache {
+
+struct BlobStoreOptions {
+  std::string data_dir;        // created if missing
+  uint64_t max_bytes = 0;      // 0 = unbounded; EvictIfNeeded() evicts down to low_watermark
+  double low_watermark = 0.9;  // fraction of max_bytes eviction stops at
+  uint32_t chunk_size = 1 << 20;
+  uint32_t upload_credit = 8;  // chunks a client may have in flight per upload
+  size_t max_uploads = 1024;   // uploads in progress at once; more are ResourceExhausted
+  std::chrono::seconds upload_idle_timeout{300};
+};
+
+struct BlobMeta {
+  uint64_t size = 0;
+  uint32_t chunk_size = 0;
+  uint64_t chunks = 0;
+  uint64_t generation = 0;
+  uint64_t last_access = 0;  // unix milliseconds
+};
+
+struct StoreStats {
+  uint64_t bytes = 0;  // committed blobs
+  uint64_t blobs = 0;
+  uint64_t uploads_in_progress = 0;
+  uint64_t actions = 0;  // RocksDB's estimate
+  uint64_t refs = 0;     // RocksDB's estimate
+  uint64_t max_bytes = 0;
+  uint64_t bytes_received = 0;  // upload bytes accepted since Open (dedup is visible here)
+  uint64_t evicted_blobs = 0;   // since Open
+};
+
+enum class ActionLookup { kHit, kMiss, kIncomplete };
+
+class BlobStore {
+ public:
+  // Opens (creating if needed) the store in options.data_dir. Uploads left unfinished by an
+  // earlier process are removed here.
+  static StatusOr<std::unique_ptr<BlobStore>> Open(const BlobStoreOptions& options);
+  // Flushes access times and closes the database.
+  ~BlobStore();
+  BlobStore(const BlobStore&) = delete;
+  BlobStore& operator=(const BlobStore&) = delete;
+
+  // --- CAS
+  // The digests not stored (a stored blob of another size counts as missing). Refreshes the
+  // access time of the others, in memory (see FlushAccessTimes).
+  StatusOr<std::vector<Digest>> FindMissing(const std::vector<Digest>& digests);
+  // The blob's meta by hex, or NotFound.
+  StatusOr<BlobMeta> Stat(std::string_view hex);
+
+  struct BeginResult {
+    bool exists = false;     // stored already: nothing to upload
+    uint64_t upload_id = 0;  // otherwise the upload to write chunks into
+  };
+  // Starts an upload of `digest` (its size included). InvalidArgument if a blob with that hex but
+  // another size is stored; ResourceExhausted if the blob is larger than max_bytes or too many
+  // uploads are in progress.
+  StatusOr<BeginResult> BeginUpload(const Digest& digest, std::string owner);
+  // Appends a chunk at `offset`, which must equal the bytes received so far; every chunk but the
+  // last is exactly chunk_size bytes. Returns the bytes received. Any error ends the upload and
+  // removes what it wrote; later calls get FailedPrecondition.
+  StatusOr<uint64_t> WriteChunk(uint64_t upload_id, std::string_view owner, uint64_t offset,
+                                std::string_view bytes);
+  // Verifies size and SHA-256 and makes the blob visible, durably (sync). DataLoss if the bytes
+  // do not match (nothing stays). If the blob was committed meanwhile by another upload, this
+  // upload's chunks are dropped and the commit succeeds. The upload ends either way.
+  Status CommitUpload(uint64_t upload_id, std::string_view owner);
+  // Ends an upload of `owner` and removes its chunks; unknown ids and others' uploads are ignored.
+  void AbortUpload(uint64_t upload_id, std::string_view owner);
+  // Aborts uploads without a chunk for longer than upload_idle_timeout. Returns how many.
+  size_t ExpireIdleUploads(std::chrono::steady_clock::time_point now);
+
+  // Appends bytes [offset, offset + min(length, size - offset)) of the blob `hex` to *out and
+  // sets *blob_size. NotFound if absent; OutOfRange if offset > size; DataLoss if a chunk is gone.
+  Status ReadRange(std::string_view hex, uint64_t offset, uint64_t length, std::string* out,
+                   uint64_t* blob_size);
+
+  // --- Action cache
+  // The entry for `key` if it exists and every blob it names is stored (their access times are
+  // refreshed); `lookup` (optional) says which.
+  StatusOr<std::optional<ActionResult>> GetAction(const std::string& key,
+                                                  ActionLookup* lookup = nullptr);
+  // FailedPrecondition if the result names a blob that is not stored.
+  Status PutAction(const std::string& key, const ActionResult& result);
+
+  // --- Refs
+  StatusOr<std::optional<Digest>> GetRef(const std::string& name);
+  Status PutRef(const std::string& name, const Digest& manifest);
+  StatusOr<std::vector<std::pair<std::string, Digest>>> ListRefs();
+
+  // --- Housekeeping
+  StoreStats Stats();
+  // Writes the access times gathered in memory to meta, in one batch.
+  Status FlushAccessTimes();
+  // When max_bytes is set and exceeded, deletes least recently used blobs until the store is
+  // under low_watermark * max_bytes. Returns the number of blobs evicted.
+  StatusOr<uint64_t> EvictIfNeeded();
+
+  const BlobStoreOptions& options() const { return options_; }
+
+ private:
+  struct Upload {
+    Digest digest;
+    std::string owner;
+    uint64_t received = 0;
+    std::unique_ptr<Sha256> hasher;
+    std::chrono::steady_clock::time_point last_activity;
+  };
+
+  BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
+            std::vector<rocksdb::ColumnFamilyHandle*> handles);
+  Status RemoveUnfinishedUploads();
+  Status LoadCounters();
+  StatusOr<std::optional<BlobMeta>> GetMeta(std::string_view hex);
+  void Touch(std::string_view hex);
+  Status FlushAccessTimesLocked();
+  StatusOr<uint64_t> AllocateGeneration();  // requires mu_
+  void AbortLocked(uint64_t upload_id);     // requires mu_
+  Status CheckNamedBlobs(const ActionResult& result, bool* complete);
+
+  const BlobStoreOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; destroyed before db_
+  rocksdb::ColumnFamilyHandle* default_cf_;
+  rocksdb::ColumnFamilyHandle* blobs_cf_;
+  rocksdb::ColumnFamilyHandle* meta_cf_;
+  rocksdb::ColumnFamilyHandle* ac_cf_;
+  rocksdb::ColumnFamilyHandle* refs_cf_;
+  rocksdb::ColumnFamilyHandle* uploads_cf_;
+
+  std::mutex mu_;  // guards everything below and serializes writes of meta/stats
+  std::unordered_map<uint64_t, Upload> uploads_;
+  std::unordered_map<std::string, uint64_t> touched_;  // hex -> last access (unix ms)
+  uint64_t next_generation_ = 0;
+  uint64_t reserved_generation_ = 0;  // generations below this are reserved on disk
+  uint64_t bytes_ = 0;
+  uint64_t blobs_ = 0;
+  uint64_t bytes_received_ = 0;
+  uint64_t evicted_blobs_ = 0;
+};
+
+}  // namespace stagefarm::cache

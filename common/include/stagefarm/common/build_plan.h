@@ -1,0 +1,150 @@
+// Resolution of a Dockerfile into the typed, expanded steps the coordinator schedules: stages in
+// dependency order (only those --target needs), each step with its expanded arguments, the
+// canonical text that enters its cache key, its docker-history text and the image config after
+// it. Semantics follow docker build (BuildKit's dockerfile2llb): ARG scoping, ENV over ARG,
+// automatic platform args, FROM <stage>, COPY --from, RUN --mount from=.
+//
+// Resolve is a pure function of its inputs apart from the resolver it calls; it is thread-safe
+// if the resolver is. Errors are InvalidArgument (NotFound for an unknown --target) and name the
+// place: "Dockerfile:7: COPY: unknown flag --frm".
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "stagefarm/common/image_config.h"
+#include "stagefarm/common/status.h"
+
+namespace stagefarm::frontend {
+
+struct BuildOptions {
+  std::map<std::string, std::string> build_args;  // --build-arg K=V
+  std::string target;                             // --target; empty: the last stage
+  std::string platform = "linux/amd64";           // the target platform
+  std::string build_platform;                     // empty: same as platform
+  std::string filename = "Dockerfile";            // for error places
+};
+
+enum class StepKind {
+  kRun,
+  kCopy,
+  kAdd,
+  kEnv,
+  kLabel,
+  kCmd,
+  kEntrypoint,
+  kExpose,
+  kVolume,
+  kUser,
+  kWorkdir,
+  kArg,
+  kShell,
+  kStopSignal,
+  kHealthcheck,
+  kOnbuild,
+  kMaintainer
+};
+
+// "RUN", "COPY"...
+std::string_view StepKindName(StepKind kind);
+
+// RUN --mount=type=...,...
+struct RunMount {
+  std::string type = "bind";  // bind, cache, tmpfs, secret, ssh
+  std::string target;
+  std::string source;
+  std::string from;     // as written after expansion; empty: the build context
+  int from_stage = -1;  // original stage index when `from` names a stage
+  std::string id;       // cache id, secret id or ssh id
+  std::string sharing;  // cache: shared (default), private, locked
+  bool readonly = false;
+  bool required = false;
+  std::optional<uint32_t> mode, uid, gid;
+  std::optional<std::string> env;  // secret as environment variable
+  int64_t size_limit = 0;          // tmpfs bytes
+};
+
+// A file written by a heredoc (COPY <<EOF dest, or RUN's heredocs).
+struct InlineFile {
+  std::string name;
+  std::string content;  // chomped and, if the heredoc is unquoted, expanded (COPY/ADD)
+  bool expand = true;
+  bool chomp = false;
+  unsigned file_descriptor = 0;
+};
+
+struct ResolvedStep {
+  StepKind kind = StepKind::kRun;
+  int line = 0;            // first line of the instruction, 1-based
+  std::string text;        // the instruction as written (continuations joined), for display
+  std::string canonical;   // JSON: everything of the instruction that enters the cache key
+  std::string created_by;  // docker history text
+
+  // RUN
+  std::vector<std::string> argv;     // shell form: SHELL (or /bin/sh -c) + command
+  std::vector<std::string> env;      // what the command sees: config env + build args in scope
+  std::string network = "default";   // default, none, host
+  std::string security = "sandbox";  // sandbox, insecure
+  std::vector<RunMount> mounts;
+  std::vector<InlineFile> heredocs;  // RUN and COPY/ADD heredocs
+
+  // COPY / ADD
+  std::vector<std::string> sources;  // expanded, context-relative or URLs (ADD)
+  std::string dest;                  // expanded, as written (may be relative to WORKDIR)
+  std::string from;                  // --from after expansion; empty: the context
+  int from_stage = -1;               // original stage index if --from names a stage
+  std::string from_image;            // if --from names an image
+  std::string chown, chmod, checksum;
+  bool link = false, parents = false;
+  std::optional<bool> keep_git_dir, unpack;
+  std::vector<std::string> excludes;
+
+  // The image config after this step (USER, WORKDIR... apply to later steps; for RUN and
+  // COPY they are what this step runs with).
+  ImageConfig config;
+
+  bool makes_layer() const {
+    return kind == StepKind::kRun || kind == StepKind::kCopy || kind == StepKind::kAdd;
+  }
+};
+
+struct ResolvedStage {
+  int index = 0;             // position among all stages of the Dockerfile
+  std::string name;          // AS name lowercased, or ""
+  std::string display_name;  // name or "stage-<index>"
+  int line = 0;              // the FROM line
+  std::string base;          // FROM after ARG expansion ("scratch", an image, or a stage name)
+  int base_stage = -1;       // original index of the stage it starts FROM, or -1
+  std::string platform;      // FROM --platform, expanded; else the build's target platform
+  ImageConfig base_config;   // the config it starts with (PATH always set)
+  std::vector<ResolvedStep> steps;
+  std::vector<int> deps;  // original indices: FROM stage, COPY --from stage, mount from=
+};
+
+struct BuildPlan {
+  std::vector<ResolvedStage> stages;         // only those the target needs, each after its deps
+  int target = -1;                           // position in `stages` of the target
+  std::vector<std::string> external_images;  // FROM / COPY --from / mount from= images
+  std::vector<std::string> warnings;         // unused build args, empty continuation lines
+  std::vector<std::pair<std::string, std::string>> directives;  // # syntax=, # check=...
+
+  const ResolvedStage& target_stage() const { return stages.at(target); }
+  // The position in `stages` of the stage with this original index, or -1.
+  int PositionOf(int original_index) const;
+};
+
+// Gives the config of an image reference (after expansion), e.g. from a registry or the local
+// store. "scratch" never goes to the resolver.
+using ImageResolver = std::function<StatusOr<ImageConfig>(const std::string& image_ref)>;
+
+StatusOr<BuildPlan> Resolve(std::string_view dockerfile_text, const BuildOptions& options,
+                            const ImageResolver& resolver);
+
+// A readable dump of the plan, one stage after the other (`stagefarm debug dockerfile`).
+std::string DescribePlan(const BuildPlan& plan);
+
+}  // namespace stagefarm::frontend

@@ -1,0 +1,185 @@
+// Messages of the cache server (Method::kFindMissing ... kCacheStats). Encode/Decode are the
+// Cap'n Proto codec (common/schema/cache.capnp); Decode fails with InvalidArgument on malformed
+// bytes and never throws.
+//
+// Blob bytes never travel inside these structs: an UploadChunk request and a ReadBlob reply carry
+// exactly one raw data frame (Message::data[0]) after the body.
+//
+// Uploads (the sender is the client):
+//   BeginUpload{digest with size} -> {exists} : the blob is already stored; nothing to send.
+//                                 -> {upload_id, credit, chunk_size}
+//   UploadChunk{upload_id, offset} + data frame, in order, each chunk exactly chunk_size bytes
+//     except the last; the client never has more than `credit` chunks without a reply. Each
+//     reply carries the credit from then on (the chunks the client may have in flight).
+//   CommitUpload{upload_id} -> OK once the blob is durable and visible; DataLoss if the bytes do
+//     not match the digest (then nothing of the upload is kept).
+//   An error on any chunk ends the upload on the server; later chunks get FailedPrecondition.
+//
+// Reads (the receiver is the client): ReadBlob{digest, offset, length} returns
+// min(length, blob_size - offset) bytes as one data frame; length must be at most
+// kCacheMaxReadLength. The client pipelines a few requests (its own credit window) so memory
+// stays bounded on both sides. Reads look blobs up by hex only; the reply's blob_size is the truth.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/digest.h"
+#include "stagefarm/common/status.h"
+
+namespace stagefarm {
+
+// The chunk size of uploads and the largest ReadBlob length.
+inline constexpr uint32_t kCacheChunkSize = 1 << 20;
+inline constexpr uint64_t kCacheMaxReadLength = kCacheChunkSize;
+
+struct FindMissingRequest {
+  std::vector<Digest> digests;
+};
+struct FindMissingResponse {
+  std::vector<Digest> missing;
+};
+
+struct BeginUploadRequest {
+  Digest digest;  // with its size
+};
+struct BeginUploadResponse {
+  bool exists = false;     // already stored: the upload is done, send nothing
+  uint64_t upload_id = 0;  // otherwise: name of the upload in the chunks and the commit
+  uint32_t credit = 0;     // chunks the client may have in flight
+  uint32_t chunk_size = kCacheChunkSize;
+};
+
+struct UploadChunkRequest {  // + one data frame
+  uint64_t upload_id = 0;
+  uint64_t offset = 0;  // must equal the bytes received so far
+};
+struct UploadChunkResponse {
+  uint32_t credit = 0;    // chunks the client may have in flight from now on (>= 1)
+  uint64_t received = 0;  // bytes of the upload received so far
+};
+
+struct CommitUploadRequest {
+  uint64_t upload_id = 0;
+};
+struct CommitUploadResponse {
+  Digest digest;  // the stored blob
+};
+
+struct ReadBlobRequest {
+  Digest digest;  // looked up by hex
+  uint64_t offset = 0;
+  uint64_t length = 0;  // <= kCacheMaxReadLength; 0 returns no bytes (a stat)
+};
+struct ReadBlobResponse {  // + one data frame of exactly `length` bytes
+  uint64_t blob_size = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct GetActionRequest {
+  std::string key;
+};
+struct GetActionResponse {
+  std::optional<ActionResult> result;  // absent if unknown or if a blob it names is gone
+};
+
+struct PutActionRequest {
+  std::string key;
+  ActionResult result;
+};
+struct PutActionResponse {};
+
+struct GetRefRequest {
+  std::string name;
+};
+struct GetRefResponse {
+  std::optional<Digest> digest;
+};
+
+struct PutRefRequest {
+  std::string name;
+  Digest digest;
+};
+struct PutRefResponse {};
+
+struct ListRefsRequest {};
+struct ListRefsResponse {
+  std::vector<std::pair<std::string, Digest>> refs;  // sorted by name
+};
+
+struct CacheStatsRequest {};
+struct CacheStatsResponse {
+  uint64_t bytes = 0;  // bytes of committed blobs
+  uint64_t blobs = 0;  // committed blobs
+  uint64_t uploads_in_progress = 0;
+  uint64_t actions = 0;    // estimate
+  uint64_t refs = 0;       // estimate
+  uint64_t max_bytes = 0;  // 0 = unbounded
+};
+
+std::string Encode(const FindMissingRequest& m);
+std::string Encode(const FindMissingResponse& m);
+std::string Encode(const BeginUploadRequest& m);
+std::string Encode(const BeginUploadResponse& m);
+std::string Encode(const UploadChunkRequest& m);
+std::string Encode(const UploadChunkResponse& m);
+std::string Encode(const CommitUploadRequest& m);
+std::string Encode(const CommitUploadResponse& m);
+std::string Encode(const ReadBlobRequest& m);
+std::string Encode(const ReadBlobResponse& m);
+std::string Encode(const GetActionRequest& m);
+std::string Encode(const GetActionResponse& m);
+std::string Encode(const PutActionRequest& m);
+std::string Encode(const PutActionResponse& m);
+std::string Encode(const GetRefRequest& m);
+std::string Encode(const GetRefResponse& m);
+std::string Encode(const PutRefRequest& m);
+std::string Encode(const PutRefResponse& m);
+std::string Encode(const ListRefsRequest& m);
+std::string Encode(const ListRefsResponse& m);
+std::string Encode(const CacheStatsRequest& m);
+std::string Encode(const CacheStatsResponse& m);
+
+Status Decode(std::string_view bytes, FindMissingRequest* m);
+Status Decode(std::string_view bytes, FindMissingResponse* m);
+Status Decode(std::string_view bytes, BeginUploadRequest* m);
+Status Decode(std::string_view bytes, BeginUploadResponse* m);
+Status Decode(std::string_view bytes, UploadChunkRequest* m);
+Status Decode(std::string_view bytes, UploadChunkResponse* m);
+Status Decode(std::string_view bytes, CommitUploadRequest* m);
+Status Decode(std::string_view bytes, CommitUploadResponse* m);
+Status Decode(std::string_view bytes, ReadBlobRequest* m);
+Status Decode(std::string_view bytes, ReadBlobResponse* m);
+Status Decode(std::string_view bytes, GetActionRequest* m);
+Status Decode(std::string_view bytes, GetActionResponse* m);
+Status Decode(std::string_view bytes, PutActionRequest* m);
+Status Decode(std::string_view bytes, PutActionResponse* m);
+Status Decode(std::string_view bytes, GetRefRequest* m);
+Status Decode(std::string_view bytes, GetRefResponse* m);
+Status Decode(std::string_view bytes, PutRefRequest* m);
+Status Decode(std::string_view bytes, PutRefResponse* m);
+Status Decode(std::string_view bytes, ListRefsRequest* m);
+Status Decode(std::string_view bytes, ListRefsResponse* m);
+Status Decode(std::string_view bytes, CacheStatsRequest* m);
+Status Decode(std::string_view bytes, CacheStatsResponse* m);
+
+// Tuning of the remote client (remote_cache_client.cc). ConnectCache(transport, endpoint) in
+// cache_client.h uses the defaults; tests and daemons may shorten them.
+struct RemoteCacheOptions {
+  std::chrono::milliseconds request_timeout{5000};  // per request
+  int attempts = 3;                                 // tries of a request on Unavailable/Deadline
+  std::chrono::milliseconds initial_backoff{100};   // doubled after each failed try
+  uint32_t read_window = 4;                         // ReadBlob requests in flight
+};
+std::unique_ptr<CacheClient> ConnectCache(Transport& transport, const std::string& endpoint,
+                                          const RemoteCacheOptions& options);
+
+}  // namespace stagefarm

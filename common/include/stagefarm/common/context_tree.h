@@ -1,0 +1,64 @@
+// The build context as a Merkle tree in the CAS: each file is a blob, each directory a canonical
+// node blob listing its entries sorted by name (name, type, mode, size, digest or link target).
+// Modification times never enter a digest.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/digest.h"
+#include "stagefarm/common/status.h"
+
+namespace stagefarm {
+
+struct TreeEntry {
+  enum class Type { kFile, kDir, kSymlink };
+  std::string name;
+  Type type = Type::kFile;
+  uint32_t mode = 0;   // permission bits
+  Digest digest;       // file content, or the directory's node blob; empty for symlinks
+  std::string target;  // symlink target
+
+  friend bool operator==(const TreeEntry&, const TreeEntry&) = default;
+};
+
+struct TreeNode {
+  std::vector<TreeEntry> entries;  // sorted by name
+
+  std::string Serialize() const;  // canonical bytes; the node's digest is Digest::Of() of them
+  static StatusOr<TreeNode> Parse(std::string_view bytes);
+};
+
+// Hashes the directory `root` into a tree, skipping paths that `ignore` (relative path, true =
+// leave out) rejects. For every blob of the tree (files and nodes) calls `on_blob` with its digest
+// and either the file's path (for files) or the node bytes (for nodes).
+struct ContextBlob {
+  Digest digest;
+  std::string path;   // a file on disk, or empty
+  std::string bytes;  // a node's bytes when path is empty
+};
+StatusOr<Digest> HashContextDir(const std::string& root,
+                                const std::function<bool(const std::string&)>& ignore,
+                                const std::function<void(ContextBlob)>& on_blob);
+
+// Reads a context tree from the CAS. Not thread-safe (it borrows a CacheClient).
+class ContextTree {
+ public:
+  ContextTree(CacheClient& cache, Digest root) : cache_(cache), root_(std::move(root)) {}
+  const Digest& root() const { return root_; }
+  // The entry at `path` ("" or "." or "/" is the root directory itself). Symlinks inside the
+  // context are not followed. std::nullopt if absent.
+  StatusOr<std::optional<TreeEntry>> Lookup(std::string_view path);
+  StatusOr<TreeNode> ReadNode(const Digest& node);
+
+ private:
+  CacheClient& cache_;
+  Digest root_;
+};
+
+}  // namespace stagefarm

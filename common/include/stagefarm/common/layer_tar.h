@@ -1,0 +1,42 @@
+// Layer tars: writing a directory diff as a deterministic OCI layer, and extracting a layer into
+// a directory for overlayfs. Both stream; nothing holds a whole layer in memory.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "stagefarm/common/digest.h"
+#include "stagefarm/common/status.h"
+#include "stagefarm/common/toc.h"
+
+namespace stagefarm {
+
+struct LayerWriteOptions {
+  // With a value >= 0 every mtime later than it is clamped to it (SOURCE_DATE_EPOCH).
+  int64_t source_date_epoch = -1;
+  // Relative paths to leave out of the layer (e.g. "etc/hosts" made only as a mount point).
+  std::vector<std::string> exclude;
+};
+
+struct WrittenLayer {
+  Digest diff_id;        // sha256 and size of the tar as written
+  Toc toc;               // one entry per tar entry
+  std::string toc_blob;  // toc.Serialize()
+  Digest toc_digest;     // Digest::Of(toc_blob)
+};
+
+// Writes the directory `dir` (an overlayfs upper dir, or any directory) as a deterministic tar
+// at `tar_path`: entries sorted by path, numeric uid/gid without names, no atime/ctime, xattrs
+// sorted, hard links as tar links. Overlay whiteouts (0/0 character devices) become ".wh.<name>"
+// entries and directories with the overlay opaque xattr get a ".wh..wh..opq" entry.
+StatusOr<WrittenLayer> WriteLayer(const std::string& dir, const std::string& tar_path,
+                                  const LayerWriteOptions& options = {});
+
+// Extracts the layer tar at `tar_path` (uncompressed, gzip or zstd: detected) into `dir`, which
+// must exist and be empty. OCI whiteouts become overlay whiteouts (0/0 character devices) and
+// opaque markers set the overlay opaque xattr, so `dir` can be an overlayfs lower dir. Entries
+// that would escape `dir` (.., absolute links followed) are refused with InvalidArgument.
+Status ExtractLayer(const std::string& tar_path, const std::string& dir);
+
+}  // namespace stagefarm

@@ -1,0 +1,66 @@
+// A message on the wire: [envelope, body, data...]. The envelope (Cap'n Proto) carries the
+// protocol version, request id, method and status; the body is the method's encoded Cap'n Proto
+// struct (see the *_protocol.h headers for Encode/Decode); blob bytes travel as raw data frames.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "stagefarm/common/status.h"
+
+namespace stagefarm {
+
+inline constexpr uint32_t kProtocolVersion = 1;
+
+// Every method of every service. Values are on the wire: never renumber.
+enum class Method : uint16_t {
+  kUnknown = 0,
+  // cache server (cache_protocol.h)
+  kFindMissing = 1,
+  kBeginUpload = 2,
+  kUploadChunk = 3,
+  kCommitUpload = 4,
+  kReadBlob = 5,
+  kGetAction = 6,
+  kPutAction = 7,
+  kGetRef = 8,
+  kPutRef = 9,
+  kListRefs = 10,
+  kCacheStats = 11,
+  // coordinator, from clients (build_protocol.h)
+  kSubmitBuild = 100,
+  kCancelBuild = 101,
+  kBuildEvent = 102,  // coordinator -> client, unsolicited, request_id = the SubmitBuild's
+  // coordinator <-> worker (worker_protocol.h)
+  kRegisterWorker = 200,
+  kHeartbeat = 201,
+  kAssignTask = 202,  // coordinator -> worker
+  kTaskEvent = 203,   // worker -> coordinator
+  kTaskDone = 204,    // worker -> coordinator
+  kCancelTask = 205,  // coordinator -> worker
+  // any daemon
+  kPing = 300,
+};
+
+std::string_view MethodName(Method m);
+
+struct Message {
+  Method method = Method::kUnknown;
+  uint64_t request_id = 0;
+  Status status;                   // of a reply; OK for requests
+  std::string body;                // encoded method struct; may be empty
+  std::vector<std::string> data;   // raw data frames (blob chunks)
+
+  // A reply to this request with the same method and request id.
+  Message Reply(std::string reply_body = {}) const;
+  Message ErrorReply(Status error) const;
+};
+
+// Envelope codec (Cap'n Proto). Frames are [envelope, body, data...].
+std::vector<std::string> EncodeFrames(const Message& m);
+// Fails with InvalidArgument on malformed frames; never throws.
+Status DecodeFrames(std::vector<std::string> frames, Message* out);
+
+}  // namespace stagefarm

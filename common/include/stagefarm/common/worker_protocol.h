@@ -1,0 +1,115 @@
+// Messages between the coordinator and workers (Method::kRegisterWorker ... kCancelTask).
+// Encode/Decode are the Cap'n Proto codec (common/schema/worker.capnp); Decode fails with
+// InvalidArgument on malformed bytes.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "stagefarm/common/digest.h"
+#include "stagefarm/common/layer_ref.h"
+#include "stagefarm/common/status.h"
+
+namespace stagefarm {
+
+enum class StepKind : uint8_t { kRun = 0, kCopy = 1, kAdd = 2 };
+
+// One filesystem-changing step, fully resolved by the coordinator: the worker needs nothing else.
+struct StepSpec {
+  std::string key;  // the step's cache key (hex); the worker records its result under it
+  StepKind kind = StepKind::kRun;
+  int line = 0;             // Dockerfile line, for messages
+  std::string text;         // the instruction as written, for display ("RUN make")
+  std::string created_by;   // history entry
+
+  // The image state the step runs in.
+  std::vector<std::string> env;  // "K=V": the config env plus the build args the step sees
+  std::string user;              // USER as written ("app", "1000:1000"); empty = root
+  std::string workdir;           // absolute; empty = "/"
+
+  // RUN
+  std::vector<std::string> argv;  // the final command, shell already prepended for shell form
+  std::string network;            // "default", "none" or "host"
+
+  // COPY / ADD
+  std::vector<std::string> sources;  // as written (after expansion), relative to the source root
+  std::string dest;                  // as written; relative dests are relative to workdir
+  std::string chown;                 // --chown as written; names resolved in the image
+  std::string chmod;                 // --chmod as written
+  Digest context_root;               // source is the build context (when from_layers is empty)
+  std::vector<LayerRef> from_layers; // source is this filesystem (COPY --from a stage or image)
+
+  friend bool operator==(const StepSpec&, const StepSpec&) = default;
+};
+
+// A run of steps of one stage, starting at its first cache miss.
+struct StageTask {
+  std::string task_id;
+  std::string build_id;
+  std::string stage;                // stage name for display ("build", or "stage-1")
+  std::vector<LayerRef> base_layers;  // the stage's filesystem before the first step, lowest first
+  std::vector<StepSpec> steps;
+  int64_t source_date_epoch = -1;   // clamp layer mtimes when >= 0
+  uint32_t timeout_seconds = 0;     // per step; 0 = the worker's default
+
+  friend bool operator==(const StageTask&, const StageTask&) = default;
+};
+
+struct RegisterWorkerRequest {
+  std::string name;      // unique in the farm, e.g. "host-1/worker-2"
+  uint32_t slots = 1;    // tasks it runs at once
+  std::string platform;  // "linux/amd64"
+  std::map<std::string, std::string> labels;
+};
+
+struct HeartbeatRequest {
+  std::string name;
+  uint32_t busy_slots = 0;
+  std::vector<std::string> running_tasks;
+};
+
+struct TaskEvent {
+  enum class Kind : uint8_t { kStepStarted = 0, kLog = 1, kStepDone = 2 };
+  std::string task_id;
+  Kind kind = Kind::kStepStarted;
+  uint32_t step = 0;    // index into StageTask::steps
+  std::string log;      // kLog: a chunk of the command's output
+  double seconds = 0;   // kStepDone
+  LayerRef layer;       // kStepDone
+
+  friend bool operator==(const TaskEvent&, const TaskEvent&) = default;
+};
+
+struct TaskDone {
+  std::string task_id;
+  Status status;              // OK, or why the task failed
+  int32_t failed_step = -1;   // index of the failing step
+  int32_t exit_code = 0;      // of a failed RUN
+  std::vector<LayerRef> layers;  // one per completed step (in order)
+  std::vector<double> seconds;   // one per completed step
+  std::string log_tail;          // last lines of the failing step's output
+
+  friend bool operator==(const TaskDone&, const TaskDone&) = default;
+};
+
+struct CancelTaskRequest {
+  std::string task_id;
+};
+
+std::string Encode(const StageTask& m);
+std::string Encode(const RegisterWorkerRequest& m);
+std::string Encode(const HeartbeatRequest& m);
+std::string Encode(const TaskEvent& m);
+std::string Encode(const TaskDone& m);
+std::string Encode(const CancelTaskRequest& m);
+Status Decode(std::string_view bytes, StageTask* m);
+Status Decode(std::string_view bytes, RegisterWorkerRequest* m);
+Status Decode(std::string_view bytes, HeartbeatRequest* m);
+Status Decode(std::string_view bytes, TaskEvent* m);
+Status Decode(std::string_view bytes, TaskDone* m);
+Status Decode(std::string_view bytes, CancelTaskRequest* m);
+
+}  // namespace stagefarm

@@ -1,0 +1,19 @@
+@0xc1a3f4e2b7d80002;
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("stagefarm::schema");
+# Types shared by the service schemas.
+
+struct Digest {
+  hex @0 :Text;     # 64 lowercase hex characters of a SHA-256
+  size @1 :UInt64;
+}
+
+struct LayerRef {
+  diffId @0 :Digest;   # the uncompressed layer tar
+  toc @1 :Digest;      # its table of contents blob
+}
+
+struct KeyValue {
+  key @0 :Text;
+  value @1 :Text;
+}

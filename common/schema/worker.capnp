@@ -1,0 +1,72 @@
+@0xc1a3f4e2b7d80004;
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("stagefarm::schema");
+# Coordinator <-> worker. See common/include/stagefarm/common/worker_protocol.h.
+
+using Common = import "common.capnp";
+
+struct StepSpec {
+  key @0 :Text;
+  kind @1 :UInt8;           # stagefarm::StepKind
+  line @2 :Int32;
+  text @3 :Text;
+  createdBy @4 :Text;
+  env @5 :List(Text);
+  user @6 :Text;
+  workdir @7 :Text;
+  argv @8 :List(Text);
+  network @9 :Text;
+  sources @10 :List(Text);
+  dest @11 :Text;
+  chown @12 :Text;
+  chmod @13 :Text;
+  contextRoot @14 :Common.Digest;
+  fromLayers @15 :List(Common.LayerRef);
+}
+
+struct StageTask {
+  taskId @0 :Text;
+  buildId @1 :Text;
+  stage @2 :Text;
+  baseLayers @3 :List(Common.LayerRef);
+  steps @4 :List(StepSpec);
+  sourceDateEpoch @5 :Int64;
+  timeoutSeconds @6 :UInt32;
+}
+
+struct RegisterWorkerRequest {
+  name @0 :Text;
+  slots @1 :UInt32;
+  platform @2 :Text;
+  labels @3 :List(Common.KeyValue);
+}
+
+struct HeartbeatRequest {
+  name @0 :Text;
+  busySlots @1 :UInt32;
+  runningTasks @2 :List(Text);
+}
+
+struct TaskEvent {
+  taskId @0 :Text;
+  kind @1 :UInt8;
+  step @2 :UInt32;
+  log @3 :Data;
+  seconds @4 :Float64;
+  layer @5 :Common.LayerRef;
+}
+
+struct TaskDone {
+  taskId @0 :Text;
+  statusCode @1 :UInt16;
+  statusMessage @2 :Text;
+  failedStep @3 :Int32;
+  exitCode @4 :Int32;
+  layers @5 :List(Common.LayerRef);
+  seconds @6 :List(Float64);
+  logTail @7 :Data;
+}
+
+struct CancelTaskRequest {
+  taskId @0 :Text;
+}

@@ -1,0 +1,177 @@
+#include "stagefarm/common/context_tree.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <nlohmann/json.hpp>
+
+namespace stagefarm {
+namespace {
+
+char TypeChar(TreeEntry::Type t) {
+  switch (t) {
+    case TreeEntry::Type::kFile: return 'f';
+    case TreeEntry::Type::kDir: return 'd';
+    case TreeEntry::Type::kSymlink: return 'l';
+  }
+  return 'f';
+}
+
+StatusOr<std::string> ReadLink(const std::string& path) {
+  std::string buf(256, '\0');
+  for (;;) {
+    ssize_t n = ::readlink(path.c_str(), buf.data(), buf.size());
+    if (n < 0) return ErrnoError("readlink " + path, errno);
+    if (static_cast<size_t>(n) < buf.size()) {
+      buf.resize(static_cast<size_t>(n));
+      return buf;
+    }
+    buf.resize(buf.size() * 2);
+  }
+}
+
+StatusOr<std::vector<std::string>> ListDir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return ErrnoError("opendir " + dir, errno);
+  std::vector<std::string> names;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(std::move(name));
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Hashes one directory; `rel` is its path relative to the context root ("" for the root).
+StatusOr<Digest> HashDir(const std::string& abs, const std::string& rel,
+                         const std::function<bool(const std::string&)>& ignore,
+                         const std::function<void(ContextBlob)>& on_blob) {
+  SF_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(abs));
+  TreeNode node;
+  for (const std::string& name : names) {
+    std::string child_rel = rel.empty() ? name : rel + "/" + name;
+    std::string child_abs = abs + "/" + name;
+    if (ignore && ignore(child_rel)) continue;
+    struct stat st;
+    if (::lstat(child_abs.c_str(), &st) != 0) return ErrnoError("lstat " + child_abs, errno);
+    TreeEntry e;
+    e.name = name;
+    e.mode = st.st_mode & 07777;
+    if (S_ISREG(st.st_mode)) {
+      e.type = TreeEntry::Type::kFile;
+      SF_ASSIGN_OR_RETURN(e.digest, Digest::OfFile(child_abs));
+      on_blob(ContextBlob{e.digest, child_abs, {}});
+    } else if (S_ISDIR(st.st_mode)) {
+      e.type = TreeEntry::Type::kDir;
+      SF_ASSIGN_OR_RETURN(e.digest, HashDir(child_abs, child_rel, ignore, on_blob));
+    } else if (S_ISLNK(st.st_mode)) {
+      e.type = TreeEntry::Type::kSymlink;
+      SF_ASSIGN_OR_RETURN(e.target, ReadLink(child_abs));
+    } else {
+      continue;  // sockets, devices and fifos are not part of a build context (as in docker build)
+    }
+    node.entries.push_back(std::move(e));
+  }
+  std::string bytes = node.Serialize();
+  Digest d = Digest::Of(bytes);
+  on_blob(ContextBlob{d, {}, std::move(bytes)});
+  return d;
+}
+
+}  // namespace
+
+std::string TreeNode::Serialize() const {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const TreeEntry& e : entries) {
+    nlohmann::json j;
+    j["n"] = e.name;
+    j["t"] = std::string(1, TypeChar(e.type));
+    j["m"] = e.mode;
+    if (e.type == TreeEntry::Type::kSymlink) {
+      j["l"] = e.target;
+    } else {
+      j["d"] = e.digest.str();
+      j["s"] = e.digest.size;
+    }
+    arr.push_back(std::move(j));
+  }
+  return arr.dump();
+}
+
+StatusOr<TreeNode> TreeNode::Parse(std::string_view bytes) {
+  nlohmann::json arr = nlohmann::json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  if (!arr.is_array()) return InvalidArgumentError("context tree node is not a JSON array");
+  TreeNode node;
+  try {
+    for (const auto& j : arr) {
+      TreeEntry e;
+      e.name = j.at("n").get<std::string>();
+      if (e.name.empty() || e.name == "." || e.name == ".." ||
+          e.name.find('/') != std::string::npos) {
+        return InvalidArgumentError("context tree node has a bad name \"" + e.name + "\"");
+      }
+      std::string t = j.at("t").get<std::string>();
+      e.mode = j.at("m").get<uint32_t>() & 07777;
+      if (t == "l") {
+        e.type = TreeEntry::Type::kSymlink;
+        e.target = j.at("l").get<std::string>();
+      } else if (t == "f" || t == "d") {
+        e.type = t == "f" ? TreeEntry::Type::kFile : TreeEntry::Type::kDir;
+        SF_ASSIGN_OR_RETURN(e.digest,
+                            Digest::Parse(j.at("d").get<std::string>(), j.at("s").get<uint64_t>()));
+      } else {
+        return InvalidArgumentError("context tree node has unknown type \"" + t + "\"");
+      }
+      if (!node.entries.empty() && node.entries.back().name >= e.name) {
+        return InvalidArgumentError("context tree node entries are not sorted");
+      }
+      node.entries.push_back(std::move(e));
+    }
+  } catch (const nlohmann::json::exception& ex) {
+    return InvalidArgumentError(std::string("context tree node: ") + ex.what());
+  }
+  return node;
+}
+
+StatusOr<Digest> HashContextDir(const std::string& root,
+                                const std::function<bool(const std::string&)>& ignore,
+                                const std::function<void(ContextBlob)>& on_blob) {
+  struct stat st;
+  if (::stat(root.c_str(), &st) != 0) return ErrnoError("context " + root, errno);
+  if (!S_ISDIR(st.st_mode)) return InvalidArgumentError("context " + root + " is not a directory");
+  return HashDir(root, "", ignore, on_blob);
+}
+
+StatusOr<TreeNode> ContextTree::ReadNode(const Digest& node) {
+  SF_ASSIGN_OR_RETURN(std::string bytes, cache_.ReadBytes(node, 64 << 20));
+  return TreeNode::Parse(bytes);
+}
+
+StatusOr<std::optional<TreeEntry>> ContextTree::Lookup(std::string_view path) {
+  TreeEntry current;
+  current.type = TreeEntry::Type::kDir;
+  current.mode = 0755;
+  current.digest = root_;
+  size_t pos = 0;
+  while (pos <= path.size()) {
+    size_t slash = path.find('/', pos);
+    std::string_view part =
+        path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
+    pos = slash == std::string_view::npos ? path.size() + 1 : slash + 1;
+    if (part.empty() || part == ".") continue;
+    if (part == "..") return InvalidArgumentError("path " + std::string(path) + " leaves the context");
+    if (current.type != TreeEntry::Type::kDir) return std::optional<TreeEntry>();
+    SF_ASSIGN_OR_RETURN(TreeNode node, ReadNode(current.digest));
+    auto it = std::lower_bound(node.entries.begin(), node.entries.end(), part,
+                               [](const TreeEntry& e, std::string_view n) { return e.name < n; });
+    if (it == node.entries.end() || it->name != part) return std::optional<TreeEntry>();
+    current = *it;
+  }
+  return std::optional<TreeEntry>(current);
+}
+
+}  // namespace stagefarm

@@ -1,0 +1,1333 @@
+#include "stagefarm/common/build_plan.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "frontend/unicode_util.h"
+#include "stagefarm/common/dockerfile_parser.h"
+#include "stagefarm/common/shell_words.h"
+
+namespace stagefarm::frontend {
+namespace {
+
+using internal::GoQuote;
+using internal::ToLower;
+using internal::ToUpper;
+using Json = nlohmann::json;
+
+constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+// Build args docker build accepts without an ARG: never reported as unused; the proxy ones
+// reach RUN's environment (and are kept out of its history, as docker does).
+bool IsProxyArg(const std::string& key) {
+  static const std::set<std::string> kProxy = {
+      "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
+      "ftp_proxy",  "NO_PROXY",   "no_proxy",    "ALL_PROXY",   "all_proxy"};
+  return kProxy.count(key) > 0;
+}
+bool IsBuiltinArg(const std::string& key) {
+  return IsProxyArg(key) || key.rfind("BUILDKIT_", 0) == 0 || key == "SOURCE_DATE_EPOCH";
+}
+
+// "[a b]": Go's %v of a []string.
+std::string GoList(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? " " : "") + v[i];
+  return out + "]";
+}
+// `["a" "b"]`: Go's %q of a []string.
+std::string GoQuotedList(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? " " : "") + GoQuote(v[i]);
+  return out + "]";
+}
+
+// time.Duration.String().
+std::string GoDuration(int64_t ns) {
+  if (ns == 0) return "0s";
+  std::string sign = ns < 0 ? "-" : "";
+  uint64_t u = ns < 0 ? static_cast<uint64_t>(-ns) : static_cast<uint64_t>(ns);
+  auto frac = [](uint64_t v, int digits) {
+    std::string s = std::to_string(v);
+    s.insert(0, static_cast<size_t>(digits) - std::min<size_t>(s.size(), digits), '0');
+    while (!s.empty() && s.back() == '0') s.pop_back();
+    return s.empty() ? std::string() : "." + s;
+  };
+  if (u < 1000000000ULL) {
+    if (u < 1000) return sign + std::to_string(u) + "ns";
+    if (u < 1000000) return sign + std::to_string(u / 1000) + frac(u % 1000, 3) + "µs";
+    return sign + std::to_string(u / 1000000) + frac(u % 1000000, 6) + "ms";
+  }
+  uint64_t secs = u / 1000000000ULL;
+  std::string s = std::to_string(secs % 60) + frac(u % 1000000000ULL, 9) + "s";
+  uint64_t mins = secs / 60;
+  if (mins == 0) return sign + s;
+  s = std::to_string(mins % 60) + "m" + s;
+  uint64_t hours = mins / 60;
+  if (hours == 0) return sign + s;
+  return sign + std::to_string(hours) + "h" + s;
+}
+
+// time.ParseDuration for the units HEALTHCHECK takes.
+std::optional<int64_t> ParseGoDuration(std::string_view s) {
+  if (s == "0") return 0;
+  if (s.empty()) return std::nullopt;
+  bool neg = false;
+  if (s[0] == '-' || s[0] == '+') {
+    neg = s[0] == '-';
+    s.remove_prefix(1);
+  }
+  double total = 0;
+  if (s.empty()) return std::nullopt;
+  while (!s.empty()) {
+    size_t i = 0;
+    while (i < s.size() && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) ++i;
+    if (i == 0) return std::nullopt;
+    double v = std::strtod(std::string(s.substr(0, i)).c_str(), nullptr);
+    s.remove_prefix(i);
+    size_t j = 0;
+    while (j < s.size() && !((s[j] >= '0' && s[j] <= '9') || s[j] == '.')) ++j;
+    std::string_view unit = s.substr(0, j);
+    s.remove_prefix(j);
+    double mult;
+    if (unit == "ns")
+      mult = 1;
+    else if (unit == "us" || unit == "µs" || unit == "μs")
+      mult = 1e3;
+    else if (unit == "ms")
+      mult = 1e6;
+    else if (unit == "s")
+      mult = 1e9;
+    else if (unit == "m")
+      mult = 60e9;
+    else if (unit == "h")
+      mult = 3600e9;
+    else
+      return std::nullopt;
+    total += v * mult;
+  }
+  return static_cast<int64_t>(neg ? -total : total);
+}
+
+// path.Clean for absolute slash paths.
+std::string CleanPath(const std::string& p) {
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i <= p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    std::string part = p.substr(i, j - i);
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(part);
+    }
+    i = j + 1;
+  }
+  std::string out;
+  for (const auto& part : parts) out += "/" + part;
+  return out.empty() ? "/" : out;
+}
+
+struct Platform {
+  std::string os, arch, variant;
+  std::string str() const { return os + "/" + arch + (variant.empty() ? "" : "/" + variant); }
+};
+
+Platform ParsePlatform(const std::string& s) {
+  Platform p;
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (;;) {
+    size_t slash = s.find('/', start);
+    parts.push_back(s.substr(start, slash - start));
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  p.os = parts.size() > 0 ? ToLower(parts[0]) : "linux";
+  p.arch = parts.size() > 1 ? ToLower(parts[1]) : "amd64";
+  p.variant = parts.size() > 2 ? ToLower(parts[2]) : "";
+  if (parts.size() == 1 && p.os != "linux" && p.os != "windows" && p.os != "darwin") {
+    p.arch = p.os;  // "arm64" alone names an architecture
+    p.os = "linux";
+  }
+  return p;
+}
+
+// Splits a --mount value as encoding/csv reads one record.
+StatusOr<std::vector<std::string>> CsvFields(std::string_view s) {
+  std::vector<std::string> out;
+  std::string field;
+  bool quoted = false, was_quoted = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (quoted) {
+      if (c == '"') {
+        if (i + 1 < s.size() && s[i + 1] == '"') {
+          field += '"';
+          ++i;
+        } else {
+          quoted = false;
+        }
+      } else {
+        field += c;
+      }
+    } else if (c == '"' && field.empty() && !was_quoted) {
+      quoted = was_quoted = true;
+    } else if (c == ',') {
+      out.push_back(std::move(field));
+      field.clear();
+      was_quoted = false;
+    } else {
+      field += c;
+    }
+  }
+  if (quoted) return InvalidArgumentError("failed to parse csv mounts: extraneous or missing \"");
+  out.push_back(std::move(field));
+  return out;
+}
+
+// The flags one instruction accepts (BuildKit's BFlags).
+class Flags {
+ public:
+  enum Kind { kString, kBool, kStrings };
+  void Add(const std::string& name, Kind kind) { kinds_[name] = kind; }
+
+  Status Parse(const std::vector<std::string>& flags) {
+    for (const std::string& arg : flags) {
+      if (arg.rfind("--", 0) != 0) return InvalidArgumentError("arg should start with -- : " + arg);
+      std::string body = arg.substr(2);
+      size_t eq = body.find('=');
+      std::string name = body.substr(0, eq);
+      bool has_value = eq != std::string::npos;
+      std::string value = has_value ? body.substr(eq + 1) : "";
+      auto it = kinds_.find(name);
+      if (it == kinds_.end()) return InvalidArgumentError("unknown flag --" + name);
+      if (it->second != kStrings && values_.count(name)) {
+        return InvalidArgumentError("duplicate flag specified: --" + name);
+      }
+      switch (it->second) {
+        case kBool: {
+          std::string v = ToLower(value);
+          if (!has_value) v = "true";
+          if (v != "true" && v != "false") {
+            return InvalidArgumentError("expecting boolean value for flag --" + name +
+                                        ", not: " + value);
+          }
+          values_[name] = {v};
+          break;
+        }
+        case kString:
+          if (!has_value) return InvalidArgumentError("missing a value on flag: --" + name);
+          values_[name] = {value};
+          break;
+        case kStrings:
+          if (!has_value) return InvalidArgumentError("missing a value on flag: --" + name);
+          values_[name].push_back(value);
+          break;
+      }
+    }
+    return Status::Ok();
+  }
+  bool Used(const std::string& name) const { return values_.count(name) > 0; }
+  std::string String(const std::string& name) const {
+    auto it = values_.find(name);
+    return it == values_.end() ? "" : it->second.back();
+  }
+  bool Bool(const std::string& name) const { return String(name) == "true"; }
+  std::vector<std::string> Strings(const std::string& name) const {
+    auto it = values_.find(name);
+    return it == values_.end() ? std::vector<std::string>{} : it->second;
+  }
+
+ private:
+  std::map<std::string, Kind> kinds_;
+  std::map<std::string, std::vector<std::string>> values_;
+};
+
+// The flags of every instruction; an instruction missing here takes none.
+Flags FlagsFor(const std::string& cmd) {
+  Flags f;
+  if (cmd == "copy" || cmd == "add") {
+    f.Add("chown", Flags::kString);
+    f.Add("chmod", Flags::kString);
+    f.Add("link", Flags::kBool);
+    f.Add("exclude", Flags::kStrings);
+  }
+  if (cmd == "copy") {
+    f.Add("from", Flags::kString);
+    f.Add("parents", Flags::kBool);
+  } else if (cmd == "add") {
+    f.Add("keep-git-dir", Flags::kBool);
+    f.Add("checksum", Flags::kString);
+    f.Add("unpack", Flags::kBool);
+  } else if (cmd == "run") {
+    f.Add("mount", Flags::kStrings);
+    f.Add("network", Flags::kString);
+    f.Add("security", Flags::kString);
+    f.Add("device", Flags::kStrings);
+  } else if (cmd == "from") {
+    f.Add("platform", Flags::kString);
+  } else if (cmd == "healthcheck") {
+    for (const char* n : {"interval", "timeout", "start-period", "start-interval", "retries"}) {
+      f.Add(n, Flags::kString);
+    }
+  }
+  return f;
+}
+
+const std::set<std::string>& KnownInstructions() {
+  static const std::set<std::string> k = {
+      "add",    "arg",   "cmd",         "copy",  "entrypoint", "env",
+      "expose", "from",  "healthcheck", "label", "maintainer", "onbuild",
+      "run",    "shell", "stopsignal",  "user",  "volume",     "workdir"};
+  return k;
+}
+
+bool ValidStageName(const std::string& n) {
+  if (n.empty() || !(n[0] >= 'a' && n[0] <= 'z')) return false;
+  for (char c : n) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool ValidSignal(const std::string& s) {
+  if (s.empty()) return false;
+  if (std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::stol(s.substr(0, 9)) > 0;
+  }
+  static const std::set<std::string> kNames = {
+      "ABRT", "ALRM",   "BUS",  "CHLD",   "CLD",   "CONT", "FPE",  "HUP",  "ILL",
+      "INT",  "IO",     "IOT",  "KILL",   "PIPE",  "POLL", "PROF", "PWR",  "QUIT",
+      "SEGV", "STKFLT", "STOP", "SYS",    "TERM",  "TRAP", "TSTP", "TTIN", "TTOU",
+      "URG",  "USR1",   "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ"};
+  std::string n = ToUpper(s);
+  if (n.rfind("SIG", 0) == 0) n = n.substr(3);
+  if (kNames.count(n)) return true;
+  if (n.rfind("RTMIN", 0) == 0 || n.rfind("RTMAX", 0) == 0) return true;
+  return false;
+}
+
+// One FROM and the instructions under it.
+struct StageSource {
+  int index = 0;
+  const Node* from = nullptr;
+  std::vector<const Node*> commands;
+  std::string name;
+};
+
+class Resolver {
+ public:
+  Resolver(const BuildOptions& options, const ImageResolver& images)
+      : options_(options), images_(images) {}
+
+  StatusOr<BuildPlan> Run(std::string_view text);
+
+ private:
+  Status Error(const Node& node, const std::string& msg) const {
+    return InvalidArgumentError(options_.filename + ":" + std::to_string(node.start_line) + ": " +
+                                ToUpper(node.keyword) + ": " + msg);
+  }
+  Status Wrap(const Node& node, const Status& s) const {
+    return Status(s.code(), options_.filename + ":" + std::to_string(node.start_line) + ": " +
+                                ToUpper(node.keyword) + ": " + s.message());
+  }
+
+  Status CheckStructure(const Node& node, bool in_onbuild);
+  Status ResolveMetaArgs(const std::vector<const Node*>& args);
+  Status ResolveStage(int index);
+  Status Dispatch(int stage_index, const Node& node, struct StageState* st);
+  StatusOr<int> FindStageRef(const Node& node, const std::string& ref, int current, bool* is_stage);
+  void AddExternal(const std::string& ref) {
+    if (std::find(external_.begin(), external_.end(), ref) == external_.end()) {
+      external_.push_back(ref);
+    }
+  }
+
+  const BuildOptions& options_;
+  const ImageResolver& images_;
+  ShellLex lex_;
+  ParsedDockerfile parsed_;
+  std::vector<StageSource> sources_;
+  std::map<std::string, int> by_name_;
+  std::map<std::string, std::string> auto_args_;  // TARGETPLATFORM...
+  // Global scope (ARG before the first FROM): name -> value (nullopt: declared, no value).
+  std::vector<std::pair<std::string, std::optional<std::string>>> meta_args_;
+  std::set<std::string> consumed_;  // build args some ARG declared
+  std::map<int, ResolvedStage> resolved_;
+  std::vector<int> order_;  // original indices, deps first
+  std::set<int> in_progress_;
+  std::vector<std::string> external_;
+  std::map<std::string, ImageConfig> image_cache_;
+
+  friend struct StageState;
+};
+
+struct StageState {
+  ImageConfig config;
+  // ARGs declared in the stage, in order: name -> value.
+  std::vector<std::pair<std::string, std::optional<std::string>>> args;
+  bool cmd_set = false;
+  std::set<int> deps;
+
+  std::optional<std::string> Lookup(const std::string& name) const {
+    if (auto v = config.GetEnv(name)) return v;
+    for (auto it = args.rbegin(); it != args.rend(); ++it) {
+      if (it->first == name) return it->second;
+    }
+    return std::nullopt;
+  }
+  EnvLookup Env() const {
+    return [this](const std::string& name) { return Lookup(name); };
+  }
+};
+
+StatusOr<int> Resolver::FindStageRef(const Node& node, const std::string& ref, int current,
+                                     bool* is_stage) {
+  *is_stage = false;
+  auto it = by_name_.find(ToLower(ref));
+  int idx = -1;
+  if (it != by_name_.end()) {
+    idx = it->second;
+  } else if (!ref.empty() &&
+             std::all_of(ref.begin(), ref.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    idx = ref.size() > 9 ? -1 : std::stoi(ref);
+    if (idx < 0 || idx >= static_cast<int>(sources_.size())) {
+      return Error(node, "invalid stage index " + ref);
+    }
+  } else {
+    return -1;
+  }
+  if (idx >= current) {
+    return Error(node, "stage " + GoQuote(ref) +
+                           (idx == current ? " refers to itself" : " is defined later") +
+                           ": a stage can only use stages defined before it");
+  }
+  *is_stage = true;
+  return idx;
+}
+
+Status Resolver::CheckStructure(const Node& node, bool in_onbuild) {
+  std::string cmd = node.command();
+  if (!KnownInstructions().count(cmd)) return Error(node, "unknown instruction: " + node.keyword);
+  Flags flags = FlagsFor(cmd);
+  if (!(cmd == "healthcheck" && !node.args.empty() && ToUpper(node.args[0]) == "NONE")) {
+    if (Status s = flags.Parse(node.flags); !s.ok()) return Wrap(node, s);
+  }
+  size_t n = node.args.size();
+  auto need = [&](bool ok, const std::string& msg) { return ok ? Status::Ok() : Error(node, msg); };
+  if (cmd == "onbuild") {
+    if (node.children.empty()) return Error(node, "ONBUILD requires at least one argument");
+    std::string trigger = node.children[0].command();
+    if (trigger == "onbuild") {
+      return Error(node, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
+    }
+    if (trigger == "from" || trigger == "maintainer") {
+      return Error(node, ToUpper(trigger) + " isn't allowed as an ONBUILD trigger");
+    }
+    return CheckStructure(node.children[0], true);
+  }
+  (void)in_onbuild;
+  if (cmd == "env" || cmd == "label" || cmd == "expose" || cmd == "volume" || cmd == "arg" ||
+      cmd == "healthcheck") {
+    SF_RETURN_IF_ERROR(need(n > 0, ToUpper(cmd) + " requires at least one argument"));
+  }
+  if (cmd == "env" || cmd == "label") {
+    for (size_t i = 0; i < n; i += 3) {
+      SF_RETURN_IF_ERROR(need(!node.args[i].empty(), ToUpper(cmd) + " names can not be blank"));
+    }
+  }
+  if (cmd == "copy" || cmd == "add") {
+    SF_RETURN_IF_ERROR(need(n >= 2, ToUpper(cmd) +
+                                        " requires at least two arguments, but only one was "
+                                        "provided. Destination could not be determined"));
+  }
+  if (cmd == "user" || cmd == "workdir" || cmd == "stopsignal" || cmd == "maintainer") {
+    SF_RETURN_IF_ERROR(need(n == 1, ToUpper(cmd) + " requires exactly one argument"));
+  }
+  if (cmd == "shell") {
+    SF_RETURN_IF_ERROR(need(n > 0, "SHELL requires at least one argument"));
+    SF_RETURN_IF_ERROR(need(node.json, "SHELL requires the arguments to be in JSON form"));
+  }
+  if (cmd == "from") {
+    bool ok = n == 1 || (n == 3 && ToLower(node.args[1]) == "as");
+    SF_RETURN_IF_ERROR(need(ok, "FROM requires either one or three arguments"));
+    if (n == 3 && !ValidStageName(ToLower(node.args[2]))) {
+      return Error(node, "invalid name for build stage: " + GoQuote(node.args[2]) +
+                             ", name can't start with a number or contain symbols");
+    }
+  }
+  if (cmd == "arg") {
+    for (const std::string& a : node.args) {
+      SF_RETURN_IF_ERROR(need(!a.empty() && a[0] != '=', "ARG names can not be blank"));
+    }
+  }
+  if (cmd == "healthcheck") {
+    std::string type = ToUpper(node.args[0]);
+    if (type == "NONE") {
+      SF_RETURN_IF_ERROR(need(n == 1, "HEALTHCHECK NONE takes no arguments"));
+    } else if (type == "CMD") {
+      SF_RETURN_IF_ERROR(need(n > 1, "Missing command after HEALTHCHECK CMD"));
+    } else {
+      return Error(node, "Unknown type " + GoQuote(type) + " in HEALTHCHECK (try CMD)");
+    }
+  }
+  if (cmd == "run" || cmd == "copy" || cmd == "add") {
+    // A heredoc as the destination is refused as docker does.
+    if ((cmd != "run") && n > 0) {
+      StatusOr<std::optional<Heredoc>> h = ParseHeredocWord(node.args.back());
+      if (h.ok() && h->has_value() && !node.json) {
+        return Error(node, ToUpper(cmd) + " cannot accept a heredoc as a destination");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status Resolver::ResolveMetaArgs(const std::vector<const Node*>& args) {
+  for (const Node* node : args) {
+    for (const std::string& word : node->args) {
+      size_t eq = word.find('=');
+      std::string key = word.substr(0, eq);
+      std::optional<std::string> value;
+      consumed_.insert(key);
+      if (auto it = options_.build_args.find(key); it != options_.build_args.end()) {
+        value = it->second;
+      } else if (auto a = auto_args_.find(key); a != auto_args_.end()) {
+        value = a->second;
+      } else if (eq != std::string::npos) {
+        EnvLookup env = [this](const std::string& name) -> std::optional<std::string> {
+          for (auto it = meta_args_.rbegin(); it != meta_args_.rend(); ++it) {
+            if (it->first == name) return it->second;
+          }
+          if (auto a = auto_args_.find(name); a != auto_args_.end()) return a->second;
+          return std::nullopt;
+        };
+        StatusOr<std::string> v = lex_.ProcessWord(word.substr(eq + 1), env);
+        if (!v.ok()) return Wrap(*node, v.status());
+        value = *v;
+      }
+      meta_args_.emplace_back(key, value);
+    }
+  }
+  return Status::Ok();
+}
+
+std::vector<std::string> WithShell(const ImageConfig& config, const std::string& cmd) {
+  std::vector<std::string> argv =
+      config.shell.empty() ? std::vector<std::string>{"/bin/sh", "-c"} : config.shell;
+  argv.push_back(cmd);
+  return argv;
+}
+
+Json ConfigJson(const ImageConfig& c) {
+  return Json{{"user", c.user}, {"workdir", c.working_dir}, {"shell", c.shell}};
+}
+
+StatusOr<std::vector<std::string>> ParsePorts(const std::vector<std::string>& raw) {
+  std::vector<std::string> out;
+  for (const std::string& spec : raw) {
+    std::string port = spec, proto = "tcp";
+    if (size_t slash = spec.find('/'); slash != std::string::npos) {
+      port = spec.substr(0, slash);
+      proto = ToLower(spec.substr(slash + 1));
+    }
+    if (size_t colon = port.rfind(':'); colon != std::string::npos) port = port.substr(colon + 1);
+    auto number = [](const std::string& s) -> std::optional<int> {
+      if (s.empty() || s.size() > 5 ||
+          !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return std::nullopt;
+      }
+      int v = std::stoi(s);
+      if (v > 65535) return std::nullopt;
+      return v;
+    };
+    std::optional<int> lo, hi;
+    if (size_t dash = port.find('-'); dash != std::string::npos) {
+      lo = number(port.substr(0, dash));
+      hi = number(port.substr(dash + 1));
+    } else {
+      lo = hi = number(port);
+    }
+    if (!lo || !hi || *hi < *lo) return InvalidArgumentError("invalid containerPort: " + spec);
+    if (proto != "tcp" && proto != "udp" && proto != "sctp") {
+      return InvalidArgumentError("invalid proto: " + proto);
+    }
+    for (int p = *lo; p <= *hi; ++p) out.push_back(std::to_string(p) + "/" + proto);
+  }
+  return out;
+}
+
+Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
+  const std::string cmd = node.command();
+  ResolvedStage& stage = resolved_[stage_index];
+  ResolvedStep step;
+  step.line = node.start_line;
+  step.text = std::string(internal::TrimSpace(node.original));
+  Json canon = {{"kind", ToUpper(cmd)}};
+  Flags flags = FlagsFor(cmd);
+  SF_RETURN_IF_ERROR(flags.Parse(node.flags));  // checked before; cannot fail here
+  const EnvLookup env = st->Env();
+  auto expand = [&](const std::string& word) -> StatusOr<std::string> {
+    StatusOr<std::string> v = lex_.ProcessWord(word, env);
+    if (!v.ok()) return Wrap(node, v.status());
+    return v;
+  };
+  ImageConfig& config = st->config;
+
+  if (cmd == "run") {
+    step.kind = StepKind::kRun;
+    for (const Heredoc& h : node.heredocs) {
+      step.heredocs.push_back(InlineFile{h.name,
+                                         h.chomp ? ChompHeredocContent(h.content) : h.content,
+                                         h.expand, h.chomp, h.file_descriptor});
+    }
+    if (node.json) {
+      step.argv = node.args;
+    } else {
+      std::string command = node.args.empty() ? "" : node.args[0];
+      if (!node.heredocs.empty()) {
+        StatusOr<std::optional<Heredoc>> only = ParseHeredocWord(command);
+        if (only.ok() && only->has_value() && node.heredocs.size() == 1) {
+          command = step.heredocs[0].content;  // the script runs in the shell
+        } else {
+          for (const Heredoc& h : node.heredocs) command += "\n" + h.content + h.name;
+        }
+      }
+      step.argv = WithShell(config, command);
+    }
+    // Environment: the config's, then build args in scope that ENV does not set (a key
+    // declared twice keeps its last value, at its first place).
+    step.env = config.env;
+    std::map<std::string, size_t> arg_env_pos;
+    for (const auto& [key, value] : st->args) {
+      if (!value || config.GetEnv(key)) continue;
+      std::string entry = key + "=" + *value;
+      if (auto it = arg_env_pos.find(key); it != arg_env_pos.end()) {
+        step.env[it->second] = entry;
+      } else {
+        arg_env_pos[key] = step.env.size();
+        step.env.push_back(entry);
+      }
+    }
+    for (const auto& [key, value] : options_.build_args) {
+      if (IsProxyArg(key) && !st->Lookup(key)) step.env.push_back(key + "=" + value);
+    }
+    if (flags.Used("network")) {
+      step.network = ToLower(flags.String("network"));
+      if (step.network != "default" && step.network != "none" && step.network != "host") {
+        return Error(node, "unsupported network mode " + GoQuote(flags.String("network")));
+      }
+    }
+    if (flags.Used("security")) {
+      step.security = ToLower(flags.String("security"));
+      if (step.security != "sandbox" && step.security != "insecure") {
+        return Error(node, "unsupported security mode " + GoQuote(flags.String("security")));
+      }
+    }
+    Json mounts = Json::array();
+    for (const std::string& spec : flags.Strings("mount")) {
+      SF_ASSIGN_OR_RETURN(std::vector<std::string> fields, CsvFields(spec));
+      RunMount m;
+      bool ro_auto = true;
+      for (const std::string& field : fields) {
+        size_t eq = field.find('=');
+        std::string key = ToLower(field.substr(0, eq));
+        if (eq == std::string::npos) {
+          if (key == "readonly" || key == "ro") {
+            m.readonly = true, ro_auto = false;
+          } else if (key == "readwrite" || key == "rw") {
+            m.readonly = false, ro_auto = false;
+          } else if (key == "required" && (m.type == "secret" || m.type == "ssh")) {
+            m.required = true;
+          } else {
+            return Error(node, "invalid field '" + field + "' must be a key=value pair");
+          }
+          continue;
+        }
+        SF_ASSIGN_OR_RETURN(std::string value, expand(field.substr(eq + 1)));
+        auto parse_uint = [&](int base) -> StatusOr<uint32_t> {
+          char* end = nullptr;
+          unsigned long v = std::strtoul(value.c_str(), &end, base);
+          if (value.empty() || *end != '\0' || v > 0xFFFFFFFFul) {
+            return Error(node, "invalid value " + value + " for " + key);
+          }
+          return static_cast<uint32_t>(v);
+        };
+        auto parse_bool = [&](bool* out) -> Status {
+          std::string v = ToLower(value);
+          if (v == "true" || v == "1" || v == "t")
+            *out = true;
+          else if (v == "false" || v == "0" || v == "f")
+            *out = false;
+          else
+            return Error(node, "invalid value for " + key + ": " + value);
+          return Status::Ok();
+        };
+        if (key == "type") {
+          m.type = ToLower(value);
+          if (m.type != "bind" && m.type != "cache" && m.type != "tmpfs" && m.type != "secret" &&
+              m.type != "ssh") {
+            return Error(node, "unsupported mount type " + GoQuote(value));
+          }
+        } else if (key == "from") {
+          m.from = value;
+        } else if (key == "source" || key == "src") {
+          m.source = value;
+        } else if (key == "target" || key == "dst" || key == "destination") {
+          m.target = value;
+        } else if (key == "readonly" || key == "ro") {
+          SF_RETURN_IF_ERROR(parse_bool(&m.readonly));
+          ro_auto = false;
+        } else if (key == "readwrite" || key == "rw") {
+          bool rw = false;
+          SF_RETURN_IF_ERROR(parse_bool(&rw));
+          m.readonly = !rw;
+          ro_auto = false;
+        } else if (key == "required") {
+          if (m.type != "secret" && m.type != "ssh") {
+            return Error(node, "unexpected key 'required' for mount type '" + m.type + "'");
+          }
+          SF_RETURN_IF_ERROR(parse_bool(&m.required));
+        } else if (key == "size") {
+          if (m.type != "tmpfs") {
+            return Error(node, "unexpected key 'size' for mount type '" + m.type + "'");
+          }
+          char* end = nullptr;
+          double v = std::strtod(value.c_str(), &end);
+          std::string unit = ToLower(end);
+          double mult = 1;
+          if (unit == "k" || unit == "kb")
+            mult = 1024;
+          else if (unit == "m" || unit == "mb")
+            mult = 1024.0 * 1024;
+          else if (unit == "g" || unit == "gb")
+            mult = 1024.0 * 1024 * 1024;
+          else if (!unit.empty() && unit != "b")
+            return Error(node, "invalid value for size: " + value);
+          m.size_limit = static_cast<int64_t>(v * mult);
+        } else if (key == "id") {
+          m.id = value;
+        } else if (key == "sharing") {
+          m.sharing = ToLower(value);
+          if (m.sharing != "shared" && m.sharing != "private" && m.sharing != "locked") {
+            return Error(node, "unsupported sharing value " + GoQuote(value));
+          }
+        } else if (key == "mode") {
+          SF_ASSIGN_OR_RETURN(m.mode, parse_uint(8));
+        } else if (key == "uid") {
+          SF_ASSIGN_OR_RETURN(m.uid, parse_uint(10));
+        } else if (key == "gid") {
+          SF_ASSIGN_OR_RETURN(m.gid, parse_uint(10));
+        } else if (key == "env") {
+          m.env = value;
+        } else {
+          return Error(node, "unexpected key '" + key + "' in '" + field + "'");
+        }
+      }
+      bool file_info = m.type == "secret" || m.type == "ssh" || m.type == "cache";
+      if (!file_info && (m.mode || m.uid || m.gid)) {
+        return Error(node, "mode, uid and gid are not allowed for \"" + m.type + "\" mounts");
+      }
+      if (ro_auto) m.readonly = !(m.type == "cache" || m.type == "tmpfs");
+      if (m.type == "secret") {
+        if (!m.from.empty()) return Error(node, "secret mount should not have a from");
+        if (m.source.empty() && m.target.empty() && m.id.empty()) {
+          return Error(node, "invalid secret mount. one of source, target required");
+        }
+        if (m.id.empty())
+          m.id = !m.source.empty() ? m.source : m.target.substr(m.target.rfind('/') + 1);
+        if (m.target.empty() && !m.env) m.target = "/run/secrets/" + m.id;
+      }
+      if (m.type == "ssh" && m.id.empty()) m.id = "default";
+      if (m.type == "cache" && m.sharing.empty()) m.sharing = "shared";
+      if (!m.sharing.empty() && m.type != "cache") {
+        return Error(node, "invalid cache sharing set for " + m.type + " mount");
+      }
+      if (m.target.empty() && m.type != "secret" && m.type != "ssh") {
+        return Error(node, "mount target is required");
+      }
+      if (m.type == "cache" && m.id.empty()) m.id = m.target;
+      if (!m.from.empty()) {
+        bool is_stage = false;
+        SF_ASSIGN_OR_RETURN(int idx, FindStageRef(node, m.from, stage_index, &is_stage));
+        if (is_stage) {
+          m.from_stage = idx;
+          st->deps.insert(idx);
+        } else {
+          AddExternal(m.from);
+        }
+      }
+      Json mj = {{"type", m.type},
+                 {"target", m.target},
+                 {"source", m.source},
+                 {"from", m.from},
+                 {"id", m.id},
+                 {"sharing", m.sharing},
+                 {"readonly", m.readonly},
+                 {"required", m.required},
+                 {"size", m.size_limit}};
+      if (m.mode) mj["mode"] = *m.mode;
+      if (m.uid) mj["uid"] = *m.uid;
+      if (m.gid) mj["gid"] = *m.gid;
+      if (m.env) mj["env"] = *m.env;
+      mounts.push_back(mj);
+      step.mounts.push_back(std::move(m));
+    }
+    // History: "RUN |2 A=1 B=2 /bin/sh -c make # buildkit", args in scope first.
+    std::vector<std::string> parts;
+    std::vector<std::string> arg_entries;
+    std::map<std::string, size_t> arg_pos;
+    for (const auto& [key, value] : st->args) {
+      std::string entry = key + "=" + st->Lookup(key).value_or("");
+      if (auto it = arg_pos.find(key); it != arg_pos.end()) {
+        arg_entries[it->second] = entry;
+      } else {
+        arg_pos[key] = arg_entries.size();
+        arg_entries.push_back(entry);
+      }
+    }
+    if (!arg_entries.empty()) parts.push_back("|" + std::to_string(arg_entries.size()));
+    parts.insert(parts.end(), arg_entries.begin(), arg_entries.end());
+    parts.insert(parts.end(), step.argv.begin(), step.argv.end());
+    step.created_by = "RUN";
+    for (const std::string& p : parts) step.created_by += " " + p;
+    step.created_by += " # buildkit";
+    canon.update(ConfigJson(config));
+    canon["argv"] = step.argv;
+    canon["env"] = step.env;
+    canon["network"] = step.network;
+    canon["security"] = step.security;
+    canon["mounts"] = mounts;
+    Json docs = Json::array();
+    for (const InlineFile& f : step.heredocs) {
+      docs.push_back({{"name", f.name}, {"content", f.content}, {"fd", f.file_descriptor}});
+    }
+    canon["heredocs"] = docs;
+  } else if (cmd == "copy" || cmd == "add") {
+    const bool add = cmd == "add";
+    step.kind = add ? StepKind::kAdd : StepKind::kCopy;
+    SF_ASSIGN_OR_RETURN(step.chown, expand(flags.String("chown")));
+    SF_ASSIGN_OR_RETURN(step.chmod, expand(flags.String("chmod")));
+    step.link = flags.Bool("link");
+    for (const std::string& e : flags.Strings("exclude")) {
+      SF_ASSIGN_OR_RETURN(std::string x, expand(e));
+      step.excludes.push_back(x);
+    }
+    if (add) {
+      SF_ASSIGN_OR_RETURN(step.checksum, expand(flags.String("checksum")));
+      if (flags.Used("keep-git-dir")) step.keep_git_dir = flags.Bool("keep-git-dir");
+      if (flags.Used("unpack")) step.unpack = flags.Bool("unpack");
+    } else {
+      step.parents = flags.Bool("parents");
+      if (flags.Used("from")) {
+        SF_ASSIGN_OR_RETURN(step.from, expand(flags.String("from")));
+        if (step.from.empty()) return Error(node, "--from must not be empty");
+        bool is_stage = false;
+        SF_ASSIGN_OR_RETURN(int idx, FindStageRef(node, step.from, stage_index, &is_stage));
+        if (is_stage) {
+          step.from_stage = idx;
+          st->deps.insert(idx);
+        } else {
+          step.from_image = step.from;
+          AddExternal(step.from);
+        }
+      }
+    }
+    std::map<std::string, const Heredoc*> docs;
+    for (const Heredoc& h : node.heredocs) docs[h.name] = &h;
+    for (size_t i = 0; i + 1 < node.args.size(); ++i) {
+      const std::string& src = node.args[i];
+      StatusOr<std::optional<Heredoc>> h = ParseHeredocWord(src);
+      if (!node.json && h.ok() && h->has_value()) {
+        const Heredoc* doc = docs.count((*h)->name) ? docs[(*h)->name] : nullptr;
+        InlineFile f{(*h)->name, doc ? doc->content : "", (*h)->expand, (*h)->chomp, 0};
+        if (f.chomp) f.content = ChompHeredocContent(f.content);
+        if (f.expand) {
+          ShellLexOptions body_options;
+          body_options.raw_escapes = true;
+          body_options.skip_process_quotes = true;
+          ShellLex body(body_options);
+          StatusOr<std::string> v = body.ProcessWord(f.content, env);
+          if (!v.ok()) return Wrap(node, v.status());
+          f.content = *v;
+        }
+        step.heredocs.push_back(std::move(f));
+        continue;
+      }
+      SF_ASSIGN_OR_RETURN(std::string s, expand(src));
+      step.sources.push_back(s);
+    }
+    SF_ASSIGN_OR_RETURN(step.dest, expand(node.args.back()));
+    step.created_by = add ? "ADD" : "COPY";
+    if (step.parents) step.created_by += " --parents";
+    if (!step.chown.empty()) step.created_by += " --chown=" + step.chown;
+    if (!step.chmod.empty()) step.created_by += " --chmod=" + step.chmod;
+    for (const std::string& s : step.sources) step.created_by += " " + s;
+    for (const InlineFile& f : step.heredocs) step.created_by += " <<" + f.name;
+    step.created_by += " " + step.dest + " # buildkit";
+    canon["workdir"] = config.working_dir;
+    canon["sources"] = step.sources;
+    canon["dest"] = step.dest;
+    canon["from"] = step.from;
+    canon["chown"] = step.chown;
+    canon["chmod"] = step.chmod;
+    canon["link"] = step.link;
+    canon["parents"] = step.parents;
+    canon["excludes"] = step.excludes;
+    canon["checksum"] = step.checksum;
+    canon["keep_git_dir"] = step.keep_git_dir ? Json(*step.keep_git_dir) : Json();
+    canon["unpack"] = step.unpack ? Json(*step.unpack) : Json();
+    Json inline_files = Json::array();
+    for (const InlineFile& f : step.heredocs) {
+      inline_files.push_back({{"name", f.name}, {"content", f.content}});
+    }
+    canon["heredocs"] = inline_files;
+  } else if (cmd == "env" || cmd == "label") {
+    const bool is_env = cmd == "env";
+    step.kind = is_env ? StepKind::kEnv : StepKind::kLabel;
+    std::vector<std::pair<std::string, std::string>> pairs;
+    for (size_t i = 0; i + 3 <= node.args.size(); i += 3) {
+      SF_ASSIGN_OR_RETURN(std::string k, expand(node.args[i]));
+      SF_ASSIGN_OR_RETURN(std::string v, expand(node.args[i + 1]));
+      pairs.emplace_back(k, v);
+    }
+    step.created_by = is_env ? "ENV" : "LABEL";
+    Json list = Json::array();
+    for (const auto& [k, v] : pairs) {
+      if (is_env) {
+        config.SetEnv(k, v);
+      } else {
+        config.labels[k] = v;
+      }
+      step.created_by += " " + k + "=" + v;
+      list.push_back({k, v});
+    }
+    canon["args"] = list;
+  } else if (cmd == "arg") {
+    step.kind = StepKind::kArg;
+    std::vector<std::string> commit;
+    Json list = Json::array();
+    for (const std::string& word : node.args) {
+      size_t eq = word.find('=');
+      std::string key = word.substr(0, eq);
+      std::optional<std::string> value;
+      consumed_.insert(key);
+      if (auto it = options_.build_args.find(key); it != options_.build_args.end()) {
+        value = it->second;
+      } else if (auto a = auto_args_.find(key); a != auto_args_.end()) {
+        value = a->second;
+      } else if (eq != std::string::npos) {
+        SF_ASSIGN_OR_RETURN(std::string v, expand(word.substr(eq + 1)));
+        value = v;
+      } else {
+        for (const auto& [mk, mv] : meta_args_) {
+          if (mk == key) value = mv;
+        }
+      }
+      st->args.emplace_back(key, value);
+      commit.push_back(value ? key + "=" + *value : key);
+      list.push_back(value ? Json{key, *value} : Json{key});
+    }
+    step.created_by = "ARG";
+    for (const std::string& c : commit) step.created_by += " " + c;
+    canon["args"] = list;
+  } else if (cmd == "cmd" || cmd == "entrypoint") {
+    const bool is_cmd = cmd == "cmd";
+    step.kind = is_cmd ? StepKind::kCmd : StepKind::kEntrypoint;
+    std::vector<std::string> args =
+        node.json
+            ? node.args
+            : (node.args.empty() ? std::vector<std::string>{} : WithShell(config, node.args[0]));
+    if (is_cmd) {
+      config.cmd = args;
+      config.args_escaped = true;
+      st->cmd_set = true;
+    } else {
+      config.entrypoint = args;
+      if (!st->cmd_set) config.cmd.clear();
+    }
+    step.created_by = std::string(is_cmd ? "CMD " : "ENTRYPOINT ") + GoQuotedList(args);
+    canon["args"] = args;
+  } else if (cmd == "expose") {
+    step.kind = StepKind::kExpose;
+    std::vector<std::string> raw = node.args;
+    std::sort(raw.begin(), raw.end());
+    std::vector<std::string> words;
+    for (const std::string& p : raw) {
+      StatusOr<std::vector<std::string>> w = lex_.ProcessWords(p, env);
+      if (!w.ok()) return Wrap(node, w.status());
+      words.insert(words.end(), w->begin(), w->end());
+    }
+    StatusOr<std::vector<std::string>> ports = ParsePorts(words);
+    if (!ports.ok()) return Wrap(node, ports.status());
+    for (const std::string& p : *ports) config.exposed_ports.insert(p);
+    step.created_by = "EXPOSE " + GoList(*ports);
+    canon["args"] = *ports;
+  } else if (cmd == "volume") {
+    step.kind = StepKind::kVolume;
+    std::vector<std::string> volumes;
+    for (const std::string& v : node.args) {
+      SF_ASSIGN_OR_RETURN(std::string x, expand(v));
+      std::string trimmed(internal::TrimSpace(x));
+      if (trimmed.empty()) return Error(node, "VOLUME specified can not be an empty string");
+      volumes.push_back(trimmed);
+      config.volumes.insert(trimmed);
+    }
+    step.created_by = "VOLUME " + GoList(volumes);
+    canon["args"] = volumes;
+  } else if (cmd == "user") {
+    step.kind = StepKind::kUser;
+    SF_ASSIGN_OR_RETURN(config.user, expand(node.args[0]));
+    step.created_by = "USER " + config.user;
+    canon["args"] = {config.user};
+  } else if (cmd == "workdir") {
+    step.kind = StepKind::kWorkdir;
+    SF_ASSIGN_OR_RETURN(std::string p, expand(node.args[0]));
+    if (p.empty()) return Error(node, "WORKDIR requires a non-empty path");
+    std::string base = config.working_dir.empty() ? "/" : config.working_dir;
+    config.working_dir = CleanPath(p[0] == '/' ? p : base + "/" + p);
+    step.created_by = "WORKDIR " + config.working_dir;
+    canon["args"] = {config.working_dir};
+  } else if (cmd == "shell") {
+    step.kind = StepKind::kShell;
+    config.shell = node.args;
+    step.created_by = "SHELL " + GoList(node.args);
+    canon["args"] = node.args;
+  } else if (cmd == "stopsignal") {
+    step.kind = StepKind::kStopSignal;
+    SF_ASSIGN_OR_RETURN(std::string sig, expand(node.args[0]));
+    if (!ValidSignal(sig)) return Error(node, "Invalid signal: " + sig);
+    config.stop_signal = sig;
+    step.created_by = "STOPSIGNAL " + sig;
+    canon["args"] = {sig};
+  } else if (cmd == "healthcheck") {
+    step.kind = StepKind::kHealthcheck;
+    HealthConfig hc;
+    std::string type = ToUpper(node.args[0]);
+    if (type == "NONE") {
+      hc.test = {"NONE"};
+    } else {
+      std::vector<std::string> rest(node.args.begin() + 1, node.args.end());
+      hc.test = {node.json ? "CMD" : "CMD-SHELL"};
+      hc.test.insert(hc.test.end(), rest.begin(), rest.end());
+      struct Field {
+        const char* flag;
+        int64_t* out;
+      } fields[] = {{"interval", &hc.interval_ns},
+                    {"timeout", &hc.timeout_ns},
+                    {"start-period", &hc.start_period_ns},
+                    {"start-interval", &hc.start_interval_ns}};
+      for (const Field& f : fields) {
+        std::string v = flags.String(f.flag);
+        if (v.empty()) continue;
+        std::optional<int64_t> d = ParseGoDuration(v);
+        if (!d) return Error(node, "time: invalid duration " + GoQuote(v));
+        if (*d != 0 && *d < 1000000) {
+          return Error(node, std::string("Interval \"") + f.flag + "\" cannot be less than 1ms");
+        }
+        *f.out = *d;
+      }
+      if (std::string r = flags.String("retries"); !r.empty()) {
+        char* end = nullptr;
+        long v = std::strtol(r.c_str(), &end, 10);
+        if (*end != '\0') return Error(node, "invalid --retries value " + GoQuote(r));
+        if (v < 0) return Error(node, "--retries cannot be negative (" + r + ")");
+        hc.retries = static_cast<int>(v);
+      }
+    }
+    config.healthcheck = hc;
+    step.created_by =
+        "HEALTHCHECK {Test:" + GoList(hc.test) + " Interval:" + GoDuration(hc.interval_ns) +
+        " Timeout:" + GoDuration(hc.timeout_ns) + " StartPeriod:" + GoDuration(hc.start_period_ns) +
+        " StartInterval:" + GoDuration(hc.start_interval_ns) +
+        " Retries:" + std::to_string(hc.retries) + "}";
+    canon["args"] = {{"test", hc.test},
+                     {"interval", hc.interval_ns},
+                     {"timeout", hc.timeout_ns},
+                     {"start_period", hc.start_period_ns},
+                     {"start_interval", hc.start_interval_ns},
+                     {"retries", hc.retries}};
+  } else if (cmd == "onbuild") {
+    step.kind = StepKind::kOnbuild;
+    // The trigger as written, without the ONBUILD keyword; heredocs appended.
+    std::string expr(internal::TrimSpace(node.original));
+    expr = expr.substr(node.keyword.size());
+    expr = std::string(internal::TrimSpace(expr));
+    for (const Heredoc& h : node.heredocs) expr += "\n" + h.content + h.name;
+    config.on_build.push_back(expr);
+    canon["args"] = {expr};
+    // docker build writes no history entry for ONBUILD: created_by stays empty.
+  } else if (cmd == "maintainer") {
+    step.kind = StepKind::kMaintainer;
+    step.created_by = "MAINTAINER " + node.args[0];
+    canon["args"] = {node.args[0]};
+  } else {
+    return Error(node, "unknown instruction: " + node.keyword);
+  }
+  step.canonical = canon.dump();
+  step.config = config;
+  stage.steps.push_back(std::move(step));
+  return Status::Ok();
+}
+
+Status Resolver::ResolveStage(int index) {
+  if (resolved_.count(index)) return Status::Ok();
+  if (in_progress_.count(index)) return InternalError("stage dependency cycle");
+  in_progress_.insert(index);
+  const StageSource& src = sources_[index];
+  const Node& from = *src.from;
+
+  ResolvedStage stage;
+  stage.index = index;
+  stage.name = src.name;
+  stage.display_name = src.name.empty() ? "stage-" + std::to_string(index) : src.name;
+  stage.line = from.start_line;
+
+  EnvLookup global = [this](const std::string& name) -> std::optional<std::string> {
+    for (auto it = meta_args_.rbegin(); it != meta_args_.rend(); ++it) {
+      if (it->first == name) return it->second;
+    }
+    if (auto a = auto_args_.find(name); a != auto_args_.end()) return a->second;
+    return std::nullopt;
+  };
+  StatusOr<std::string> base = lex_.ProcessWord(from.args[0], global);
+  if (!base.ok()) return Wrap(from, base.status());
+  stage.base = *base;
+  if (stage.base.empty()) {
+    return Error(from, "base name (" + from.args[0] + ") should not be blank");
+  }
+  Flags flags = FlagsFor("from");
+  SF_RETURN_IF_ERROR(flags.Parse(from.flags));
+  std::string platform;
+  if (flags.Used("platform")) {
+    StatusOr<std::string> p = lex_.ProcessWord(flags.String("platform"), global);
+    if (!p.ok()) return Wrap(from, p.status());
+    platform = *p;
+  }
+
+  // Only a name refers to a stage in FROM (a number is an image name).
+  bool is_stage = false;
+  int base_stage = -1;
+  if (by_name_.count(ToLower(stage.base))) {
+    SF_ASSIGN_OR_RETURN(base_stage, FindStageRef(from, stage.base, index, &is_stage));
+  }
+  StageState st;
+  if (is_stage) {
+    SF_RETURN_IF_ERROR(ResolveStage(base_stage));
+    stage.base_stage = base_stage;
+    const ResolvedStage& parent = resolved_[base_stage];
+    stage.base_config = parent.steps.empty() ? parent.base_config : parent.steps.back().config;
+    stage.platform = platform.empty() ? parent.platform : platform;
+    st.deps.insert(base_stage);
+  } else {
+    stage.platform = platform.empty() ? ParsePlatform(options_.platform).str() : platform;
+    if (ToLower(stage.base) != "scratch") {
+      AddExternal(stage.base);
+      auto cached = image_cache_.find(stage.base);
+      if (cached == image_cache_.end()) {
+        if (!images_) return Error(from, "no image resolver for " + GoQuote(stage.base));
+        StatusOr<ImageConfig> cfg = images_(stage.base);
+        if (!cfg.ok()) return Wrap(from, cfg.status());
+        cached = image_cache_.emplace(stage.base, *cfg).first;
+      }
+      stage.base_config = cached->second;
+    }
+  }
+  if (!stage.base_config.GetEnv("PATH")) stage.base_config.SetEnv("PATH", kDefaultPath);
+
+  // The base image's ONBUILD triggers run first, as docker build does.
+  std::vector<Node> triggers;
+  for (const std::string& expr : stage.base_config.on_build) {
+    StatusOr<ParsedDockerfile> t = ParseDockerfile(expr, options_.filename);
+    if (!t.ok()) return Wrap(from, t.status());
+    for (Node& n : t->nodes) {
+      n.start_line = n.end_line = from.start_line;
+      SF_RETURN_IF_ERROR(CheckStructure(n, true));
+      triggers.push_back(std::move(n));
+    }
+  }
+  stage.base_config.on_build.clear();
+  st.config = stage.base_config;
+  resolved_[index] = std::move(stage);
+
+  for (const Node& n : triggers) SF_RETURN_IF_ERROR(Dispatch(index, n, &st));
+  for (const Node* n : src.commands) SF_RETURN_IF_ERROR(Dispatch(index, *n, &st));
+
+  resolved_[index].deps.assign(st.deps.begin(), st.deps.end());
+  for (int dep : st.deps) SF_RETURN_IF_ERROR(ResolveStage(dep));
+  in_progress_.erase(index);
+  order_.push_back(index);
+  return Status::Ok();
+}
+
+StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
+  SF_ASSIGN_OR_RETURN(parsed_, ParseDockerfile(text, options_.filename));
+  ShellLexOptions lex_options;
+  lex_options.escape_token = parsed_.escape_token;
+  lex_ = ShellLex(lex_options);
+
+  Platform target = ParsePlatform(options_.platform);
+  Platform build =
+      ParsePlatform(options_.build_platform.empty() ? options_.platform : options_.build_platform);
+  auto_args_ = {{"TARGETPLATFORM", target.str()}, {"TARGETOS", target.os},
+                {"TARGETARCH", target.arch},      {"TARGETVARIANT", target.variant},
+                {"BUILDPLATFORM", build.str()},   {"BUILDOS", build.os},
+                {"BUILDARCH", build.arch},        {"BUILDVARIANT", build.variant}};
+
+  // Split into the global ARGs and the stages; check every instruction's shape and flags.
+  std::vector<const Node*> meta;
+  for (const Node& node : parsed_.nodes) {
+    SF_RETURN_IF_ERROR(CheckStructure(node, false));
+    std::string cmd = node.command();
+    if (cmd == "from") {
+      StageSource s;
+      s.index = static_cast<int>(sources_.size());
+      s.from = &node;
+      if (node.args.size() == 3) {
+        s.name = ToLower(node.args[2]);
+        if (by_name_.count(s.name)) {
+          return Error(node, "duplicate stage name " + GoQuote(s.name));
+        }
+        by_name_[s.name] = s.index;
+      }
+      sources_.push_back(std::move(s));
+    } else if (sources_.empty()) {
+      if (cmd != "arg") return Error(node, "no build stage in current context");
+      meta.push_back(&node);
+    } else {
+      sources_.back().commands.push_back(&node);
+    }
+  }
+  if (sources_.empty()) {
+    return InvalidArgumentError(options_.filename + ": no FROM instruction: nothing to build");
+  }
+  SF_RETURN_IF_ERROR(ResolveMetaArgs(meta));
+
+  int target_index = static_cast<int>(sources_.size()) - 1;
+  if (!options_.target.empty()) {
+    auto it = by_name_.find(ToLower(options_.target));
+    if (it == by_name_.end()) {
+      return NotFoundError(options_.filename + ": target stage " + GoQuote(options_.target) +
+                           " could not be found");
+    }
+    target_index = it->second;
+  }
+  SF_RETURN_IF_ERROR(ResolveStage(target_index));
+
+  BuildPlan plan;
+  for (int idx : order_) {
+    if (idx == target_index) plan.target = static_cast<int>(plan.stages.size());
+    plan.stages.push_back(std::move(resolved_[idx]));
+  }
+  plan.external_images = external_;
+  plan.warnings = parsed_.warnings;
+  for (const auto& [key, value] : options_.build_args) {
+    if (!consumed_.count(key) && !IsBuiltinArg(key) && !auto_args_.count(key)) {
+      plan.warnings.push_back("build arg " + key + " was not consumed: no ARG " + key +
+                              " in the stages built");
+    }
+  }
+  for (const Directive& d : parsed_.directives) plan.directives.emplace_back(d.name, d.value);
+  return plan;
+}
+
+}  // namespace
+
+std::string_view StepKindName(StepKind kind) {
+  switch (kind) {
+    case StepKind::kRun:
+      return "RUN";
+    case StepKind::kCopy:
+      return "COPY";
+    case StepKind::kAdd:
+      return "ADD";
+    case StepKind::kEnv:
+      return "ENV";
+    case StepKind::kLabel:
+      return "LABEL";
+    case StepKind::kCmd:
+      return "CMD";
+    case StepKind::kEntrypoint:
+      return "ENTRYPOINT";
+    case StepKind::kExpose:
+      return "EXPOSE";
+    case StepKind::kVolume:
+      return "VOLUME";
+    case StepKind::kUser:
+      return "USER";
+    case StepKind::kWorkdir:
+      return "WORKDIR";
+    case StepKind::kArg:
+      return "ARG";
+    case StepKind::kShell:
+      return "SHELL";
+    case StepKind::kStopSignal:
+      return "STOPSIGNAL";
+    case StepKind::kHealthcheck:
+      return "HEALTHCHECK";
+    case StepKind::kOnbuild:
+      return "ONBUILD";
+    case StepKind::kMaintainer:
+      return "MAINTAINER";
+  }
+  return "?";
+}
+
+int BuildPlan::PositionOf(int original_index) const {
+  for (size_t i = 0; i < stages.size(); ++i) {
+    if (stages[i].index == original_index) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+StatusOr<BuildPlan> Resolve(std::string_view dockerfile_text, const BuildOptions& options,
+                            const ImageResolver& resolver) {
+  Resolver r(options, resolver);
+  return r.Run(dockerfile_text);
+}
+
+std::string DescribePlan(const BuildPlan& plan) {
+  std::string out;
+  for (size_t i = 0; i < plan.stages.size(); ++i) {
+    const ResolvedStage& s = plan.stages[i];
+    out += "stage " + std::to_string(s.index) + " " + s.display_name;
+    if (static_cast<int>(i) == plan.target) out += " (target)";
+    out += "\n  line " + std::to_string(s.line) + ": FROM " + s.base;
+    if (s.base_stage >= 0) out += " (stage " + std::to_string(s.base_stage) + ")";
+    out += "  platform " + s.platform + "\n";
+    if (!s.deps.empty()) {
+      out += "  needs stages:";
+      for (int d : s.deps) out += " " + std::to_string(d);
+      out += "\n";
+    }
+    for (const ResolvedStep& step : s.steps) {
+      out += "  line " + std::to_string(step.line) + ": " + std::string(StepKindName(step.kind));
+      out += step.makes_layer() ? " [layer]" : "";
+      out += "\n    " + step.text + "\n";
+      if (!step.created_by.empty()) out += "    history: " + step.created_by + "\n";
+      if (step.kind == StepKind::kRun) {
+        out += "    argv: " + Json(step.argv).dump() + "\n";
+        out += "    env: " + Json(step.env).dump() + "\n";
+        if (!step.config.user.empty()) out += "    user: " + step.config.user + "\n";
+        if (!step.config.working_dir.empty())
+          out += "    workdir: " + step.config.working_dir + "\n";
+      }
+      if (step.from_stage >= 0) out += "    from stage " + std::to_string(step.from_stage) + "\n";
+      if (!step.from_image.empty()) out += "    from image " + step.from_image + "\n";
+    }
+  }
+  if (!plan.external_images.empty()) {
+    out += "images:";
+    for (const std::string& img : plan.external_images) out += " " + img;
+    out += "\n";
+  }
+  for (const std::string& w : plan.warnings) out += "warning: " + w + "\n";
+  return out;
+}
+
+}  // namespace stagefarm::frontend

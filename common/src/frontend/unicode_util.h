@@ -1,0 +1,37 @@
+// Small UTF-8 helpers shared by the Dockerfile parser and the shell lexer. They follow Go's
+// unicode package where the frontend's behaviour depends on it (white space, letters).
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace stagefarm::frontend::internal {
+
+// Decodes UTF-8; an invalid byte becomes U+FFFD and advances one byte (as Go does).
+// `*width` receives the number of bytes consumed.
+char32_t DecodeRune(std::string_view s, size_t pos, size_t* width);
+std::vector<char32_t> DecodeAll(std::string_view s);
+void AppendRune(std::string* out, char32_t r);
+
+// Go's unicode.IsSpace.
+bool IsSpaceRune(char32_t r);
+// Go's unicode.IsSpace applied to a single byte taken as a Latin-1 rune (BuildKit's flag
+// splitter and HEALTHCHECK splitter look at bytes, not runes).
+inline bool IsSpaceByte(unsigned char c) {
+  return c == ' ' || (c >= '\t' && c <= '\r') || c == 0x85 || c == 0xA0;
+}
+// Go's unicode.IsLetter, approximated outside Latin-1: code points of letter-bearing blocks count
+// as letters, punctuation and symbol blocks do not.
+bool IsLetterRune(char32_t r);
+inline bool IsDigitRune(char32_t r) { return r >= '0' && r <= '9'; }
+
+// strings.TrimSpace (Unicode white space at both ends).
+std::string_view TrimSpace(std::string_view s);
+std::string ToLower(std::string_view s);
+std::string ToUpper(std::string_view s);
+
+// strconv.Quote: a double-quoted string with Go's escapes, printable non-ASCII kept.
+std::string GoQuote(std::string_view s);
+
+}  // namespace stagefarm::frontend::internal

@@ -1,0 +1,92 @@
+#include "stagefarm/common/message.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include "codec_util.h"
+#include "envelope.capnp.h"
+
+namespace stagefarm {
+
+std::string_view MethodName(Method m) {
+  switch (m) {
+    case Method::kUnknown: return "Unknown";
+    case Method::kFindMissing: return "FindMissing";
+    case Method::kBeginUpload: return "BeginUpload";
+    case Method::kUploadChunk: return "UploadChunk";
+    case Method::kCommitUpload: return "CommitUpload";
+    case Method::kReadBlob: return "ReadBlob";
+    case Method::kGetAction: return "GetAction";
+    case Method::kPutAction: return "PutAction";
+    case Method::kGetRef: return "GetRef";
+    case Method::kPutRef: return "PutRef";
+    case Method::kListRefs: return "ListRefs";
+    case Method::kCacheStats: return "CacheStats";
+    case Method::kSubmitBuild: return "SubmitBuild";
+    case Method::kCancelBuild: return "CancelBuild";
+    case Method::kBuildEvent: return "BuildEvent";
+    case Method::kRegisterWorker: return "RegisterWorker";
+    case Method::kHeartbeat: return "Heartbeat";
+    case Method::kAssignTask: return "AssignTask";
+    case Method::kTaskEvent: return "TaskEvent";
+    case Method::kTaskDone: return "TaskDone";
+    case Method::kCancelTask: return "CancelTask";
+    case Method::kPing: return "Ping";
+  }
+  return "Unknown";
+}
+
+Message Message::Reply(std::string reply_body) const {
+  Message r;
+  r.method = method;
+  r.request_id = request_id;
+  r.body = std::move(reply_body);
+  return r;
+}
+
+Message Message::ErrorReply(Status error) const {
+  Message r;
+  r.method = method;
+  r.request_id = request_id;
+  r.status = std::move(error);
+  return r;
+}
+
+std::vector<std::string> EncodeFrames(const Message& m) {
+  capnp::MallocMessageBuilder builder;
+  auto env = builder.initRoot<schema::Envelope>();
+  env.setVersion(kProtocolVersion);
+  env.setRequestId(m.request_id);
+  env.setMethod(static_cast<uint16_t>(m.method));
+  env.setStatusCode(static_cast<uint16_t>(m.status.code()));
+  if (!m.status.ok()) env.setStatusMessage(m.status.message());
+  std::vector<std::string> frames;
+  frames.reserve(2 + m.data.size());
+  frames.push_back(codec::ToBytes(builder));
+  frames.push_back(m.body);
+  for (const auto& d : m.data) frames.push_back(d);
+  return frames;
+}
+
+Status DecodeFrames(std::vector<std::string> frames, Message* out) {
+  if (frames.size() < 2) return InvalidArgumentError("message has fewer than 2 frames");
+  return codec::Read<schema::Envelope>(frames[0], [&](schema::Envelope::Reader env) -> Status {
+    if (env.getVersion() != kProtocolVersion) {
+      return InvalidArgumentError("protocol version " + std::to_string(env.getVersion()) +
+                                  " (this build speaks " + std::to_string(kProtocolVersion) + ")");
+    }
+    if (env.getStatusCode() > static_cast<uint16_t>(StatusCode::kDataLoss)) {
+      return InvalidArgumentError("unknown status code " + std::to_string(env.getStatusCode()));
+    }
+    out->request_id = env.getRequestId();
+    out->method = static_cast<Method>(env.getMethod());
+    out->status = Status(static_cast<StatusCode>(env.getStatusCode()), env.getStatusMessage());
+    out->body = std::move(frames[1]);
+    out->data.assign(std::make_move_iterator(frames.begin() + 2),
+                     std::make_move_iterator(frames.end()));
+    return Status();
+  });
+}
+
+}  // namespace stagefarm

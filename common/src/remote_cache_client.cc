@@ -1,0 +1,342 @@
+// The CacheClient that talks to a cache server over a DEALER socket (cache_protocol.h).
+//
+// Failure handling: a request that fails with Unavailable or DeadlineExceeded is retried on a
+// fresh socket (the old one may hold stale replies) with exponential backoff. Reads resume from
+// the last byte handed to the sink. An upload cannot be replayed once chunks are sent (a
+// ByteSource cannot rewind), so a failure in the middle of one is returned; a lost commit reply
+// is resolved by asking whether the blob is now stored.
+#include <algorithm>
+#include <deque>
+#include <thread>
+
+#include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/cache_protocol.h"
+#include "stagefarm/common/transport.h"
+
+namespace stagefarm {
+namespace {
+
+constexpr uint32_t kMaxCredit = 64;            // whatever a server grants, chunks in flight
+constexpr uint32_t kMaxChunkSize = 16u << 20;  // a server asking for more is refused
+constexpr size_t kFindMissingBatch = 10000;    // digests per request (keeps frames small)
+
+bool Transient(const Status& s) {
+  return s.code() == StatusCode::kUnavailable || s.code() == StatusCode::kDeadlineExceeded;
+}
+
+class RemoteCacheClient : public CacheClient {
+ public:
+  RemoteCacheClient(Transport& transport, std::string endpoint, RemoteCacheOptions options)
+      : transport_(transport), endpoint_(std::move(endpoint)), options_(options) {
+    options_.attempts = std::max(options_.attempts, 1);
+    options_.read_window = std::max<uint32_t>(options_.read_window, 1);
+  }
+
+  StatusOr<std::vector<Digest>> FindMissing(const std::vector<Digest>& digests) override {
+    std::vector<Digest> missing;
+    for (size_t i = 0; i < digests.size(); i += kFindMissingBatch) {
+      FindMissingRequest req;
+      req.digests.assign(digests.begin() + i,
+                         digests.begin() + std::min(digests.size(), i + kFindMissingBatch));
+      FindMissingResponse resp;
+      SF_RETURN_IF_ERROR(Call(Method::kFindMissing, Encode(req), &resp));
+      if (resp.missing.size() > req.digests.size()) {
+        return InvalidArgumentError("FindMissing reply names more digests than asked");
+      }
+      for (auto& d : resp.missing) missing.push_back(std::move(d));
+    }
+    return missing;
+  }
+
+  Status Put(const Digest& digest, const ByteSource& source) override {
+    Status s = Upload(digest, source);
+    return s.ok() ? s : s.Annotate("upload " + digest.str());
+  }
+
+  Status Read(const Digest& digest, uint64_t offset, uint64_t length,
+              const ByteSink& sink) override {
+    // [pos, end) is what is left to deliver; end is known after the first reply when length is 0.
+    uint64_t pos = offset;
+    std::optional<uint64_t> end;
+    if (length != 0) end = offset + length;
+    std::optional<uint64_t> blob_size;
+    auto backoff = options_.initial_backoff;
+    int failures = 0;
+    for (;;) {
+      uint64_t before = pos;
+      Status s = ReadFrom(digest, &pos, &end, &blob_size, sink);
+      if (s.ok()) return s;
+      // Replies to requests still in flight must not reach the next call.
+      Reset();
+      if (!Transient(s)) return s.Annotate("read " + digest.str());
+      if (pos != before) failures = 0;  // progress: the server is alive, keep going
+      if (++failures >= options_.attempts) return s.Annotate("read " + digest.str());
+      std::this_thread::sleep_for(backoff);
+      backoff *= 2;
+    }
+  }
+
+  StatusOr<std::optional<ActionResult>> GetAction(const std::string& key) override {
+    GetActionResponse resp;
+    SF_RETURN_IF_ERROR(Call(Method::kGetAction, Encode(GetActionRequest{key}), &resp));
+    return std::move(resp.result);
+  }
+
+  Status PutAction(const std::string& key, const ActionResult& result) override {
+    PutActionResponse resp;
+    return Call(Method::kPutAction, Encode(PutActionRequest{key, result}), &resp);
+  }
+
+  StatusOr<std::optional<Digest>> GetRef(const std::string& name) override {
+    GetRefResponse resp;
+    SF_RETURN_IF_ERROR(Call(Method::kGetRef, Encode(GetRefRequest{name}), &resp));
+    return std::move(resp.digest);
+  }
+
+  Status PutRef(const std::string& name, const Digest& manifest) override {
+    PutRefResponse resp;
+    return Call(Method::kPutRef, Encode(PutRefRequest{name, manifest}), &resp);
+  }
+
+  StatusOr<std::vector<std::pair<std::string, Digest>>> ListRefs() override {
+    ListRefsResponse resp;
+    SF_RETURN_IF_ERROR(Call(Method::kListRefs, Encode(ListRefsRequest{}), &resp));
+    return std::move(resp.refs);
+  }
+
+ private:
+  StatusOr<RpcChannel*> Channel() {
+    if (!channel_) {
+      SF_ASSIGN_OR_RETURN(std::unique_ptr<ClientSocket> socket, transport_.Connect(endpoint_));
+      channel_ = std::make_unique<RpcChannel>(std::move(socket));
+    }
+    return channel_.get();
+  }
+  // Drops the socket after a failure: replies still on their way must not reach the next call.
+  void Reset() { channel_.reset(); }
+
+  static Message Request(Method method, std::string body) {
+    Message m;
+    m.method = method;
+    m.body = std::move(body);
+    return m;
+  }
+
+  // One request/reply without data frames, retried on transient failures.
+  template <typename Resp>
+  Status Call(Method method, const std::string& body, Resp* resp) {
+    auto backoff = options_.initial_backoff;
+    for (int attempt = 1;; ++attempt) {
+      Status s = CallOnce(method, body, resp);
+      if (s.ok() || !Transient(s)) return s;
+      Reset();
+      if (attempt >= options_.attempts) {
+        return s.Annotate(std::string(MethodName(method)) + " to " + endpoint_ + " after " +
+                          std::to_string(attempt) + " attempts");
+      }
+      std::this_thread::sleep_for(backoff);
+      backoff *= 2;
+    }
+  }
+
+  template <typename Resp>
+  Status CallOnce(Method method, const std::string& body, Resp* resp) {
+    SF_ASSIGN_OR_RETURN(RpcChannel * ch, Channel());
+    SF_ASSIGN_OR_RETURN(Message reply, ch->Call(Request(method, body), options_.request_timeout));
+    SF_RETURN_IF_ERROR(CheckReply(reply, method, 0));
+    return Decode(reply.body, resp).Annotate(std::string(MethodName(method)) + " reply");
+  }
+
+  static Status CheckReply(const Message& reply, Method method, size_t data_frames) {
+    if (reply.method != method) {
+      return InvalidArgumentError("reply to " + std::string(MethodName(method)) + " is for " +
+                                  std::string(MethodName(reply.method)));
+    }
+    if (reply.data.size() != data_frames) {
+      return InvalidArgumentError(std::string(MethodName(method)) + " reply has " +
+                                  std::to_string(reply.data.size()) + " data frames, expected " +
+                                  std::to_string(data_frames));
+    }
+    return Status();
+  }
+
+  // Fills `buf` from `source` until it is full or the source ends. Returns the count.
+  static StatusOr<size_t> Fill(const ByteSource& source, std::string& buf) {
+    size_t n = 0;
+    while (n < buf.size()) {
+      SF_ASSIGN_OR_RETURN(size_t got, source(buf.data() + n, buf.size() - n));
+      if (got == 0) break;
+      if (got > buf.size() - n) return InternalError("byte source returned more than asked");
+      n += got;
+    }
+    return n;
+  }
+
+  // Ends a server-side upload we cannot finish: a commit of an incomplete upload is refused and
+  // drops its chunks. Best effort: the server's idle timeout removes it otherwise.
+  void AbandonUpload(uint64_t upload_id) {
+    if (!channel_) return;
+    channel_->SendRequest(Request(Method::kCommitUpload, Encode(CommitUploadRequest{upload_id})))
+        .status()
+        .IgnoreError();
+  }
+
+  Status Upload(const Digest& digest, const ByteSource& source) {
+    if (digest.hex.size() != 64) return InvalidArgumentError("upload without a digest");
+    BeginUploadResponse begin;
+    SF_RETURN_IF_ERROR(Call(Method::kBeginUpload, Encode(BeginUploadRequest{digest}), &begin));
+    if (begin.exists) return Status();
+    if (begin.chunk_size == 0 || begin.chunk_size > kMaxChunkSize) {
+      return InvalidArgumentError("server asks for chunks of " + std::to_string(begin.chunk_size) +
+                                  " bytes");
+    }
+    uint32_t credit = std::clamp<uint32_t>(begin.credit, 1, kMaxCredit);
+    SF_ASSIGN_OR_RETURN(RpcChannel * ch, Channel());
+
+    std::string buf(begin.chunk_size, '\0');
+    std::deque<std::pair<uint64_t, uint64_t>> in_flight;  // request id, bytes sent through it
+    uint64_t sent = 0;
+    bool eof = false;
+    // A transient failure leaves the socket in doubt: drop it. Otherwise tell the server (it may
+    // be waiting for more chunks) and keep the socket: stale replies are dropped by request id.
+    auto fail = [&](Status s) {
+      if (Transient(s)) {
+        Reset();
+      } else {
+        AbandonUpload(begin.upload_id);
+      }
+      return s;
+    };
+    while (!eof || !in_flight.empty()) {
+      while (!eof && in_flight.size() < credit) {
+        StatusOr<size_t> n = Fill(source, buf);
+        if (!n.ok()) return fail(n.status());
+        if (*n < buf.size()) eof = true;
+        if (*n == 0) break;
+        if (*n > digest.size - sent) {
+          return fail(DataLossError("source has more than the digest's " +
+                                    std::to_string(digest.size) + " bytes"));
+        }
+        if (eof && sent + *n != digest.size) {
+          return fail(DataLossError("source has " + std::to_string(sent + *n) +
+                                    " bytes, the digest says " + std::to_string(digest.size)));
+        }
+        Message m =
+            Request(Method::kUploadChunk, Encode(UploadChunkRequest{begin.upload_id, sent}));
+        m.data.emplace_back(buf.data(), *n);
+        StatusOr<uint64_t> id = ch->SendRequest(std::move(m));
+        if (!id.ok()) return fail(id.status());
+        sent += *n;
+        in_flight.emplace_back(*id, sent);
+      }
+      if (in_flight.empty()) break;
+      auto [id, sent_through] = in_flight.front();
+      in_flight.pop_front();
+      StatusOr<Message> reply = ch->AwaitReply(id, options_.request_timeout);
+      if (!reply.ok()) return fail(reply.status());
+      Status s = CheckReply(*reply, Method::kUploadChunk, 0);
+      UploadChunkResponse chunk;
+      if (s.ok()) s = Decode(reply->body, &chunk);
+      if (s.ok() && chunk.received != sent_through) {
+        s = InvalidArgumentError("server acknowledged " + std::to_string(chunk.received) +
+                                 " bytes, " + std::to_string(sent_through) + " were sent");
+      }
+      if (!s.ok()) return fail(s);
+      credit = std::clamp<uint32_t>(chunk.credit, 1, kMaxCredit);
+    }
+    if (sent != digest.size) {
+      return fail(DataLossError("source has " + std::to_string(sent) + " bytes, the digest says " +
+                                std::to_string(digest.size)));
+    }
+
+    CommitUploadResponse commit;
+    Status s =
+        CallOnce(Method::kCommitUpload, Encode(CommitUploadRequest{begin.upload_id}), &commit);
+    if (!Transient(s)) return s;
+    // The commit or its reply was lost. If the blob is stored now, the commit happened.
+    Reset();
+    StatusOr<std::vector<Digest>> missing = FindMissing({digest});
+    if (missing.ok() && missing->empty()) return Status();
+    return s;
+  }
+
+  // Reads [*pos, *end) with up to read_window requests in flight, advancing *pos as bytes reach
+  // the sink. Learns *end and *blob_size from the first reply if unknown.
+  Status ReadFrom(const Digest& digest, uint64_t* pos, std::optional<uint64_t>* end,
+                  std::optional<uint64_t>* blob_size, const ByteSink& sink) {
+    SF_ASSIGN_OR_RETURN(RpcChannel * ch, Channel());
+    struct Pending {
+      uint64_t id, offset, length;
+    };
+    std::deque<Pending> in_flight;
+    uint64_t next = *pos;
+    auto send = [&](uint64_t offset, uint64_t length) -> Status {
+      SF_ASSIGN_OR_RETURN(
+          uint64_t id, ch->SendRequest(Request(Method::kReadBlob,
+                                               Encode(ReadBlobRequest{digest, offset, length}))));
+      in_flight.push_back({id, offset, length});
+      return Status();
+    };
+    // Until the size is known, one request at a time (the first tells the size).
+    if (!blob_size->has_value()) {
+      uint64_t want = kCacheMaxReadLength;
+      if (end->has_value()) want = std::min(want, **end - *pos);
+      SF_RETURN_IF_ERROR(send(*pos, want));
+      next = *pos + want;
+    }
+    for (;;) {
+      while (blob_size->has_value() && in_flight.size() < options_.read_window && next < **end) {
+        uint64_t want = std::min<uint64_t>(kCacheMaxReadLength, **end - next);
+        SF_RETURN_IF_ERROR(send(next, want));
+        next += want;
+      }
+      if (in_flight.empty()) return Status();
+      Pending p = in_flight.front();
+      in_flight.pop_front();
+      SF_ASSIGN_OR_RETURN(Message reply, ch->AwaitReply(p.id, options_.request_timeout));
+      SF_RETURN_IF_ERROR(CheckReply(reply, Method::kReadBlob, 1));
+      ReadBlobResponse resp;
+      SF_RETURN_IF_ERROR(Decode(reply.body, &resp).Annotate("ReadBlob reply"));
+      if (blob_size->has_value() && resp.blob_size != **blob_size) {
+        return InvalidArgumentError("blob size changed during the read from " +
+                                    std::to_string(**blob_size) + " to " +
+                                    std::to_string(resp.blob_size));
+      }
+      if (!blob_size->has_value()) {
+        *blob_size = resp.blob_size;
+        // Clamped to the blob like a substring; the server refuses an offset past the end.
+        *end = end->has_value() ? std::min(**end, resp.blob_size) : resp.blob_size;
+        next = std::min(next, **end);
+      }
+      uint64_t expected =
+          p.offset >= resp.blob_size ? 0 : std::min(p.length, resp.blob_size - p.offset);
+      if (resp.offset != p.offset || resp.length != expected || reply.data[0].size() != expected) {
+        return InvalidArgumentError("ReadBlob reply at offset " + std::to_string(resp.offset) +
+                                    " with " + std::to_string(reply.data[0].size()) +
+                                    " bytes; asked for " + std::to_string(expected) + " at " +
+                                    std::to_string(p.offset));
+      }
+      if (p.offset != *pos) return InternalError("ReadBlob replies out of order");
+      if (expected > 0) SF_RETURN_IF_ERROR(sink(reply.data[0]));
+      *pos += expected;
+    }
+  }
+
+  Transport& transport_;
+  const std::string endpoint_;
+  RemoteCacheOptions options_;
+  std::unique_ptr<RpcChannel> channel_;
+};
+
+}  // namespace
+
+std::unique_ptr<CacheClient> ConnectCache(Transport& transport, const std::string& endpoint,
+                                          const RemoteCacheOptions& options) {
+  return std::make_unique<RemoteCacheClient>(transport, endpoint, options);
+}
+
+std::unique_ptr<CacheClient> ConnectCache(Transport& transport, const std::string& endpoint) {
+  return ConnectCache(transport, endpoint, RemoteCacheOptions{});
+}
+
+}  // namespace stagefarm

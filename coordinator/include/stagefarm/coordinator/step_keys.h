@@ -1,0 +1,33 @@
+// Step cache keys (DESIGN.md "Cache keys"): the SHA-256 of a canonical encoding of everything that
+// can change a step's result. Pure functions; the callers gather the inputs.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "stagefarm/common/build_plan.h"
+#include "stagefarm/common/context_tree.h"
+#include "stagefarm/common/digest.h"
+#include "stagefarm/common/toc.h"
+
+namespace stagefarm::coordinator {
+
+// The key a stage's first step chains from when the stage starts FROM an image (`manifest` empty
+// for scratch).
+std::string BaseKey(const Digest& manifest, const std::string& platform, const std::string& salt);
+
+// The key of `step` after `parent`. `sources_digest` is the digest of what a COPY/ADD selects
+// (empty for other steps).
+std::string StepKey(const std::string& parent, const frontend::ResolvedStep& step,
+                    const std::string& sources_digest);
+
+// The digest of the context entries `sources` select. A source with wildcards selects its parent
+// directory as a whole (a conservative key: any change there invalidates the step).
+StatusOr<std::string> ContextSourcesDigest(ContextTree& tree, const std::vector<std::string>& sources,
+                                           const std::string& instruction);
+
+// The same for a stage's filesystem, from its TOCs.
+StatusOr<std::string> FsSourcesDigest(const FsIndex& fs, const std::vector<std::string>& sources,
+                                      const std::string& instruction);
+
+}  // namespace stagefarm::coordinator

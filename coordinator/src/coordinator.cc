@@ -1,0 +1,829 @@
+#include "stagefarm/coordinator/coordinator.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+
+#include "stagefarm/common/build_plan.h"
+#include "stagefarm/common/build_protocol.h"
+#include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/image_ref.h"
+#include "stagefarm/common/log.h"
+#include "stagefarm/common/oci.h"
+#include "stagefarm/common/worker_protocol.h"
+#include "stagefarm/coordinator/step_keys.h"
+
+namespace stagefarm::coordinator {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using frontend::ResolvedStage;
+using frontend::ResolvedStep;
+
+std::string RandomId() {
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  return buf;
+}
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+StepKind ToWireKind(frontend::StepKind k) {
+  switch (k) {
+    case frontend::StepKind::kCopy: return StepKind::kCopy;
+    case frontend::StepKind::kAdd: return StepKind::kAdd;
+    default: return StepKind::kRun;
+  }
+}
+
+struct WorkerInfo {
+  std::string peer;
+  std::string name;
+  uint32_t slots = 1;
+  std::set<std::string> tasks;
+  Clock::time_point last_seen;
+};
+
+// Who waits for a task: a stage of a build.
+struct Waiter {
+  std::string build_id;
+  size_t stage = 0;  // position in the build's plan
+  friend bool operator==(const Waiter&, const Waiter&) = default;
+};
+
+struct Task {
+  StageTask spec;
+  std::vector<size_t> step_index;  // spec.steps[i] is the stage's resolved step step_index[i]
+  std::vector<Waiter> waiters;
+  std::string worker_peer;  // empty while queued
+  int attempts = 0;
+  Clock::time_point queued_at;
+};
+
+struct StageState {
+  enum class State { kWaiting, kQueued, kDone, kFailed } state = State::kWaiting;
+  std::vector<std::string> keys;  // per resolved step
+  std::vector<LayerRef> layers;   // the stage's filesystem when done (lowest first)
+  std::vector<HistoryEntry> history;
+  std::string last_key;
+  std::string worker;
+  bool cached = false;
+  Clock::time_point started;
+  double seconds = 0;
+  std::string task_id;
+};
+
+struct Build {
+  std::string id;
+  std::string client_peer;
+  uint64_t request_id = 0;
+  BuildRequest request;
+  std::string filename;  // the Dockerfile's name in messages
+  frontend::BuildPlan plan;
+  std::map<std::string, ImageRecord> images;  // external images by reference as written
+  std::vector<StageState> stages;             // parallel to plan.stages
+  Clock::time_point started;
+  bool finished = false;
+};
+
+}  // namespace
+
+struct Coordinator::Impl {
+  Impl(Transport& t, CoordinatorOptions o, prometheus::Registry* r)
+      : transport(t), options(std::move(o)), registry(r) {
+    if (registry == nullptr) {
+      own_registry = std::make_shared<prometheus::Registry>();
+      registry = own_registry.get();
+    }
+    builds_total = &prometheus::BuildCounter()
+                        .Name("stagefarm_builds_total")
+                        .Help("Builds finished, by outcome")
+                        .Register(*registry);
+    stages_total = &prometheus::BuildCounter()
+                        .Name("stagefarm_stages_total")
+                        .Help("Stages finished: executed on a worker, cached, or deduplicated")
+                        .Register(*registry);
+    retries_total = &prometheus::BuildCounter()
+                         .Name("stagefarm_task_retries_total")
+                         .Help("Tasks handed to another worker after theirs disappeared")
+                         .Register(*registry)
+                         .Add({});
+    queue_depth = &prometheus::BuildGauge()
+                       .Name("stagefarm_queue_depth")
+                       .Help("Tasks waiting for a worker slot")
+                       .Register(*registry)
+                       .Add({});
+    workers_gauge = &prometheus::BuildGauge()
+                         .Name("stagefarm_workers")
+                         .Help("Registered workers by state")
+                         .Register(*registry);
+    build_seconds = &prometheus::BuildHistogram()
+                         .Name("stagefarm_build_duration_seconds")
+                         .Help("Wall time of finished builds")
+                         .Register(*registry)
+                         .Add({}, prometheus::Histogram::BucketBoundaries{
+                                      0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 3600});
+    stage_queue_seconds = &prometheus::BuildHistogram()
+                               .Name("stagefarm_stage_queue_seconds")
+                               .Help("Time tasks waited for a worker slot")
+                               .Register(*registry)
+                               .Add({}, prometheus::Histogram::BucketBoundaries{
+                                            0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600});
+  }
+
+  // --- messages -------------------------------------------------------------------------------
+  void Handle(const std::string& peer, const Message& m);
+  void HandleSubmit(const std::string& peer, const Message& m);
+  void HandleCancel(const std::string& peer, const Message& m);
+  void HandleRegister(const std::string& peer, const Message& m);
+  void HandleHeartbeat(const std::string& peer, const Message& m);
+  void HandleTaskEvent(const std::string& peer, const Message& m);
+  void HandleTaskDone(const std::string& peer, const Message& m);
+
+  // --- builds ---------------------------------------------------------------------------------
+  Status Plan(Build& b);
+  // Starts every waiting stage whose dependencies are done; finishes the build when its target
+  // stage is done.
+  void Advance(Build& b);
+  Status StartStage(Build& b, size_t s);
+  void StageDone(Build& b, size_t s);
+  Status Assemble(Build& b);
+  void FailBuild(Build& b, BuildEvent failure);
+  void Emit(Build& b, BuildEvent e);
+  StatusOr<const FsIndex*> StageFs(const std::vector<LayerRef>& layers);
+
+  // --- scheduling -----------------------------------------------------------------------------
+  void Enqueue(Build& b, size_t s, StageTask spec, std::vector<size_t> step_index);
+  void Schedule();
+  void CheckWorkers();
+  void LoseWorker(const std::string& peer, const std::string& why);
+  void Send(const std::string& peer, Method method, uint64_t request_id, std::string body);
+  void UpdateWorkerGauge();
+
+  Transport& transport;
+  CoordinatorOptions options;
+  prometheus::Registry* registry;
+  std::shared_ptr<prometheus::Registry> own_registry;
+  prometheus::Family<prometheus::Counter>* builds_total;
+  prometheus::Family<prometheus::Counter>* stages_total;
+  prometheus::Counter* retries_total;
+  prometheus::Gauge* queue_depth;
+  prometheus::Family<prometheus::Gauge>* workers_gauge;
+  prometheus::Histogram* build_seconds;
+  prometheus::Histogram* stage_queue_seconds;
+
+  std::atomic<bool> stop{false};
+  std::unique_ptr<ServerSocket> socket;
+  std::unique_ptr<CacheClient> cache;
+  std::map<std::string, std::unique_ptr<Build>> builds;
+  std::map<std::string, WorkerInfo> workers;  // by peer identity
+  std::map<std::string, Task> tasks;          // by task id
+  std::deque<std::string> queue;              // task ids waiting for a worker, oldest first
+  std::map<std::string, FsIndex> fs_cache;    // stage filesystems by the key of their layer list
+};
+
+Coordinator::Coordinator(Transport& transport, CoordinatorOptions options,
+                         prometheus::Registry* registry)
+    : impl_(std::make_unique<Impl>(transport, std::move(options), registry)) {}
+
+Coordinator::~Coordinator() = default;
+
+void Coordinator::Stop() { impl_->stop = true; }
+
+Status Coordinator::Serve(const std::string& endpoint, bool insecure,
+                          const std::function<void(const std::string&)>& on_ready) {
+  Impl& d = *impl_;
+  SF_ASSIGN_OR_RETURN(d.socket, d.transport.Bind(endpoint, insecure));
+  d.cache = ConnectCache(d.transport, d.options.cache_endpoint);
+  if (on_ready) on_ready(d.socket->endpoint());
+  auto last_check = Clock::now();
+  while (!d.stop) {
+    std::string peer;
+    Message m;
+    StatusOr<bool> got = d.socket->Receive(&peer, &m, std::chrono::milliseconds(100));
+    if (!got.ok()) return got.status();
+    if (*got) d.Handle(peer, m);
+    for (auto it = d.builds.begin(); it != d.builds.end();) {
+      it = it->second->finished ? d.builds.erase(it) : std::next(it);
+    }
+    if (Clock::now() - last_check > std::chrono::milliseconds(500)) {
+      d.CheckWorkers();
+      last_check = Clock::now();
+    }
+    d.Schedule();
+  }
+  return Status();
+}
+
+void Coordinator::Impl::Send(const std::string& peer, Method method, uint64_t request_id,
+                             std::string body) {
+  Message m;
+  m.method = method;
+  m.request_id = request_id;
+  m.body = std::move(body);
+  // A peer that went away is noticed through heartbeats, not here.
+  socket->Send(peer, m).IgnoreError();
+}
+
+void Coordinator::Impl::Handle(const std::string& peer, const Message& m) {
+  switch (m.method) {
+    case Method::kSubmitBuild: return HandleSubmit(peer, m);
+    case Method::kCancelBuild: return HandleCancel(peer, m);
+    case Method::kRegisterWorker: return HandleRegister(peer, m);
+    case Method::kHeartbeat: return HandleHeartbeat(peer, m);
+    case Method::kTaskEvent: return HandleTaskEvent(peer, m);
+    case Method::kTaskDone: return HandleTaskDone(peer, m);
+    case Method::kPing: {
+      FarmInfo info;
+      info.cache_endpoint = options.advertised_cache_endpoint.empty()
+                                ? options.cache_endpoint
+                                : options.advertised_cache_endpoint;
+      info.platform = options.platform;
+      info.workers = static_cast<uint32_t>(workers.size());
+      socket->Send(peer, m.Reply(Encode(info))).IgnoreError();
+      return;
+    }
+    default:
+      socket->Send(peer, m.ErrorReply(InvalidArgumentError(
+                             "the coordinator has no method " +
+                             std::to_string(static_cast<int>(m.method)))))
+          .IgnoreError();
+  }
+}
+
+// --- builds -----------------------------------------------------------------------------------
+
+void Coordinator::Impl::Emit(Build& b, BuildEvent e) {
+  e.time = SecondsSince(b.started);
+  Send(b.client_peer, Method::kBuildEvent, b.request_id, Encode(e));
+}
+
+void Coordinator::Impl::FailBuild(Build& b, BuildEvent failure) {
+  if (b.finished) return;
+  b.finished = true;
+  failure.kind = BuildEvent::Kind::kBuildFailed;
+  Emit(b, std::move(failure));
+  builds_total->Add({{"outcome", "failed"}}).Increment();
+  build_seconds->Observe(SecondsSince(b.started));
+  // Detach from tasks; a task nobody else waits for is cancelled on its worker.
+  for (auto it = tasks.begin(); it != tasks.end();) {
+    Task& t = it->second;
+    std::erase_if(t.waiters, [&](const Waiter& w) { return w.build_id == b.id; });
+    if (!t.waiters.empty()) {
+      ++it;
+      continue;
+    }
+    if (!t.worker_peer.empty()) {
+      Send(t.worker_peer, Method::kCancelTask, 0, Encode(CancelTaskRequest{t.spec.task_id}));
+      if (auto w = workers.find(t.worker_peer); w != workers.end()) w->second.tasks.erase(it->first);
+    }
+    std::erase(queue, it->first);
+    it = tasks.erase(it);
+  }
+}
+
+void Coordinator::Impl::HandleSubmit(const std::string& peer, const Message& m) {
+  auto b = std::make_unique<Build>();
+  Status s = Decode(m.body, &b->request);
+  if (!s.ok()) {
+    socket->Send(peer, m.ErrorReply(s)).IgnoreError();
+    return;
+  }
+  b->id = RandomId();
+  b->client_peer = peer;
+  b->request_id = m.request_id;
+  b->started = Clock::now();
+  socket->Send(peer, m.Reply(Encode(SubmitBuildResponse{b->id}))).IgnoreError();
+  Build& build = *b;
+  builds[b->id] = std::move(b);
+  Status planned = Plan(build);
+  if (!planned.ok()) {
+    BuildEvent e;
+    e.error = planned.message();
+    FailBuild(build, std::move(e));
+    return;
+  }
+  Advance(build);
+}
+
+void Coordinator::Impl::HandleCancel(const std::string& peer, const Message& m) {
+  CancelBuildRequest req;
+  Status s = Decode(m.body, &req);
+  if (!s.ok()) {
+    socket->Send(peer, m.ErrorReply(s)).IgnoreError();
+    return;
+  }
+  auto it = builds.find(req.build_id);
+  if (it == builds.end()) {
+    socket->Send(peer, m.ErrorReply(NotFoundError("no build " + req.build_id))).IgnoreError();
+    return;
+  }
+  BuildEvent e;
+  e.error = "build cancelled";
+  FailBuild(*it->second, std::move(e));
+  socket->Send(peer, m.Reply()).IgnoreError();
+}
+
+Status Coordinator::Impl::Plan(Build& b) {
+  SF_ASSIGN_OR_RETURN(std::string text, cache->ReadBytes(b.request.dockerfile, 16 << 20));
+  frontend::BuildOptions opts;
+  opts.build_args = b.request.build_args;
+  opts.target = b.request.target;
+  opts.platform = b.request.platform.empty() ? options.platform : b.request.platform;
+  opts.filename = b.request.dockerfile_name.empty() ? "Dockerfile" : b.request.dockerfile_name;
+  b.filename = opts.filename;
+  if (opts.platform != options.platform) {
+    return InvalidArgumentError("platform " + opts.platform + " is not supported by this farm (" +
+                                options.platform + ")");
+  }
+  auto resolver = [&](const std::string& ref) -> StatusOr<ImageConfig> {
+    if (auto it = b.images.find(ref); it != b.images.end()) return it->second.config;
+    std::string name = NormalizeImageRef(ref);
+    SF_ASSIGN_OR_RETURN(std::optional<Digest> manifest, cache->GetRef(name));
+    if (!manifest) {
+      return NotFoundError("image \"" + ref + "\" is not in the farm's store (import it with "
+                           "`stagefarm image import SRC " + ref + "`)");
+    }
+    SF_ASSIGN_OR_RETURN(ImageRecord image, LoadImage(*cache, *manifest));
+    BuildEvent e;
+    e.kind = BuildEvent::Kind::kInfo;
+    e.text = "resolved " + ref + " to " + name + "@" + manifest->str();
+    Emit(b, std::move(e));
+    ImageConfig config = image.config;
+    b.images[ref] = std::move(image);
+    return config;
+  };
+  SF_ASSIGN_OR_RETURN(b.plan, frontend::Resolve(text, opts, resolver));
+  for (const std::string& w : b.plan.warnings) {
+    BuildEvent e;
+    e.kind = BuildEvent::Kind::kInfo;
+    e.text = "warning: " + w;
+    Emit(b, std::move(e));
+  }
+  b.stages.resize(b.plan.stages.size());
+  return Status();
+}
+
+void Coordinator::Impl::Advance(Build& b) {
+  // Stage positions by original index, for dependency checks.
+  std::map<int, size_t> pos;
+  for (size_t i = 0; i < b.plan.stages.size(); ++i) pos[b.plan.stages[i].index] = i;
+  for (size_t i = 0; i < b.plan.stages.size() && !b.finished; ++i) {
+    if (b.stages[i].state != StageState::State::kWaiting) continue;
+    bool ready = true;
+    for (int dep : b.plan.stages[i].deps) {
+      auto p = pos.find(dep);
+      if (p == pos.end() || b.stages[p->second].state != StageState::State::kDone) ready = false;
+    }
+    if (!ready) continue;
+    Status s = StartStage(b, i);
+    if (!s.ok()) {
+      BuildEvent e;
+      e.stage = b.plan.stages[i].display_name;
+      e.error = s.message();
+      FailBuild(b, std::move(e));
+      return;
+    }
+  }
+  if (b.finished) return;
+  if (b.stages[b.plan.target].state == StageState::State::kDone) {
+    Status s = Assemble(b);
+    if (!s.ok()) {
+      BuildEvent e;
+      e.error = "assembling the image: " + s.message();
+      FailBuild(b, std::move(e));
+    }
+  }
+}
+
+StatusOr<const FsIndex*> Coordinator::Impl::StageFs(const std::vector<LayerRef>& layers) {
+  std::string id;
+  for (const LayerRef& l : layers) id += l.toc.hex;
+  auto it = fs_cache.find(id);
+  if (it != fs_cache.end()) return &it->second;
+  FsIndex fs;
+  for (const LayerRef& l : layers) {
+    SF_ASSIGN_OR_RETURN(std::string bytes, cache->ReadBytes(l.toc, 256 << 20));
+    SF_ASSIGN_OR_RETURN(Toc toc, Toc::Parse(bytes));
+    fs.Apply(toc);
+  }
+  if (fs_cache.size() > 256) fs_cache.clear();  // a crude bound; TOC indexes are rebuilt on demand
+  return &fs_cache.emplace(id, std::move(fs)).first->second;
+}
+
+Status Coordinator::Impl::StartStage(Build& b, size_t s) {
+  const ResolvedStage& rs = b.plan.stages[s];
+  StageState& st = b.stages[s];
+  st.started = Clock::now();
+  std::map<int, size_t> pos;
+  for (size_t i = 0; i < b.plan.stages.size(); ++i) pos[b.plan.stages[i].index] = i;
+  std::string platform = rs.platform.empty() ? options.platform : rs.platform;
+
+  if (rs.base_stage >= 0) {
+    const StageState& base = b.stages[pos.at(rs.base_stage)];
+    st.last_key = base.last_key;
+    st.layers = base.layers;
+    st.history = base.history;
+  } else if (rs.base == "scratch") {
+    st.last_key = BaseKey(Digest{}, platform, options.cache_salt);
+  } else {
+    const ImageRecord& image = b.images.at(rs.base);
+    st.last_key = BaseKey(image.manifest, platform, options.cache_salt);
+    st.layers = image.layers;
+    st.history = image.history;
+  }
+
+  bool no_cache = b.request.no_cache ||
+                  std::find(b.request.no_cache_filter.begin(), b.request.no_cache_filter.end(),
+                            rs.name) != b.request.no_cache_filter.end();
+  std::optional<ContextTree> context;
+  StageTask spec;
+  std::vector<size_t> step_index;
+  bool missed = false;
+  st.keys.resize(rs.steps.size());
+  for (size_t i = 0; i < rs.steps.size(); ++i) {
+    const ResolvedStep& step = rs.steps[i];
+    std::string where = b.filename + ":" + std::to_string(step.line) + ": " + step.text;
+    std::string sources_digest;
+    std::vector<LayerRef> from_layers;
+    if (step.kind == frontend::StepKind::kCopy || step.kind == frontend::StepKind::kAdd) {
+      if (step.from_stage >= 0) {
+        from_layers = b.stages[pos.at(step.from_stage)].layers;
+      } else if (!step.from_image.empty()) {
+        from_layers = b.images.at(step.from_image).layers;
+      }
+      if (step.from_stage >= 0 || !step.from_image.empty()) {
+        SF_ASSIGN_OR_RETURN(const FsIndex* fs, StageFs(from_layers));
+        SF_ASSIGN_OR_RETURN(sources_digest, FsSourcesDigest(*fs, step.sources, where));
+      } else {
+        if (!context) context.emplace(*cache, b.request.context_root);
+        SF_ASSIGN_OR_RETURN(sources_digest, ContextSourcesDigest(*context, step.sources, where));
+      }
+    }
+    st.last_key = st.keys[i] = StepKey(st.last_key, step, sources_digest);
+    st.history.push_back(HistoryEntry{{}, step.created_by, {}, !step.makes_layer()});
+    if (!step.makes_layer()) continue;
+    BuildEvent e;
+    e.stage = rs.display_name;
+    e.step = static_cast<int32_t>(i);
+    e.line = step.line;
+    e.text = step.text;
+    if (!missed && !no_cache) {
+      SF_ASSIGN_OR_RETURN(std::optional<ActionResult> hit, cache->GetAction(st.keys[i]));
+      if (hit) {
+        st.layers.push_back(hit->layer);
+        e.kind = BuildEvent::Kind::kStepCached;
+        e.layer_size = hit->layer.diff_id.size;
+        Emit(b, std::move(e));
+        continue;
+      }
+    }
+    if (!missed) {
+      missed = true;
+      spec.base_layers = st.layers;
+    }
+    StepSpec w;
+    w.key = st.keys[i];
+    w.kind = ToWireKind(step.kind);
+    w.line = step.line;
+    w.text = step.text;
+    w.created_by = step.created_by;
+    w.env = step.kind == frontend::StepKind::kRun ? step.env : step.config.env;
+    w.user = step.config.user;
+    w.workdir = step.config.working_dir;
+    w.argv = step.argv;
+    w.network = step.network.empty() ? "default" : step.network;
+    if (b.request.network == "none") w.network = "none";
+    w.sources = step.sources;
+    w.dest = step.dest;
+    w.chown = step.chown;
+    w.chmod = step.chmod;
+    w.from_layers = std::move(from_layers);
+    if (w.from_layers.empty()) w.context_root = b.request.context_root;
+    spec.steps.push_back(std::move(w));
+    step_index.push_back(i);
+  }
+  if (!missed) {
+    st.cached = true;
+    st.state = StageState::State::kDone;
+    stages_total->Add({{"outcome", "cached"}}).Increment();
+    StageDone(b, s);
+    return Status();
+  }
+  spec.build_id = b.id;
+  spec.stage = rs.display_name;
+  if (auto epoch = b.request.build_args.find("SOURCE_DATE_EPOCH");
+      epoch != b.request.build_args.end()) {
+    spec.source_date_epoch = std::strtoll(epoch->second.c_str(), nullptr, 10);
+  }
+  // Identical work (same keys from the same starting filesystem) is one task whoever asks.
+  spec.task_id = Digest::Of(spec.steps.front().key + spec.steps.back().key).hex.substr(0, 16);
+  st.state = StageState::State::kQueued;
+  st.task_id = spec.task_id;
+  Enqueue(b, s, std::move(spec), std::move(step_index));
+  return Status();
+}
+
+void Coordinator::Impl::StageDone(Build& b, size_t s) {
+  StageState& st = b.stages[s];
+  st.seconds = SecondsSince(st.started);
+  BuildEvent e;
+  e.kind = BuildEvent::Kind::kStageDone;
+  e.stage = b.plan.stages[s].display_name;
+  e.worker = st.worker;
+  e.seconds = st.seconds;
+  Emit(b, std::move(e));
+}
+
+Status Coordinator::Impl::Assemble(Build& b) {
+  size_t t = b.plan.target;
+  const ResolvedStage& rs = b.plan.stages[t];
+  StageState& st = b.stages[t];
+  ImageRecord image;
+  image.config = rs.steps.empty() ? rs.base_config : rs.steps.back().config;
+  for (const auto& [k, v] : b.request.labels) image.config.labels[k] = v;
+  image.layers = st.layers;
+  image.history = st.history;
+  if (auto epoch = b.request.build_args.find("SOURCE_DATE_EPOCH");
+      epoch != b.request.build_args.end()) {
+    time_t secs = std::strtoll(epoch->second.c_str(), nullptr, 10);
+    char buf[32];
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    image.created = buf;
+  }
+  SF_ASSIGN_OR_RETURN(image, StoreImage(*cache, std::move(image)));
+  for (const std::string& tag : b.request.tags) {
+    SF_RETURN_IF_ERROR(cache->PutRef(NormalizeImageRef(tag), image.manifest));
+  }
+  BuildEvent e;
+  e.kind = BuildEvent::Kind::kBuildDone;
+  e.manifest = image.manifest;
+  e.config = image.config_digest;
+  for (const LayerRef& l : image.layers) e.image_size += l.diff_id.size;
+  for (size_t i = 0; i < b.plan.stages.size(); ++i) {
+    StageSummary sum;
+    sum.name = b.plan.stages[i].display_name;
+    sum.worker = b.stages[i].worker;
+    sum.cached = b.stages[i].cached;
+    sum.seconds = b.stages[i].seconds;
+    for (const LayerRef& l : b.stages[i].layers) sum.size += l.diff_id.size;
+    e.stages.push_back(std::move(sum));
+  }
+  b.finished = true;
+  Emit(b, std::move(e));
+  builds_total->Add({{"outcome", "success"}}).Increment();
+  build_seconds->Observe(SecondsSince(b.started));
+  return Status();
+}
+
+// --- scheduling -------------------------------------------------------------------------------
+
+void Coordinator::Impl::Enqueue(Build& b, size_t s, StageTask spec,
+                                std::vector<size_t> step_index) {
+  auto it = tasks.find(spec.task_id);
+  if (it != tasks.end()) {
+    // Another build already runs this work: wait for it too.
+    it->second.waiters.push_back(Waiter{b.id, s});
+    stages_total->Add({{"outcome", "deduplicated"}}).Increment();
+    if (!it->second.worker_peer.empty()) {
+      BuildEvent e;
+      e.kind = BuildEvent::Kind::kStageQueued;
+      e.stage = b.plan.stages[s].display_name;
+      e.worker = workers[it->second.worker_peer].name;
+      e.text = "shared with another build";
+      Emit(b, std::move(e));
+    }
+    return;
+  }
+  Task t;
+  t.spec = std::move(spec);
+  t.step_index = std::move(step_index);
+  t.waiters.push_back(Waiter{b.id, s});
+  t.queued_at = Clock::now();
+  queue.push_back(t.spec.task_id);
+  tasks.emplace(t.spec.task_id, std::move(t));
+}
+
+void Coordinator::Impl::Schedule() {
+  while (!queue.empty()) {
+    // The worker with the most free slots; ties go to the one with fewer tasks.
+    WorkerInfo* best = nullptr;
+    for (auto& [peer, w] : workers) {
+      if (w.tasks.size() >= w.slots) continue;
+      if (best == nullptr || w.slots - w.tasks.size() > best->slots - best->tasks.size() ||
+          (w.slots - w.tasks.size() == best->slots - best->tasks.size() &&
+           w.tasks.size() < best->tasks.size())) {
+        best = &w;
+      }
+    }
+    if (best == nullptr) break;
+    std::string id = queue.front();
+    queue.pop_front();
+    Task& t = tasks.at(id);
+    t.worker_peer = best->peer;
+    ++t.attempts;
+    best->tasks.insert(id);
+    stage_queue_seconds->Observe(SecondsSince(t.queued_at));
+    Send(best->peer, Method::kAssignTask, 0, Encode(t.spec));
+    for (const Waiter& w : t.waiters) {
+      auto b = builds.find(w.build_id);
+      if (b == builds.end()) continue;
+      b->second->stages[w.stage].worker = best->name;
+      BuildEvent e;
+      e.kind = BuildEvent::Kind::kStageQueued;
+      e.stage = b->second->plan.stages[w.stage].display_name;
+      e.worker = best->name;
+      Emit(*b->second, std::move(e));
+    }
+  }
+  queue_depth->Set(static_cast<double>(queue.size()));
+}
+
+void Coordinator::Impl::UpdateWorkerGauge() {
+  double busy = 0, idle = 0;
+  for (const auto& [peer, w] : workers) (w.tasks.empty() ? idle : busy) += 1;
+  workers_gauge->Add({{"state", "busy"}}).Set(busy);
+  workers_gauge->Add({{"state", "idle"}}).Set(idle);
+}
+
+void Coordinator::Impl::HandleRegister(const std::string& peer, const Message& m) {
+  RegisterWorkerRequest req;
+  Status s = Decode(m.body, &req);
+  if (!s.ok()) {
+    socket->Send(peer, m.ErrorReply(s)).IgnoreError();
+    return;
+  }
+  // The same worker under a new connection: what it ran before is lost with the old one.
+  for (auto it = workers.begin(); it != workers.end(); ++it) {
+    if (it->second.name == req.name && it->first != peer) {
+      LoseWorker(it->first, "worker " + req.name + " reconnected");
+      break;
+    }
+  }
+  WorkerInfo& w = workers[peer];
+  w.peer = peer;
+  w.name = req.name;
+  w.slots = req.slots;
+  w.last_seen = Clock::now();
+  LogInfo("worker " + req.name + " registered with " + std::to_string(req.slots) + " slots");
+  socket->Send(peer, m.Reply()).IgnoreError();
+  UpdateWorkerGauge();
+}
+
+void Coordinator::Impl::HandleHeartbeat(const std::string& peer, const Message& m) {
+  auto it = workers.find(peer);
+  if (it == workers.end()) {
+    socket->Send(peer, m.ErrorReply(NotFoundError("unknown worker: register again")))
+        .IgnoreError();
+    return;
+  }
+  it->second.last_seen = Clock::now();
+  socket->Send(peer, m.Reply()).IgnoreError();
+}
+
+void Coordinator::Impl::CheckWorkers() {
+  std::vector<std::string> dead;
+  for (const auto& [peer, w] : workers) {
+    if (Clock::now() - w.last_seen > options.heartbeat_timeout) dead.push_back(peer);
+  }
+  for (const std::string& peer : dead) LoseWorker(peer, "worker stopped sending heartbeats");
+}
+
+void Coordinator::Impl::LoseWorker(const std::string& peer, const std::string& why) {
+  auto wit = workers.find(peer);
+  if (wit == workers.end()) return;
+  WorkerInfo w = std::move(wit->second);
+  workers.erase(wit);
+  LogWarning(why + " (" + w.name + "); its " + std::to_string(w.tasks.size()) +
+             " tasks go to other workers");
+  for (const std::string& id : w.tasks) {
+    auto it = tasks.find(id);
+    if (it == tasks.end()) continue;
+    Task& t = it->second;
+    t.worker_peer.clear();
+    std::vector<Waiter> waiters = t.waiters;
+    if (t.attempts >= options.max_attempts) {
+      tasks.erase(it);
+      for (const Waiter& wt : waiters) {
+        auto b = builds.find(wt.build_id);
+        if (b == builds.end()) continue;
+        BuildEvent e;
+        e.stage = b->second->plan.stages[wt.stage].display_name;
+        e.error = "stage " + e.stage + " lost its worker " + std::to_string(options.max_attempts) +
+                  " times (last: " + w.name + ", " + why + ")";
+        FailBuild(*b->second, std::move(e));
+      }
+      continue;
+    }
+    retries_total->Increment();
+    t.queued_at = Clock::now();
+    queue.push_front(id);
+    for (const Waiter& wt : waiters) {
+      auto b = builds.find(wt.build_id);
+      if (b == builds.end()) continue;
+      BuildEvent e;
+      e.kind = BuildEvent::Kind::kStageRetried;
+      e.stage = b->second->plan.stages[wt.stage].display_name;
+      e.worker = w.name;
+      e.text = why + "; retrying elsewhere (attempt " + std::to_string(t.attempts + 1) + " of " +
+               std::to_string(options.max_attempts) + ")";
+      Emit(*b->second, std::move(e));
+    }
+  }
+  UpdateWorkerGauge();
+}
+
+void Coordinator::Impl::HandleTaskEvent(const std::string& peer, const Message& m) {
+  TaskEvent ev;
+  if (!Decode(m.body, &ev).ok()) return;  // events need no reply; a bad one is dropped
+  auto it = tasks.find(ev.task_id);
+  if (it == tasks.end() || it->second.worker_peer != peer) return;  // a stale or foreign event
+  Task& t = it->second;
+  if (ev.step >= t.step_index.size()) return;
+  for (const Waiter& w : t.waiters) {
+    auto b = builds.find(w.build_id);
+    if (b == builds.end()) continue;
+    const ResolvedStage& rs = b->second->plan.stages[w.stage];
+    const ResolvedStep& step = rs.steps[t.step_index[ev.step]];
+    BuildEvent e;
+    e.stage = rs.display_name;
+    e.step = static_cast<int32_t>(t.step_index[ev.step]);
+    e.line = step.line;
+    e.text = step.text;
+    e.worker = workers.count(peer) ? workers[peer].name : "";
+    switch (ev.kind) {
+      case TaskEvent::Kind::kStepStarted: e.kind = BuildEvent::Kind::kStepStarted; break;
+      case TaskEvent::Kind::kLog:
+        e.kind = BuildEvent::Kind::kStepLog;
+        e.log = ev.log;
+        break;
+      case TaskEvent::Kind::kStepDone:
+        e.kind = BuildEvent::Kind::kStepDone;
+        e.seconds = ev.seconds;
+        e.layer_size = ev.layer.diff_id.size;
+        break;
+    }
+    Emit(*b->second, std::move(e));
+  }
+}
+
+void Coordinator::Impl::HandleTaskDone(const std::string& peer, const Message& m) {
+  TaskDone done;
+  if (!Decode(m.body, &done).ok()) return;
+  auto it = tasks.find(done.task_id);
+  if (auto w = workers.find(peer); w != workers.end()) {
+    w->second.tasks.erase(done.task_id);
+    w->second.last_seen = Clock::now();
+  }
+  if (it == tasks.end() || it->second.worker_peer != peer) return;
+  Task t = std::move(it->second);
+  tasks.erase(it);
+  if (done.status.ok() && done.layers.size() != t.spec.steps.size()) {
+    done.status = InternalError("worker returned " + std::to_string(done.layers.size()) +
+                                " layers for " + std::to_string(t.spec.steps.size()) + " steps");
+  }
+  stages_total->Add({{"outcome", done.status.ok() ? "executed" : "failed"}}).Increment();
+  for (const Waiter& w : t.waiters) {
+    auto bit = builds.find(w.build_id);
+    if (bit == builds.end()) continue;
+    Build& b = *bit->second;
+    if (b.finished) continue;
+    StageState& st = b.stages[w.stage];
+    if (!done.status.ok()) {
+      st.state = StageState::State::kFailed;
+      BuildEvent e;
+      e.stage = b.plan.stages[w.stage].display_name;
+      e.worker = workers.count(peer) ? workers[peer].name : "";
+      if (done.failed_step >= 0 && static_cast<size_t>(done.failed_step) < t.step_index.size()) {
+        const ResolvedStep& step = b.plan.stages[w.stage].steps[t.step_index[done.failed_step]];
+        e.step = static_cast<int32_t>(t.step_index[done.failed_step]);
+        e.line = step.line;
+        e.text = step.text;
+      }
+      e.exit_code = done.exit_code;
+      e.log = done.log_tail;
+      e.error = done.status.message();
+      FailBuild(b, std::move(e));
+      continue;
+    }
+    st.layers = t.spec.base_layers;
+    st.layers.insert(st.layers.end(), done.layers.begin(), done.layers.end());
+    st.state = StageState::State::kDone;
+    StageDone(b, w.stage);
+    Advance(b);
+  }
+}
+
+}  // namespace stagefarm::coordinator

@@ -1,0 +1,90 @@
+#include "stagefarm/coordinator/step_keys.h"
+
+#include <nlohmann/json.hpp>
+
+namespace stagefarm::coordinator {
+namespace {
+
+bool HasWildcard(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
+
+// The path a source selects as a whole: itself, or for wildcards the directory holding them.
+std::string SelectedPath(const std::string& source) {
+  if (!HasWildcard(source)) return source;
+  size_t first_wild = source.find_first_of("*?[");
+  size_t slash = source.rfind('/', first_wild);
+  return slash == std::string::npos ? "" : source.substr(0, slash);
+}
+
+std::string HashJson(const nlohmann::json& j) { return Digest::Of(j.dump()).hex; }
+
+}  // namespace
+
+std::string BaseKey(const Digest& manifest, const std::string& platform, const std::string& salt) {
+  nlohmann::json j;
+  j["base"] = manifest.empty() ? "scratch" : manifest.str();
+  j["platform"] = platform;
+  j["salt"] = salt;
+  return HashJson(j);
+}
+
+std::string StepKey(const std::string& parent, const frontend::ResolvedStep& step,
+                    const std::string& sources_digest) {
+  nlohmann::json j;
+  j["parent"] = parent;
+  j["instruction"] = step.canonical;
+  if (step.kind == frontend::StepKind::kRun) {
+    // What the command sees beyond its text.
+    j["argv"] = step.argv;
+    j["env"] = step.env;
+    j["user"] = step.config.user;
+    j["workdir"] = step.config.working_dir;
+    j["network"] = step.network;
+  }
+  if (step.kind == frontend::StepKind::kCopy || step.kind == frontend::StepKind::kAdd) {
+    j["sources"] = sources_digest;
+    j["workdir"] = step.config.working_dir;  // relative destinations depend on it
+  }
+  return HashJson(j);
+}
+
+StatusOr<std::string> ContextSourcesDigest(ContextTree& tree, const std::vector<std::string>& sources,
+                                           const std::string& instruction) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const std::string& source : sources) {
+    std::string path = SelectedPath(source);
+    SF_ASSIGN_OR_RETURN(std::optional<TreeEntry> entry, tree.Lookup(path));
+    if (!entry) {
+      if (HasWildcard(source)) {
+        j.push_back({source, "absent"});
+        continue;
+      }
+      return NotFoundError(instruction + ": \"" + source + "\": not found in the build context");
+    }
+    j.push_back({source, entry->digest.str(), entry->mode, entry->target,
+                 static_cast<int>(entry->type)});
+  }
+  return HashJson(j);
+}
+
+StatusOr<std::string> FsSourcesDigest(const FsIndex& fs, const std::vector<std::string>& sources,
+                                      const std::string& instruction) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const std::string& source : sources) {
+    std::string path = SelectedPath(source);
+    StatusOr<Digest> d = fs.SubtreeDigest(path);
+    if (!d.ok()) {
+      if (HasWildcard(source) && d.status().code() == StatusCode::kNotFound) {
+        j.push_back({source, "absent"});
+        continue;
+      }
+      if (d.status().code() == StatusCode::kNotFound) {
+        return NotFoundError(instruction + ": \"" + source + "\": not found");
+      }
+      return d.status();
+    }
+    j.push_back({source, d->str()});
+  }
+  return HashJson(j);
+}
+
+}  // namespace stagefarm::coordinator

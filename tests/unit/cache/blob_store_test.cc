@@ -1,0 +1,340 @@
+// BlobStore against real RocksDB in temp dirs.
+#include "stagefarm/cache/blob_store.h"
+
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "cache_test_util.h"
+
+namespace stagefarm::cache {
+namespace {
+
+using testing::RandomBytes;
+using testing::TempDir;
+
+constexpr uint32_t kChunk = 64 << 10;  // small chunks keep multi-chunk cases fast
+
+BlobStoreOptions Options(const TempDir& dir) {
+  BlobStoreOptions o;
+  o.data_dir = dir.path() + "/db";
+  o.chunk_size = kChunk;
+  return o;
+}
+
+std::unique_ptr<BlobStore> OpenStore(const BlobStoreOptions& o) {
+  auto s = BlobStore::Open(o);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return std::move(s).value();
+}
+
+// Uploads `bytes` under `digest` in chunks; returns the first error.
+Status Upload(BlobStore& store, const Digest& digest, std::string_view bytes,
+              const std::string& owner = "peer") {
+  SF_ASSIGN_OR_RETURN(BlobStore::BeginResult begin, store.BeginUpload(digest, owner));
+  if (begin.exists) return Status();
+  for (size_t off = 0; off < bytes.size(); off += kChunk) {
+    SF_ASSIGN_OR_RETURN(uint64_t received,
+                        store.WriteChunk(begin.upload_id, owner, off, bytes.substr(off, kChunk)));
+    EXPECT_EQ(received, std::min<uint64_t>(bytes.size(), off + kChunk));
+  }
+  return store.CommitUpload(begin.upload_id, owner);
+}
+
+std::string ReadAll(BlobStore& store, const Digest& d) {
+  std::string out;
+  uint64_t size = 0;
+  Status s = store.ReadRange(d.hex, 0, d.size, &out, &size);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(size, d.size);
+  return out;
+}
+
+// Counts the keys of one column family of a closed store.
+size_t CountKeys(const std::string& dir, const std::string& cf) {
+  std::vector<std::string> names;
+  EXPECT_TRUE(rocksdb::DB::ListColumnFamilies({}, dir, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  for (auto& n : names) cfs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  EXPECT_TRUE(rocksdb::DB::OpenForReadOnly({}, dir, cfs, &handles, &db).ok());
+  size_t count = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] != cf) continue;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, handles[i]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) ++count;
+  }
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h).PermitUncheckedError();
+  delete db;
+  return count;
+}
+
+TEST(BlobStore, RoundTripsAllSizes) {
+  TempDir dir;
+  auto store = OpenStore(Options(dir));
+  for (size_t size : {size_t{0}, size_t{1}, size_t{kChunk}, size_t{5 * kChunk + 17}}) {
+    std::string bytes = RandomBytes(size, size);
+    Digest d = Digest::Of(bytes);
+    ASSERT_TRUE(Upload(*store, d, bytes).ok()) << size;
+    EXPECT_EQ(ReadAll(*store, d), bytes) << size;
+  }
+  EXPECT_EQ(store->Stats().blobs, 4u);
+  EXPECT_EQ(store->Stats().bytes, 0u + 1 + kChunk + 5 * kChunk + 17);
+}
+
+TEST(BlobStore, RangeReadsAcrossChunks) {
+  TempDir dir;
+  auto store = OpenStore(Options(dir));
+  std::string bytes = RandomBytes(3 * kChunk + 5, 7);
+  Digest d = Digest::Of(bytes);
+  ASSERT_TRUE(Upload(*store, d, bytes).ok());
+  uint64_t size = 0;
+  for (auto [off, len] : std::vector<std::pair<uint64_t, uint64_t>>{{0, 10},
+                                                                    {kChunk - 3, 6},
+                                                                    {kChunk, kChunk},
+                                                                    {kChunk + 1, 2 * kChunk},
+                                                                    {d.size, 10},
+                                                                    {d.size - 2, 100}}) {
+    std::string out;
+    ASSERT_TRUE(store->ReadRange(d.hex, off, len, &out, &size).ok()) << off;
+    EXPECT_EQ(out, bytes.substr(off, len)) << off;
+  }
+  std::string out;
+  EXPECT_EQ(store->ReadRange(d.hex, d.size + 1, 1, &out, &size).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(store->ReadRange(std::string(64, 'a'), 0, 1, &out, &size).code(),
+            StatusCode::kNotFound);
+}
+
+TEST(BlobStore, WrongDigestRefusedAndNothingStays) {
+  TempDir dir;
+  BlobStoreOptions o = Options(dir);
+  {
+    auto store = OpenStore(o);
+    std::string bytes = RandomBytes(2 * kChunk + 3, 1);
+    Digest wrong = Digest::Of(RandomBytes(2 * kChunk + 3, 2));
+    EXPECT_EQ(Upload(*store, wrong, bytes).code(), StatusCode::kDataLoss);
+    auto missing = store->FindMissing({wrong});
+    ASSERT_TRUE(missing.ok());
+    EXPECT_EQ(missing->size(), 1u);
+    // Wrong size: fewer bytes than declared (whole chunks, so only the commit can tell).
+    std::string whole = bytes.substr(0, 2 * kChunk);
+    Digest longer{Digest::Of(whole).hex, whole.size() + 1};
+    EXPECT_EQ(Upload(*store, longer, whole).code(), StatusCode::kDataLoss);
+    // More bytes than declared.
+    Digest shorter{Digest::Of(bytes).hex, bytes.size() - 1};
+    EXPECT_EQ(Upload(*store, shorter, bytes).code(), StatusCode::kDataLoss);
+    EXPECT_EQ(store->Stats().blobs, 0u);
+    EXPECT_EQ(store->Stats().uploads_in_progress, 0u);
+  }
+  EXPECT_EQ(CountKeys(o.data_dir, "blobs"), 0u);
+  EXPECT_EQ(CountKeys(o.data_dir, "meta"), 0u);
+  EXPECT_EQ(CountKeys(o.data_dir, "uploads"), 0u);
+}
+
+TEST(BlobStore, ExistingBlobAckedAtBegin) {
+  TempDir dir;
+  auto store = OpenStore(Options(dir));
+  std::string bytes = RandomBytes(kChunk + 1, 3);
+  Digest d = Digest::Of(bytes);
+  ASSERT_TRUE(Upload(*store, d, bytes).ok());
+  uint64_t received = store->Stats().bytes_received;
+  auto begin = store->BeginUpload(d, "other");
+  ASSERT_TRUE(begin.ok());
+  EXPECT_TRUE(begin->exists);
+  EXPECT_EQ(store->Stats().bytes_received, received);
+  // Same hex, other size: a confused client, refused.
+  EXPECT_EQ(store->BeginUpload(Digest{d.hex, d.size + 1}, "x").status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST(BlobStore, OutOfOrderOrForeignChunksEndTheUpload) {
+  TempDir dir;
+  auto store = OpenStore(Options(dir));
+  std::string bytes = RandomBytes(2 * kChunk, 4);
+  Digest d = Digest::Of(bytes);
+  auto begin = store->BeginUpload(d, "a");
+  ASSERT_TRUE(begin.ok());
+  uint64_t id = begin->upload_id;
+  // Another peer cannot write into it.
+  EXPECT_EQ(store->WriteChunk(id, "b", 0, bytes.substr(0, kChunk)).status().code(),
+            StatusCode::kFailedPrecondition);
+  // Short chunk that is not the last.
+  EXPECT_EQ(store->WriteChunk(id, "a", 0, bytes.substr(0, 10)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->WriteChunk(id, "a", 0, bytes.substr(0, kChunk)).status().code(),
+            StatusCode::kFailedPrecondition);  // the upload ended with the error
+  begin = store->BeginUpload(d, "a");
+  ASSERT_TRUE(begin.ok());
+  EXPECT_EQ(store->WriteChunk(begin->upload_id, "a", kChunk, bytes.substr(kChunk)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->Stats().uploads_in_progress, 0u);
+}
+
+TEST(BlobStore, InterleavedUploadsOfSameDigestBothSucceed) {
+  TempDir dir;
+  BlobStoreOptions o = Options(dir);
+  std::string bytes = RandomBytes(3 * kChunk + 9, 5);
+  Digest d = Digest::Of(bytes);
+  {
+    auto store = OpenStore(o);
+    auto a = store->BeginUpload(d, "a");
+    auto b = store->BeginUpload(d, "b");
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_NE(a->upload_id, b->upload_id);
+    for (size_t off = 0; off < bytes.size(); off += kChunk) {
+      ASSERT_TRUE(store->WriteChunk(a->upload_id, "a", off, bytes.substr(off, kChunk)).ok());
+      ASSERT_TRUE(store->WriteChunk(b->upload_id, "b", off, bytes.substr(off, kChunk)).ok());
+    }
+    ASSERT_TRUE(store->CommitUpload(b->upload_id, "b").ok());
+    ASSERT_TRUE(store->CommitUpload(a->upload_id, "a").ok());
+    EXPECT_EQ(ReadAll(*store, d), bytes);
+    EXPECT_EQ(store->Stats().blobs, 1u);
+    EXPECT_EQ(store->Stats().bytes, bytes.size());
+  }
+  // The loser's chunks are gone: only one generation of 4 chunks remains.
+  EXPECT_EQ(CountKeys(o.data_dir, "blobs"), 4u);
+}
+
+TEST(BlobStore, ActionCacheAnswersOnlyWhenBlobsExist) {
+  TempDir dir;
+  auto store = OpenStore(Options(dir));
+  std::string layer = RandomBytes(1000, 6), toc = RandomBytes(100, 7);
+  ActionResult r;
+  r.layer.diff_id = Digest::Of(layer);
+  r.layer.toc = Digest::Of(toc);
+  r.created_by = "RUN make";
+  r.seconds = 1.5;
+  EXPECT_EQ(store->PutAction("k1", r).code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(Upload(*store, r.layer.diff_id, layer).ok());
+  EXPECT_EQ(store->PutAction("k1", r).code(), StatusCode::kFailedPrecondition);  // TOC missing
+  ASSERT_TRUE(Upload(*store, r.layer.toc, toc).ok());
+  ASSERT_TRUE(store->PutAction("k1", r).ok());
+  ActionLookup lookup;
+  auto got = store->GetAction("k1", &lookup);
+  ASSERT_TRUE(got.ok());
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ(**got, r);
+  EXPECT_EQ(lookup, ActionLookup::kHit);
+  got = store->GetAction("nope", &lookup);
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+  EXPECT_EQ(lookup, ActionLookup::kMiss);
+  // An empty layer names no blobs.
+  ActionResult empty;
+  empty.created_by = "RUN true";
+  ASSERT_TRUE(store->PutAction("k2", empty).ok());
+  got = store->GetAction("k2");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, empty);
+}
+
+TEST(BlobStore, EvictionDropsLeastRecentlyUsedAndIncompleteActions) {
+  TempDir dir;
+  BlobStoreOptions o = Options(dir);
+  o.max_bytes = 3 * kChunk;
+  o.low_watermark = 0.5;
+  auto store = OpenStore(o);
+  std::vector<std::string> blobs;
+  std::vector<Digest> digests;
+  for (int i = 0; i < 3; ++i) {
+    blobs.push_back(RandomBytes(kChunk, 10 + i));
+    digests.push_back(Digest::Of(blobs.back()));
+    ASSERT_TRUE(Upload(*store, digests.back(), blobs.back()).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ActionResult r;
+  r.layer.diff_id = digests[1];
+  ASSERT_TRUE(store->PutAction("k", r).ok());
+  ASSERT_TRUE(store->FindMissing({digests[0]}).ok());  // 0 is now the most recently used
+  auto evicted = store->EvictIfNeeded();
+  ASSERT_TRUE(evicted.ok());
+  EXPECT_EQ(*evicted, 0u);  // not over max_bytes yet
+  std::string extra = RandomBytes(10, 20);
+  ASSERT_TRUE(Upload(*store, Digest::Of(extra), extra).ok());
+  evicted = store->EvictIfNeeded();
+  ASSERT_TRUE(evicted.ok());
+  EXPECT_EQ(*evicted, 2u);  // 1 and 2, the oldest, down to 1.5 chunks
+  auto missing = store->FindMissing(digests);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(*missing, (std::vector<Digest>{digests[1], digests[2]}));
+  ActionLookup lookup;
+  auto got = store->GetAction("k", &lookup);
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+  EXPECT_EQ(lookup, ActionLookup::kIncomplete);
+  EXPECT_EQ(ReadAll(*store, digests[0]), blobs[0]);
+}
+
+TEST(BlobStore, RefsRoundTrip) {
+  TempDir dir;
+  auto store = OpenStore(Options(dir));
+  Digest a = Digest::Of("a"), b = Digest::Of("bb");
+  ASSERT_TRUE(store->PutRef("app:latest", a).ok());
+  ASSERT_TRUE(store->PutRef("base:1", b).ok());
+  ASSERT_TRUE(store->PutRef("app:latest", b).ok());
+  auto got = store->GetRef("app:latest");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, b);
+  got = store->GetRef("none");
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+  auto list = store->ListRefs();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(*list, (std::vector<std::pair<std::string, Digest>>{{"app:latest", b}, {"base:1", b}}));
+}
+
+TEST(BlobStore, RestartKeepsCommittedBlobsAndRemovesUnfinishedUploads) {
+  TempDir dir;
+  BlobStoreOptions o = Options(dir);
+  std::string kept = RandomBytes(2 * kChunk + 1, 30);
+  std::string partial = RandomBytes(3 * kChunk, 31);
+  std::string crash_copy = dir.path() + "/crashed";
+  {
+    auto store = OpenStore(o);
+    ASSERT_TRUE(Upload(*store, Digest::Of(kept), kept).ok());
+    auto begin = store->BeginUpload(Digest::Of(partial), "p");
+    ASSERT_TRUE(begin.ok());
+    ASSERT_TRUE(store->WriteChunk(begin->upload_id, "p", 0, partial.substr(0, kChunk)).ok());
+    // A copy of the live directory is what a crash leaves behind (the WAL holds the writes).
+    std::filesystem::copy(o.data_dir, crash_copy, std::filesystem::copy_options::recursive);
+  }
+  for (const std::string& path : {o.data_dir, crash_copy}) {
+    BlobStoreOptions reopened = o;
+    reopened.data_dir = path;
+    {
+      auto store = OpenStore(reopened);
+      EXPECT_EQ(ReadAll(*store, Digest::Of(kept)), kept) << path;
+      auto missing = store->FindMissing({Digest::Of(partial)});
+      ASSERT_TRUE(missing.ok());
+      EXPECT_EQ(missing->size(), 1u);
+      EXPECT_EQ(store->Stats().blobs, 1u);
+      EXPECT_EQ(store->Stats().bytes, kept.size());
+      // Fresh uploads after a restart get fresh generations and work.
+      ASSERT_TRUE(Upload(*store, Digest::Of(partial), partial).ok());
+    }
+    EXPECT_EQ(CountKeys(path, "uploads"), 0u) << path;
+    EXPECT_EQ(CountKeys(path, "blobs"), 3u + 3u) << path;
+  }
+}
+
+TEST(BlobStore, IdleUploadsExpire) {
+  TempDir dir;
+  BlobStoreOptions o = Options(dir);
+  o.upload_idle_timeout = std::chrono::seconds(1);
+  auto store = OpenStore(o);
+  std::string bytes = RandomBytes(2 * kChunk, 40);
+  auto begin = store->BeginUpload(Digest::Of(bytes), "p");
+  ASSERT_TRUE(begin.ok());
+  ASSERT_TRUE(store->WriteChunk(begin->upload_id, "p", 0, bytes.substr(0, kChunk)).ok());
+  EXPECT_EQ(store->ExpireIdleUploads(std::chrono::steady_clock::now()), 0u);
+  EXPECT_EQ(store->ExpireIdleUploads(std::chrono::steady_clock::now() + std::chrono::seconds(2)),
+            1u);
+  EXPECT_EQ(store->WriteChunk(begin->upload_id, "p", kChunk, bytes.substr(kChunk)).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace stagefarm::cache

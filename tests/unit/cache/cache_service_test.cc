@@ -1,0 +1,377 @@
+// The cache server over real sockets (inproc:// and tcp://127.0.0.1:0) with the remote client.
+#include "stagefarm/cache/cache_service.h"
+
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include <future>
+#include <thread>
+
+#include "cache_test_util.h"
+#include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/cache_protocol.h"
+
+namespace stagefarm::cache {
+namespace {
+
+using testing::RandomBytes;
+using testing::TempDir;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+RemoteCacheOptions FastOptions() {
+  RemoteCacheOptions o;
+  o.request_timeout = std::chrono::milliseconds(3000);
+  o.attempts = 2;
+  o.initial_backoff = std::chrono::milliseconds(20);
+  return o;
+}
+
+// Reads a counter or gauge value from the registry; 0 if absent.
+double MetricValue(prometheus::Registry& registry, const std::string& name,
+                   const std::map<std::string, std::string>& labels) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& metric : family.metric) {
+      std::map<std::string, std::string> got;
+      for (const auto& l : metric.label) got[l.name] = l.value;
+      bool match = true;
+      for (const auto& [k, v] : labels) match = match && got[k] == v;
+      if (!match) continue;
+      return family.type == prometheus::MetricType::Gauge ? metric.gauge.value
+                                                          : metric.counter.value;
+    }
+  }
+  return 0;
+}
+
+// A server on its own thread, stopped and joined on destruction.
+class RunningServer {
+ public:
+  RunningServer(Transport& transport, const std::string& data_dir, const std::string& endpoint,
+                prometheus::Registry* registry) {
+    CacheServerOptions o;
+    o.data_dir = data_dir;
+    auto service = CacheService::Open(o, registry);
+    EXPECT_TRUE(service.ok()) << service.status().ToString();
+    service_ = std::move(service).value();
+    std::promise<std::string> ready;
+    auto bound = ready.get_future();
+    thread_ = std::thread([&, endpoint] {
+      Status s = service_->Serve(transport, endpoint, false,
+                                 [&](const std::string& e) { ready.set_value(e); });
+      EXPECT_TRUE(s.ok()) << s.ToString();
+    });
+    endpoint_ = bound.get();
+  }
+  ~RunningServer() {
+    service_->Stop();
+    thread_.join();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+  CacheService& service() { return *service_; }
+
+ private:
+  std::unique_ptr<CacheService> service_;
+  std::thread thread_;
+  std::string endpoint_;
+};
+
+class CacheServiceTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    server_ =
+        std::make_unique<RunningServer>(transport_, dir_.path() + "/db", Endpoint(), &registry_);
+    client_ = ConnectCache(transport_, server_->endpoint(), FastOptions());
+  }
+  std::string Endpoint() {
+    static int n = 0;
+    return GetParam() == "inproc" ? "inproc://cache-test-" + std::to_string(++n)
+                                  : "tcp://127.0.0.1:0";
+  }
+  std::string ReadAll(const Digest& d, uint64_t offset = 0, uint64_t length = 0) {
+    std::string out;
+    Status s = client_->Read(d, offset, length, [&](std::string_view b) {
+      out.append(b);
+      return Status();
+    });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return out;
+  }
+  double BytesIn() {
+    return MetricValue(registry_, "stagefarm_cache_transfer_bytes_total", {{"direction", "in"}});
+  }
+
+  TempDir dir_;
+  Transport transport_;
+  prometheus::Registry registry_;
+  std::unique_ptr<RunningServer> server_;
+  std::unique_ptr<CacheClient> client_;
+};
+
+TEST_P(CacheServiceTest, BlobRoundTrips) {
+  for (uint64_t size : {uint64_t{0}, uint64_t{1}, kMiB, 5 * kMiB + 12345}) {
+    std::string bytes = RandomBytes(size, size + 1);
+    Digest d;
+    ASSERT_TRUE(client_->PutBytes(bytes, &d).ok()) << size;
+    EXPECT_EQ(d.size, size);
+    EXPECT_EQ(ReadAll(d), bytes) << size;
+    auto back = client_->ReadBytes(d);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ(*back, bytes);
+  }
+  auto missing = client_->FindMissing({Digest::Of(""), Digest::Of("nope")});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(*missing, std::vector<Digest>{Digest::Of("nope")});
+  EXPECT_EQ(MetricValue(registry_, "stagefarm_cache_ops_total",
+                        {{"op", "CommitUpload"}, {"outcome", "ok"}}),
+            4);
+}
+
+TEST_P(CacheServiceTest, RangeReads) {
+  std::string bytes = RandomBytes(3 * kMiB + 7, 2);
+  Digest d;
+  ASSERT_TRUE(client_->PutBytes(bytes, &d).ok());
+  EXPECT_EQ(ReadAll(d, 5, 10), bytes.substr(5, 10));
+  EXPECT_EQ(ReadAll(d, kMiB - 1, kMiB + 2), bytes.substr(kMiB - 1, kMiB + 2));
+  EXPECT_EQ(ReadAll(d, 2 * kMiB + 3), bytes.substr(2 * kMiB + 3));
+  EXPECT_EQ(ReadAll(d, d.size - 2, 100), bytes.substr(d.size - 2));  // clamped at the end
+  EXPECT_EQ(ReadAll(d, d.size), "");
+  Status s = client_->Read(d, d.size + 1, 0, [](std::string_view) { return Status(); });
+  EXPECT_EQ(s.code(), StatusCode::kOutOfRange);
+  s = client_->Read(Digest::Of("absent"), 0, 0, [](std::string_view) { return Status(); });
+  EXPECT_EQ(s.code(), StatusCode::kNotFound);
+}
+
+TEST_P(CacheServiceTest, SecondPutTransfersNothing) {
+  std::string bytes = RandomBytes(2 * kMiB + 1, 3);
+  ASSERT_TRUE(client_->PutBytes(bytes).ok());
+  EXPECT_EQ(BytesIn(), static_cast<double>(bytes.size()));
+  int source_calls = 0;
+  Status s = client_->Put(Digest::Of(bytes), [&](char*, size_t) -> StatusOr<size_t> {
+    ++source_calls;
+    return size_t{0};
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(source_calls, 0);
+  EXPECT_EQ(BytesIn(), static_cast<double>(bytes.size()));
+  EXPECT_EQ(server_->service().store().Stats().bytes_received, bytes.size());
+}
+
+TEST_P(CacheServiceTest, WrongDigestRefusedAndNothingStored) {
+  std::string bytes = RandomBytes(kMiB + 100, 4);
+  Digest wrong = Digest::Of(RandomBytes(kMiB + 100, 5));
+  size_t pos = 0;
+  Status s = client_->Put(wrong, [&](char* buf, size_t cap) -> StatusOr<size_t> {
+    size_t n = std::min(cap, bytes.size() - pos);
+    std::copy_n(bytes.data() + pos, n, buf);
+    pos += n;
+    return n;
+  });
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+  auto missing = client_->FindMissing({wrong});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->size(), 1u);
+  // A source longer than the digest says.
+  Digest short_digest = Digest::Of(bytes.substr(0, 10));
+  pos = 0;
+  s = client_->Put(short_digest, [&](char* buf, size_t cap) -> StatusOr<size_t> {
+    size_t n = std::min(cap, bytes.size() - pos);
+    std::copy_n(bytes.data() + pos, n, buf);
+    pos += n;
+    return n;
+  });
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+  // A source shorter than the digest says.
+  pos = 0;
+  s = client_->Put(Digest{Digest::Of(bytes).hex, bytes.size() + 5},
+                   [&](char* buf, size_t cap) -> StatusOr<size_t> {
+                     size_t n = std::min(cap, bytes.size() - pos);
+                     std::copy_n(bytes.data() + pos, n, buf);
+                     pos += n;
+                     return n;
+                   });
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+  StoreStats st = server_->service().store().Stats();
+  EXPECT_EQ(st.blobs, 0u);
+  // The refused uploads are gone (the abandoned one by the client's best-effort abort).
+  for (int i = 0; i < 50 && server_->service().store().Stats().uploads_in_progress > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(server_->service().store().Stats().uploads_in_progress, 0u);
+}
+
+TEST_P(CacheServiceTest, ConcurrentUploadsOfTheSameBlob) {
+  std::string bytes = RandomBytes(3 * kMiB + 5, 6);
+  Digest d = Digest::Of(bytes);
+  std::vector<std::thread> threads;
+  std::vector<Status> results(4);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      auto client = ConnectCache(transport_, server_->endpoint(), FastOptions());
+      results[i] = client->PutBytes(bytes);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& r : results) EXPECT_TRUE(r.ok()) << r.ToString();
+  EXPECT_EQ(ReadAll(d), bytes);
+  StoreStats st = server_->service().store().Stats();
+  EXPECT_EQ(st.blobs, 1u);
+  EXPECT_EQ(st.bytes, bytes.size());
+  EXPECT_EQ(st.uploads_in_progress, 0u);
+}
+
+TEST_P(CacheServiceTest, ActionCacheCompleteness) {
+  std::string layer = RandomBytes(5000, 7), toc = RandomBytes(300, 8);
+  ActionResult r;
+  r.layer.diff_id = Digest::Of(layer);
+  r.layer.toc = Digest::Of(toc);
+  r.created_by = "RUN make";
+  r.seconds = 2.25;
+  EXPECT_EQ(client_->PutAction("key", r).code(), StatusCode::kFailedPrecondition);
+  auto got = client_->GetAction("key");
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+  ASSERT_TRUE(client_->PutBytes(layer).ok());
+  ASSERT_TRUE(client_->PutBytes(toc).ok());
+  ASSERT_TRUE(client_->PutAction("key", r).ok());
+  got = client_->GetAction("key");
+  ASSERT_TRUE(got.ok());
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ(**got, r);
+  EXPECT_EQ(MetricValue(registry_, "stagefarm_cache_ac_lookups_total", {{"result", "hit"}}), 1);
+  EXPECT_EQ(MetricValue(registry_, "stagefarm_cache_ac_lookups_total", {{"result", "miss"}}), 1);
+}
+
+TEST_P(CacheServiceTest, Refs) {
+  Digest m = Digest::Of("manifest");
+  ASSERT_TRUE(client_->PutRef("app:latest", m).ok());
+  auto got = client_->GetRef("app:latest");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(**got, m);
+  got = client_->GetRef("other");
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+  auto list = client_->ListRefs();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(*list, (std::vector<std::pair<std::string, Digest>>{{"app:latest", m}}));
+}
+
+// Sends a request on a raw socket and returns the reply.
+Message RawCall(ClientSocket& socket, Message m) {
+  static uint64_t id = 1000;
+  m.request_id = ++id;
+  EXPECT_TRUE(socket.Send(m).ok());
+  Message reply;
+  auto got = socket.Receive(&reply, std::chrono::seconds(5));
+  EXPECT_TRUE(got.ok() && *got);
+  EXPECT_EQ(reply.request_id, m.request_id);
+  return reply;
+}
+
+Message Make(Method method, std::string body, std::vector<std::string> data = {}) {
+  Message m;
+  m.method = method;
+  m.body = std::move(body);
+  m.data = std::move(data);
+  return m;
+}
+
+TEST_P(CacheServiceTest, MalformedRequestsGetErrorsAndServerKeepsServing) {
+  auto socket = transport_.Connect(server_->endpoint());
+  ASSERT_TRUE(socket.ok());
+  ClientSocket& s = **socket;
+  EXPECT_EQ(RawCall(s, Make(Method::kFindMissing, "garbage")).status.code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(RawCall(s, Make(Method::kFindMissing, std::string(64, '\xff'))).status.code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(RawCall(s, Make(Method::kGetAction, "")).status.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(RawCall(s, Make(static_cast<Method>(999), "")).status.code(),
+            StatusCode::kUnimplemented);
+  EXPECT_EQ(RawCall(s, Make(Method::kSubmitBuild, "")).status.code(), StatusCode::kUnimplemented);
+  // Data frames where none belong.
+  EXPECT_EQ(RawCall(s, Make(Method::kListRefs, Encode(ListRefsRequest{}), {"x"})).status.code(),
+            StatusCode::kInvalidArgument);
+  // Chunks of an upload that was never begun.
+  EXPECT_EQ(RawCall(s, Make(Method::kUploadChunk, Encode(UploadChunkRequest{42, 0}), {"abc"}))
+                .status.code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(RawCall(s, Make(Method::kCommitUpload, Encode(CommitUploadRequest{42}))).status.code(),
+            StatusCode::kFailedPrecondition);
+  // A read asking for more than a chunk.
+  EXPECT_EQ(
+      RawCall(s, Make(Method::kReadBlob, Encode(ReadBlobRequest{Digest::Of(""), 0, 2 * kMiB})))
+          .status.code(),
+      StatusCode::kInvalidArgument);
+  // Out of order chunks end the upload.
+  std::string bytes = RandomBytes(kMiB + 10, 9);
+  Message begin =
+      RawCall(s, Make(Method::kBeginUpload, Encode(BeginUploadRequest{Digest::Of(bytes)})));
+  ASSERT_TRUE(begin.status.ok());
+  BeginUploadResponse b;
+  ASSERT_TRUE(Decode(begin.body, &b).ok());
+  EXPECT_FALSE(b.exists);
+  EXPECT_GE(b.credit, 1u);
+  EXPECT_EQ(RawCall(s, Make(Method::kUploadChunk, Encode(UploadChunkRequest{b.upload_id, kMiB}),
+                            {bytes.substr(kMiB)}))
+                .status.code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(RawCall(s, Make(Method::kUploadChunk, Encode(UploadChunkRequest{b.upload_id, 0}),
+                            {bytes.substr(0, kMiB)}))
+                .status.code(),
+            StatusCode::kFailedPrecondition);
+  // Still serving.
+  ASSERT_TRUE(client_->PutBytes(bytes).ok());
+  EXPECT_EQ(ReadAll(Digest::Of(bytes)), bytes);
+  EXPECT_EQ(server_->service().store().Stats().uploads_in_progress, 0u);
+}
+
+TEST_P(CacheServiceTest, RestartKeepsCommittedBlobs) {
+  std::string bytes = RandomBytes(kMiB + 3, 10);
+  Digest d;
+  ASSERT_TRUE(client_->PutBytes(bytes, &d).ok());
+  client_.reset();
+  server_.reset();
+  prometheus::Registry registry;
+  server_ = std::make_unique<RunningServer>(transport_, dir_.path() + "/db", Endpoint(), &registry);
+  client_ = ConnectCache(transport_, server_->endpoint(), FastOptions());
+  EXPECT_EQ(ReadAll(d), bytes);
+  EXPECT_EQ(MetricValue(registry, "stagefarm_cache_blobs", {}), 1);
+  server_.reset();  // before `registry` goes
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, CacheServiceTest, ::testing::Values("inproc", "tcp"));
+
+TEST(RemoteCacheClient, DeadServerFailsWithinTheTimeout) {
+  Transport transport;
+  RemoteCacheOptions o;
+  o.request_timeout = std::chrono::milliseconds(200);
+  o.attempts = 2;
+  o.initial_backoff = std::chrono::milliseconds(10);
+  auto client = ConnectCache(transport, "tcp://127.0.0.1:1", o);
+  auto start = std::chrono::steady_clock::now();
+  auto missing = client->FindMissing({Digest::Of("x")});
+  EXPECT_EQ(missing.status().code(), StatusCode::kDeadlineExceeded);
+  Status s = client->PutBytes("hello");
+  EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+}
+
+TEST(CacheProtocol, CodecRoundTrips) {
+  ReadBlobRequest r{Digest::Of("abc"), 5, 77};
+  ReadBlobRequest back;
+  ASSERT_TRUE(Decode(Encode(r), &back).ok());
+  EXPECT_EQ(back.digest, r.digest);
+  EXPECT_EQ(back.offset, 5u);
+  EXPECT_EQ(back.length, 77u);
+  GetActionResponse a;
+  a.result = ActionResult{LayerRef{Digest::Of("l"), Digest::Of("t")}, "RUN x", 3.5};
+  GetActionResponse a2;
+  ASSERT_TRUE(Decode(Encode(a), &a2).ok());
+  EXPECT_EQ(a2.result, a.result);
+  FindMissingRequest bad;
+  EXPECT_EQ(Decode("1234567", &bad).code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace stagefarm::cache

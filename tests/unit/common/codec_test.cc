@@ -1,0 +1,159 @@
+// Round trips of every wire message, and malformed bytes answered with errors, never a crash.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "stagefarm/common/build_protocol.h"
+#include "stagefarm/common/message.h"
+#include "stagefarm/common/worker_protocol.h"
+
+namespace stagefarm {
+namespace {
+
+Digest D(char c, uint64_t size) { return Digest{std::string(64, c), size}; }
+
+StageTask SampleTask() {
+  StageTask t;
+  t.task_id = "task-1";
+  t.build_id = "build-1";
+  t.stage = "build";
+  t.base_layers = {LayerRef{D('a', 10), D('b', 20)}};
+  StepSpec run;
+  run.key = "k1";
+  run.kind = StepKind::kRun;
+  run.line = 3;
+  run.text = "RUN make";
+  run.created_by = "RUN /bin/sh -c make # buildkit";
+  run.env = {"PATH=/bin", "A=b"};
+  run.user = "app";
+  run.workdir = "/src";
+  run.argv = {"/bin/sh", "-c", "make"};
+  run.network = "none";
+  StepSpec copy;
+  copy.key = "k2";
+  copy.kind = StepKind::kCopy;
+  copy.sources = {"a", "b/*"};
+  copy.dest = "/x/";
+  copy.chown = "1:2";
+  copy.chmod = "0755";
+  copy.context_root = D('c', 99);
+  copy.from_layers = {LayerRef{D('d', 1), D('e', 2)}};
+  t.steps = {run, copy};
+  t.source_date_epoch = 1700000000;
+  t.timeout_seconds = 60;
+  return t;
+}
+
+template <typename T>
+T RoundTrip(const T& in) {
+  T out;
+  Status s = Decode(Encode(in), &out);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return out;
+}
+
+TEST(WorkerCodec, StageTaskRoundTrips) {
+  StageTask t = SampleTask();
+  EXPECT_EQ(RoundTrip(t), t);
+}
+
+TEST(WorkerCodec, TaskDoneRoundTripsWithStatus) {
+  TaskDone d;
+  d.task_id = "t";
+  d.status = Status(StatusCode::kAborted, "exit code 3");
+  d.failed_step = 1;
+  d.exit_code = 3;
+  d.layers = {LayerRef{D('1', 5), D('2', 6)}};
+  d.seconds = {1.5};
+  d.log_tail = std::string("bin\0ary", 7);
+  EXPECT_EQ(RoundTrip(d), d);
+}
+
+TEST(WorkerCodec, TaskEventAndRegisterRoundTrip) {
+  TaskEvent e{"t", TaskEvent::Kind::kStepDone, 2, "log", 1.25, LayerRef{D('f', 7), D('0', 8)}};
+  EXPECT_EQ(RoundTrip(e), e);
+  RegisterWorkerRequest r{"w1", 4, "linux/amd64", {{"size", "large"}}};
+  RegisterWorkerRequest r2 = RoundTrip(r);
+  EXPECT_EQ(r2.name, "w1");
+  EXPECT_EQ(r2.slots, 4u);
+  EXPECT_EQ(r2.labels.at("size"), "large");
+}
+
+TEST(BuildCodec, RequestAndEventRoundTrip) {
+  BuildRequest r;
+  r.context_root = D('1', 1);
+  r.dockerfile = D('2', 2);
+  r.dockerfile_name = "Dockerfile";
+  r.build_args = {{"A", "1"}};
+  r.target = "t";
+  r.tags = {"hello"};
+  r.labels = {{"l", "v"}};
+  r.no_cache = true;
+  r.no_cache_filter = {"x"};
+  r.network = "none";
+  EXPECT_EQ(RoundTrip(r), r);
+  BuildEvent e;
+  e.kind = BuildEvent::Kind::kBuildDone;
+  e.manifest = D('3', 3);
+  e.stages = {StageSummary{"one", "w1", false, 1.5, 100}};
+  EXPECT_EQ(RoundTrip(e), e);
+}
+
+TEST(Codec, RejectsUnknownEnumValues) {
+  // A peer speaking a newer protocol (or garbage) may send values this build does not know.
+  TaskEvent e;
+  e.kind = static_cast<TaskEvent::Kind>(99);
+  TaskEvent out;
+  EXPECT_EQ(Decode(Encode(e), &out).code(), StatusCode::kInvalidArgument);
+  StageTask t = SampleTask();
+  t.steps[0].kind = static_cast<StepKind>(42);
+  StageTask t_out;
+  EXPECT_EQ(Decode(Encode(t), &t_out).code(), StatusCode::kInvalidArgument);
+  BuildEvent be;
+  be.kind = static_cast<BuildEvent::Kind>(200);
+  BuildEvent be_out;
+  EXPECT_EQ(Decode(Encode(be), &be_out).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(Codec, MalformedBytesAreErrorsNotCrashes) {
+  std::mt19937 rng(42);
+  std::string good = Encode(SampleTask());
+  for (int i = 0; i < 2000; ++i) {
+    std::string b = good;
+    int flips = 1 + static_cast<int>(rng() % 8);
+    for (int f = 0; f < flips; ++f) b[rng() % b.size()] = static_cast<char>(rng());
+    if (rng() % 4 == 0) b.resize(rng() % b.size());
+    StageTask out;
+    Decode(b, &out).IgnoreError();  // must not crash, whatever it returns
+  }
+  StageTask out;
+  EXPECT_FALSE(Decode("", &out).ok());
+  EXPECT_FALSE(Decode("1234567", &out).ok());  // not whole words
+  EXPECT_FALSE(Decode(std::string(64, '\xff'), &out).ok());
+}
+
+TEST(Envelope, FramesRoundTrip) {
+  Message m;
+  m.method = Method::kReadBlob;
+  m.request_id = 77;
+  m.status = NotFoundError("no blob");
+  m.body = "body";
+  m.data = {"chunk1", std::string(1000, 'z')};
+  Message out;
+  ASSERT_TRUE(DecodeFrames(EncodeFrames(m), &out).ok());
+  EXPECT_EQ(out.method, Method::kReadBlob);
+  EXPECT_EQ(out.request_id, 77u);
+  EXPECT_EQ(out.status.code(), StatusCode::kNotFound);
+  EXPECT_EQ(out.status.message(), "no blob");
+  EXPECT_EQ(out.body, "body");
+  EXPECT_EQ(out.data, m.data);
+}
+
+TEST(Envelope, RejectsWrongVersionAndShortMessages) {
+  Message out;
+  EXPECT_FALSE(DecodeFrames({"only one frame"}, &out).ok());
+  EXPECT_FALSE(DecodeFrames({"garbage!", ""}, &out).ok());
+}
+
+}  // namespace
+}  // namespace stagefarm

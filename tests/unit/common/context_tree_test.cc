@@ -1,0 +1,135 @@
+#include "stagefarm/common/context_tree.h"
+
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "stagefarm/common/dockerignore.h"
+#include "support/fake_cache_client.h"
+
+namespace stagefarm {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ContextTreeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = ::testing::TempDir() + "/ctx-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(root_);
+    fs::create_directories(root_ + "/src/sub");
+    Write("Dockerfile", "FROM scratch\n");
+    Write("src/a.c", "int main() {}\n");
+    Write("src/sub/b.txt", "bee\n");
+    Write("build.log", "noise\n");
+    symlink("src/a.c", (root_ + "/link").c_str());
+  }
+  void TearDown() override { fs::remove_all(root_); }
+  void Write(const std::string& rel, const std::string& content) {
+    std::ofstream(root_ + "/" + rel) << content;
+  }
+  StatusOr<Digest> Hash(std::function<bool(const std::string&)> ignore = nullptr) {
+    return HashContextDir(root_, ignore, [&](ContextBlob b) {
+      if (!b.path.empty()) {
+        ASSERT_TRUE(cache_.PutFile(b.path, b.digest).ok());
+      } else {
+        ASSERT_TRUE(cache_.PutBytes(b.bytes).ok());
+      }
+    });
+  }
+
+  std::string root_;
+  testing::FakeCacheClient cache_;
+};
+
+TEST_F(ContextTreeTest, SameTreeSameDigestWhateverTheMtimes) {
+  StatusOr<Digest> a = Hash();
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  struct timespec times[2] = {{1, 0}, {1, 0}};
+  utimensat(AT_FDCWD, (root_ + "/src/a.c").c_str(), times, 0);
+  StatusOr<Digest> b = Hash();
+  EXPECT_EQ(*a, *b);
+}
+
+TEST_F(ContextTreeTest, ContentAndModeChangesChangeTheDigest) {
+  Digest a = *Hash();
+  Write("src/sub/b.txt", "bee2\n");
+  Digest b = *Hash();
+  EXPECT_NE(a, b);
+  chmod((root_ + "/src/sub/b.txt").c_str(), 0700);
+  Digest c = *Hash();
+  EXPECT_NE(b, c);
+}
+
+TEST_F(ContextTreeTest, LookupWalksTheTreeInTheStore) {
+  Digest root = *Hash();
+  ContextTree tree(cache_, root);
+  auto f = tree.Lookup("src/sub/b.txt");
+  ASSERT_TRUE(f.ok() && f->has_value());
+  EXPECT_EQ((*f)->type, TreeEntry::Type::kFile);
+  EXPECT_EQ((*f)->digest, Digest::Of("bee\n"));
+  auto d = tree.Lookup("/src/");
+  ASSERT_TRUE(d.ok() && d->has_value());
+  EXPECT_EQ((*d)->type, TreeEntry::Type::kDir);
+  auto l = tree.Lookup("link");
+  ASSERT_TRUE(l.ok() && l->has_value());
+  EXPECT_EQ((*l)->type, TreeEntry::Type::kSymlink);
+  EXPECT_EQ((*l)->target, "src/a.c");
+  auto missing = tree.Lookup("src/nope");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+  EXPECT_FALSE(tree.Lookup("../etc/passwd").ok());
+  auto self = tree.Lookup(".");
+  ASSERT_TRUE(self.ok() && self->has_value());
+  EXPECT_EQ((*self)->digest, root);
+}
+
+TEST_F(ContextTreeTest, IgnoredPathsAreLeftOut) {
+  StatusOr<DockerIgnore> di = DockerIgnore::Parse("*.log\nsrc/sub\n");
+  ASSERT_TRUE(di.ok());
+  Digest root = *Hash([&](const std::string& p) { return di->Excluded(p); });
+  ContextTree tree(cache_, root);
+  EXPECT_FALSE(tree.Lookup("build.log")->has_value());
+  EXPECT_FALSE(tree.Lookup("src/sub/b.txt")->has_value());
+  EXPECT_TRUE(tree.Lookup("src/a.c")->has_value());
+}
+
+TEST(TreeNode, ParseRejectsHostileNodes) {
+  EXPECT_FALSE(TreeNode::Parse("{}").ok());
+  EXPECT_FALSE(TreeNode::Parse("not json").ok());
+  EXPECT_FALSE(TreeNode::Parse(R"([{"n":"../x","t":"f","m":420,"d":"sha256:)" +
+                               std::string(64, 'a') + R"(","s":1}])")
+                   .ok());
+  EXPECT_FALSE(TreeNode::Parse(R"([{"n":"x","t":"q","m":420}])").ok());
+  // unsorted
+  std::string e = R"(,"t":"l","m":511,"l":"t"})";
+  EXPECT_FALSE(TreeNode::Parse(R"([{"n":"b")" + e + R"(,{"n":"a")" + e + "]").ok());
+  EXPECT_TRUE(TreeNode::Parse(R"([{"n":"a")" + e + R"(,{"n":"b")" + e + "]").ok());
+}
+
+TEST(DockerIgnore, DockerSemantics) {
+  StatusOr<DockerIgnore> di = DockerIgnore::Parse(
+      "# comment\n"
+      "**/*.o\n"
+      "docs\n"
+      "!docs/keep.md\n"
+      "/tmp?\n");
+  ASSERT_TRUE(di.ok()) << di.status().ToString();
+  EXPECT_TRUE(di->Excluded("a.o"));
+  EXPECT_TRUE(di->Excluded("x/y/z.o"));
+  EXPECT_FALSE(di->Excluded("x/y/z.c"));
+  EXPECT_TRUE(di->Excluded("docs"));
+  EXPECT_TRUE(di->Excluded("docs/a.md"));
+  EXPECT_FALSE(di->Excluded("docs/keep.md"));
+  EXPECT_TRUE(di->Excluded("tmp1"));
+  EXPECT_FALSE(di->Excluded("tmp12"));
+  EXPECT_FALSE(DockerIgnore::Parse("[unterminated\n").ok());
+}
+
+}  // namespace
+}  // namespace stagefarm

@@ -1,0 +1,105 @@
+#include "stagefarm/common/transport.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+namespace stagefarm {
+namespace {
+
+using namespace std::chrono_literals;
+
+// An echo server: replies to every request with its body reversed and its data frames as given.
+class EchoServer {
+ public:
+  EchoServer(Transport& t, const std::string& endpoint) {
+    auto s = t.Bind(endpoint);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    socket_ = std::move(*s);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        std::string peer;
+        Message m;
+        auto got = socket_->Receive(&peer, &m, 20ms);
+        if (!got.ok() || !*got) continue;
+        Message r = m.Reply(std::string(m.body.rbegin(), m.body.rend()));
+        r.data = m.data;
+        if (m.body == "fail") r = m.ErrorReply(NotFoundError("asked to fail"));
+        socket_->Send(peer, r).IgnoreError();
+      }
+    });
+  }
+  ~EchoServer() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::string endpoint() const { return socket_->endpoint(); }
+
+ private:
+  std::unique_ptr<ServerSocket> socket_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST(Transport, RequestReplyOverTcpAndInproc) {
+  Transport t;
+  for (std::string ep : {"tcp://127.0.0.1:0", "inproc://transport-test"}) {
+    EchoServer server(t, ep);
+    if (ep.rfind("tcp", 0) == 0) {
+      EXPECT_NE(server.endpoint(), ep);  // the real port
+    }
+    auto sock = t.Connect(server.endpoint());
+    ASSERT_TRUE(sock.ok());
+    RpcChannel rpc(std::move(*sock));
+    Message req;
+    req.method = Method::kPing;
+    req.body = "abc";
+    req.data = {std::string(1 << 20, 'x')};
+    StatusOr<Message> r = rpc.Call(req, 5s);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->body, "cba");
+    ASSERT_EQ(r->data.size(), 1u);
+    EXPECT_EQ(r->data[0].size(), 1u << 20);
+    req.body = "fail";
+    req.data.clear();
+    EXPECT_EQ(rpc.Call(req, 5s).status().code(), StatusCode::kNotFound);
+  }
+}
+
+TEST(Transport, PipelinedRepliesReachTheirCallers) {
+  Transport t;
+  EchoServer server(t, "inproc://pipeline-test");
+  RpcChannel rpc(std::move(*t.Connect(server.endpoint())));
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 5; ++i) {
+    Message req;
+    req.method = Method::kPing;
+    req.body = std::to_string(i) + "x";
+    ids.push_back(*rpc.SendRequest(req));
+  }
+  // Await out of order: replies that arrive first are kept for their callers.
+  for (int i : {4, 0, 3, 1, 2}) {
+    StatusOr<Message> r = rpc.AwaitReply(ids[i], 5s);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->body, "x" + std::to_string(i));
+  }
+}
+
+TEST(Transport, NoServerMeansDeadlineExceeded) {
+  Transport t;
+  RpcChannel rpc(std::move(*t.Connect("tcp://127.0.0.1:1")));
+  Message req;
+  req.method = Method::kPing;
+  EXPECT_EQ(rpc.Call(req, 200ms).status().code(), StatusCode::kDeadlineExceeded);
+}
+
+TEST(Transport, RefusesNonLoopbackWithoutInsecure) {
+  Transport t;
+  EXPECT_EQ(t.Bind("tcp://0.0.0.0:0").status().code(), StatusCode::kPermissionDenied);
+  EXPECT_TRUE(t.Bind("tcp://0.0.0.0:0", /*insecure=*/true).ok());
+  EXPECT_FALSE(t.Bind("bogus://x").ok());
+}
+
+}  // namespace
+}  // namespace stagefarm

@@ -1,0 +1,361 @@
+#include "stagefarm/common/build_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace stagefarm::frontend {
+namespace {
+
+using Strings = std::vector<std::string>;
+
+// Images known to the fake resolver; every lookup is recorded.
+struct FakeImages {
+  std::map<std::string, ImageConfig> images;
+  std::vector<std::string> asked;
+  ImageResolver resolver() {
+    return [this](const std::string& ref) -> StatusOr<ImageConfig> {
+      asked.push_back(ref);
+      auto it = images.find(ref);
+      if (it == images.end()) return NotFoundError("no image " + ref);
+      return it->second;
+    };
+  }
+};
+
+FakeImages DefaultImages() {
+  FakeImages f;
+  ImageConfig alpine;
+  alpine.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"};
+  alpine.cmd = {"/bin/sh"};
+  f.images["alpine"] = alpine;
+  f.images["golang:1.22"] = alpine;
+  f.images["busybox"] = ImageConfig{};
+  return f;
+}
+
+StatusOr<BuildPlan> Plan(const std::string& text, BuildOptions options = {}) {
+  FakeImages images = DefaultImages();
+  return Resolve(text, options, images.resolver());
+}
+
+const ResolvedStep& Step(const BuildPlan& plan, int stage_pos, int step) {
+  return plan.stages.at(stage_pos).steps.at(step);
+}
+
+TEST(Resolve, GlobalArgUsableInFromButNotInStageUntilRedeclared) {
+  auto plan = Plan(
+      "ARG TAG=1.22\n"
+      "FROM golang:${TAG}\n"
+      "RUN echo $TAG\n"
+      "ENV A=x${TAG}\n"
+      "ARG TAG\n"
+      "ENV B=y${TAG}\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.base, "golang:1.22");
+  EXPECT_EQ(s.steps[1].config.GetEnv("A"), "x");
+  EXPECT_EQ(s.steps[3].config.GetEnv("B"), "y1.22");
+  EXPECT_EQ(plan->external_images, Strings{"golang:1.22"});
+}
+
+TEST(Resolve, BuildArgOverridesDefaultAndEnvWinsOverArg) {
+  BuildOptions options;
+  options.build_args = {{"V", "fromcli"}, {"W", "w1"}};
+  auto plan = Plan(
+      "FROM alpine\n"
+      "ARG V=default\n"
+      "ARG W\n"
+      "RUN echo $V\n"
+      "ENV V=fromenv\n"
+      "RUN echo $V\n"
+      "LABEL v=$V w=$W\n",
+      options);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[2].env,
+            (Strings{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "V=fromcli", "W=w1"}));
+  EXPECT_EQ(s.steps[2].created_by, "RUN |2 V=fromcli W=w1 /bin/sh -c echo $V # buildkit");
+  EXPECT_EQ(s.steps[4].env,
+            (Strings{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "V=fromenv", "W=w1"}));
+  EXPECT_EQ(s.steps[5].config.labels.at("v"), "fromenv");
+  EXPECT_EQ(s.steps[5].config.labels.at("w"), "w1");
+  EXPECT_TRUE(plan->warnings.empty());
+}
+
+TEST(Resolve, UnusedBuildArgIsAWarning) {
+  BuildOptions options;
+  options.build_args = {{"NOBODY", "1"}, {"HTTP_PROXY", "http://p"}};
+  auto plan = Plan("FROM alpine\nRUN env\n", options);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_EQ(plan->warnings.size(), 1u);
+  EXPECT_NE(plan->warnings[0].find("NOBODY"), std::string::npos);
+  // Proxy args reach RUN without an ARG, and stay out of the history.
+  EXPECT_EQ(plan->target_stage().steps[0].env.back(), "HTTP_PROXY=http://p");
+  EXPECT_EQ(plan->target_stage().steps[0].created_by, "RUN /bin/sh -c env # buildkit");
+}
+
+TEST(Resolve, BaseImageEnvExpandsInInstructions) {
+  auto plan = Plan(
+      "FROM alpine\n"
+      "ENV PATH=/opt/bin:$PATH GO=${LANG:-none}\n"
+      "WORKDIR /src\n"
+      "WORKDIR app/../lib\n"
+      "USER ${LANG}\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[0].config.GetEnv("PATH"), "/opt/bin:/usr/local/bin:/usr/bin:/bin");
+  EXPECT_EQ(s.steps[0].config.GetEnv("GO"), "C.UTF-8");
+  EXPECT_EQ(s.steps[0].created_by, "ENV PATH=/opt/bin:/usr/local/bin:/usr/bin:/bin GO=C.UTF-8");
+  EXPECT_EQ(s.steps[2].config.working_dir, "/src/lib");
+  EXPECT_EQ(s.steps[2].created_by, "WORKDIR /src/lib");
+  EXPECT_EQ(s.steps[3].config.user, "C.UTF-8");
+}
+
+TEST(Resolve, ScratchGetsDefaultPathAndNeverReachesResolver) {
+  FakeImages images = DefaultImages();
+  auto plan = Resolve("FROM scratch\nCOPY a /a\n", {}, images.resolver());
+  ASSERT_TRUE(plan.ok());
+  EXPECT_TRUE(images.asked.empty());
+  EXPECT_EQ(plan->target_stage().base_config.env,
+            Strings{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"});
+  EXPECT_TRUE(plan->external_images.empty());
+}
+
+TEST(Resolve, RunArgvForShellExecAndShellInstruction) {
+  auto plan = Plan(
+      "FROM alpine\n"
+      "RUN make \\\n  all\n"
+      "RUN [\"echo\", \"hi there\"]\n"
+      "SHELL [\"/bin/bash\", \"-eo\", \"pipefail\", \"-c\"]\n"
+      "RUN make\n"
+      "CMD run me\n"
+      "ENTRYPOINT [\"tini\"]\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[0].argv, (Strings{"/bin/sh", "-c", "make   all"}));
+  EXPECT_EQ(s.steps[0].text, "RUN make   all");
+  EXPECT_EQ(s.steps[0].line, 2);
+  EXPECT_EQ(s.steps[1].argv, (Strings{"echo", "hi there"}));
+  EXPECT_EQ(s.steps[1].created_by, "RUN echo hi there # buildkit");
+  EXPECT_EQ(s.steps[2].created_by, "SHELL [/bin/bash -eo pipefail -c]");
+  EXPECT_EQ(s.steps[3].argv, (Strings{"/bin/bash", "-eo", "pipefail", "-c", "make"}));
+  EXPECT_EQ(s.steps[4].config.cmd, (Strings{"/bin/bash", "-eo", "pipefail", "-c", "run me"}));
+  EXPECT_EQ(s.steps[4].created_by, "CMD [\"/bin/bash\" \"-eo\" \"pipefail\" \"-c\" \"run me\"]");
+  // CMD set in this stage survives ENTRYPOINT.
+  EXPECT_EQ(s.steps[5].config.entrypoint, Strings{"tini"});
+  EXPECT_EQ(s.steps[5].config.cmd.size(), 5u);
+  EXPECT_TRUE(s.steps[0].makes_layer());
+  EXPECT_FALSE(s.steps[2].makes_layer());
+}
+
+TEST(Resolve, EntrypointResetsInheritedCmd) {
+  auto plan = Plan("FROM alpine\nENTRYPOINT [\"tini\"]\n");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_TRUE(plan->target_stage().steps[0].config.cmd.empty());
+  EXPECT_EQ(plan->target_stage().steps[0].created_by, "ENTRYPOINT [\"tini\"]");
+}
+
+TEST(Resolve, CreatedByStrings) {
+  auto plan = Plan(
+      "FROM alpine\n"
+      "COPY --chown=1:1 a b /dst/\n"
+      "EXPOSE 80 53/udp\n"
+      "VOLUME /data /logs\n"
+      "STOPSIGNAL SIGTERM\n"
+      "ARG X=1 Y\n"
+      "HEALTHCHECK --interval=30s --retries=3 CMD curl -f localhost\n"
+      "ONBUILD RUN echo later\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[0].created_by, "COPY --chown=1:1 a b /dst/ # buildkit");
+  EXPECT_EQ(s.steps[0].sources, (Strings{"a", "b"}));
+  EXPECT_EQ(s.steps[1].created_by, "EXPOSE [53/udp 80/tcp]");
+  EXPECT_EQ(s.steps[1].config.exposed_ports, (std::set<std::string>{"80/tcp", "53/udp"}));
+  EXPECT_EQ(s.steps[2].created_by, "VOLUME [/data /logs]");
+  EXPECT_EQ(s.steps[3].created_by, "STOPSIGNAL SIGTERM");
+  EXPECT_EQ(s.steps[4].created_by, "ARG X=1 Y");
+  EXPECT_EQ(s.steps[5].created_by,
+            "HEALTHCHECK {Test:[CMD-SHELL curl -f localhost] Interval:30s Timeout:0s "
+            "StartPeriod:0s StartInterval:0s Retries:3}");
+  EXPECT_EQ(s.steps[6].config.on_build, Strings{"RUN echo later"});
+}
+
+TEST(Resolve, StagesInheritPruneAndOrderByDeps) {
+  auto plan = Plan(
+      "FROM golang:1.22 AS Build\n"  // 0
+      "ENV CGO_ENABLED=0\n"
+      "WORKDIR /src\n"
+      "FROM alpine AS unused\n"  // 1
+      "RUN exit 1\n"
+      "FROM busybox AS assets\n"  // 2
+      "RUN mkdir /assets\n"
+      "FROM build AS test\n"  // 3
+      "RUN go test\n"
+      "FROM alpine\n"  // 4
+      "COPY --from=BUILD /src/app /app\n"
+      "COPY --from=2 /assets /assets\n"
+      "RUN --mount=type=bind,from=test,target=/t true\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  std::vector<int> order;
+  for (const auto& s : plan->stages) order.push_back(s.index);
+  EXPECT_EQ(order, (std::vector<int>{0, 2, 3, 4}));
+  EXPECT_EQ(plan->target, 3);
+  const ResolvedStage& test = plan->stages[plan->PositionOf(3)];
+  EXPECT_EQ(test.base_stage, 0);
+  EXPECT_EQ(test.base_config.GetEnv("CGO_ENABLED"), "0");
+  EXPECT_EQ(test.base_config.working_dir, "/src");
+  EXPECT_EQ(test.steps[0].config.working_dir, "/src");
+  const ResolvedStage& last = plan->target_stage();
+  EXPECT_EQ(last.display_name, "stage-4");
+  EXPECT_EQ(last.deps, (std::vector<int>{0, 2, 3}));
+  EXPECT_EQ(last.steps[0].from_stage, 0);
+  EXPECT_EQ(last.steps[0].created_by, "COPY /src/app /app # buildkit");
+  EXPECT_EQ(last.steps[1].from_stage, 2);
+  EXPECT_EQ(last.steps[2].mounts.at(0).from_stage, 3);
+  EXPECT_TRUE(last.steps[2].mounts.at(0).readonly);
+  EXPECT_EQ(plan->stages[0].name, "build");
+}
+
+TEST(Resolve, TargetPrunesLaterStages) {
+  BuildOptions options;
+  options.target = "Base";
+  auto plan = Plan("FROM alpine AS base\nRUN a\nFROM nothere AS other\nRUN b\n", options);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->stages.size(), 1u);
+  EXPECT_EQ(plan->target, 0);
+  EXPECT_EQ(plan->external_images, Strings{"alpine"});
+}
+
+TEST(Resolve, CopyFromImageIsExternal) {
+  auto plan = Plan("FROM alpine\nCOPY --from=busybox /bin/sh /sh\n");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->target_stage().steps[0].from_image, "busybox");
+  EXPECT_EQ(plan->target_stage().steps[0].from_stage, -1);
+  EXPECT_EQ(plan->external_images, (Strings{"alpine", "busybox"}));
+}
+
+TEST(Resolve, PlatformArgsAvailableWhenDeclared) {
+  BuildOptions options;
+  options.platform = "linux/arm64/v8";
+  auto plan = Plan(
+      "FROM --platform=$BUILDPLATFORM alpine\n"
+      "ENV BEFORE=x$TARGETARCH\n"
+      "ARG TARGETARCH TARGETVARIANT\n"
+      "ENV AFTER=$TARGETARCH/$TARGETVARIANT\n",
+      options);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.platform, "linux/arm64/v8");
+  EXPECT_EQ(s.steps[0].config.GetEnv("BEFORE"), "x");
+  EXPECT_EQ(s.steps[2].config.GetEnv("AFTER"), "arm64/v8");
+}
+
+TEST(Resolve, HeredocCopyAndRun) {
+  auto plan = Plan(
+      "FROM alpine\n"
+      "ENV NAME=world\n"
+      "COPY <<EOF <<'RAW' /etc/\n"
+      "hello $NAME\n"
+      "EOF\n"
+      "keep $NAME\n"
+      "RAW\n"
+      "RUN <<EOF\n"
+      "echo one\n"
+      "echo two\n"
+      "EOF\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  ASSERT_EQ(s.steps[1].heredocs.size(), 2u);
+  EXPECT_EQ(s.steps[1].heredocs[0].content, "hello world\n");
+  EXPECT_EQ(s.steps[1].heredocs[1].content, "keep $NAME\n");
+  EXPECT_EQ(s.steps[1].created_by, "COPY <<EOF <<RAW /etc/ # buildkit");
+  EXPECT_EQ(s.steps[2].argv, (Strings{"/bin/sh", "-c", "echo one\necho two\n"}));
+  EXPECT_EQ(s.steps[2].line, 8);
+}
+
+TEST(Resolve, CanonicalChangesWithExpandedArgsAndEnv) {
+  BuildOptions a, b;
+  a.build_args = {{"V", "1"}};
+  b.build_args = {{"V", "2"}};
+  const std::string text = "FROM alpine\nARG V\nRUN make\nCOPY x /y\n";
+  auto pa = Plan(text, a);
+  auto pb = Plan(text, b);
+  ASSERT_TRUE(pa.ok() && pb.ok());
+  EXPECT_NE(Step(*pa, 0, 1).canonical, Step(*pb, 0, 1).canonical);  // RUN sees V
+  EXPECT_EQ(Step(*pa, 0, 2).canonical, Step(*pb, 0, 2).canonical);  // COPY does not
+}
+
+TEST(Resolve, ErrorsNameTheirPlace) {
+  struct Case {
+    std::string text;
+    std::string error;
+  } cases[] = {
+      {"FROM alpine\nCOPY a b\n\n\n\n\nCOPY --frm=x a /b\n",
+       "Dockerfile:7: COPY: unknown flag --frm"},
+      {"FROM alpine AS a\nFROM alpine AS A\n", "Dockerfile:2: FROM: duplicate stage name \"a\""},
+      {"FROM alpine AS a\nCOPY --from=a x y\n", "Dockerfile:2: COPY: stage \"a\" refers to itself"},
+      {"FROM alpine AS first\nCOPY --from=later x y\nFROM alpine AS later\nFROM first\n",
+       "Dockerfile:2: COPY: stage \"later\" is defined later"},
+      {"FROM me AS me\n", "Dockerfile:1: FROM: stage \"me\" refers to itself"},
+      {"FROM alpine\nBOGUS x\n", "Dockerfile:2: BOGUS: unknown instruction: BOGUS"},
+      {"RUN x\nFROM alpine\n", "Dockerfile:1: RUN: no build stage in current context"},
+      {"FROM alpine\nRUN --network=wifi x\n", "Dockerfile:2: RUN: unsupported network mode"},
+      {"FROM alpine\nCOPY --from=7 a b\n", "Dockerfile:2: COPY: invalid stage index 7"},
+      {"FROM alpine\nENV A=${B?required}\n", "Dockerfile:2: ENV: failed to process"},
+      {"FROM nosuchimage\n", "Dockerfile:1: FROM: no image nosuchimage"},
+  };
+  for (const Case& c : cases) {
+    auto plan = Plan(c.text);
+    ASSERT_FALSE(plan.ok()) << c.text;
+    EXPECT_EQ(plan.status().message().rfind(c.error, 0), 0u)
+        << c.text << " gave: " << plan.status().message();
+  }
+}
+
+TEST(Resolve, UnknownTargetIsNotFound) {
+  BuildOptions options;
+  options.target = "nope";
+  auto plan = Plan("FROM alpine\n", options);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), StatusCode::kNotFound);
+}
+
+TEST(Resolve, FilenameAppearsInErrors) {
+  BuildOptions options;
+  options.filename = "build/Dockerfile.dev";
+  auto plan = Plan("FROM alpine\nCMD [\"a\", [\"b\"]]\n", options);
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().message().rfind("build/Dockerfile.dev:2: ", 0), 0u)
+      << plan.status().message();
+}
+
+TEST(Resolve, RunMountsParsed) {
+  auto plan = Plan(
+      "FROM alpine\n"
+      "RUN --mount=type=cache,target=/root/.cache,sharing=locked,uid=1000 "
+      "--mount=type=secret,id=tok,env=TOKEN --network=none true\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStep& run = plan->target_stage().steps[0];
+  ASSERT_EQ(run.mounts.size(), 2u);
+  EXPECT_EQ(run.mounts[0].type, "cache");
+  EXPECT_EQ(run.mounts[0].sharing, "locked");
+  EXPECT_EQ(run.mounts[0].uid, 1000u);
+  EXPECT_FALSE(run.mounts[0].readonly);
+  EXPECT_EQ(run.mounts[1].type, "secret");
+  EXPECT_EQ(run.mounts[1].env, "TOKEN");
+  EXPECT_EQ(run.network, "none");
+}
+
+TEST(Resolve, DescribePlanMentionsStagesAndSteps) {
+  auto plan = Plan("FROM alpine AS base\nRUN make\n");
+  ASSERT_TRUE(plan.ok());
+  std::string text = DescribePlan(*plan);
+  EXPECT_NE(text.find("stage 0 base (target)"), std::string::npos) << text;
+  EXPECT_NE(text.find("RUN /bin/sh -c make # buildkit"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace stagefarm::frontend

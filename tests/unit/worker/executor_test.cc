@@ -1,0 +1,403 @@
+// The execution engine against real crun and overlayfs (needs root): a busybox base layer made in
+// the test, steps run through Executor::Run, layers checked through their TOCs.
+#include "stagefarm/worker/executor.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "stagefarm/common/context_tree.h"
+#include "stagefarm/common/layer_tar.h"
+#include "stagefarm/common/toc.h"
+#include "stagefarm/worker/fs_util.h"
+#include "stagefarm/worker/host_check.h"
+#include "stagefarm/worker/overlay_mount.h"
+#include "support/fake_cache_client.h"
+
+namespace stagefarm::worker {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::FakeCacheClient;
+
+void WriteText(const std::string& path, const std::string& text) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path) << text;
+}
+
+class ExecutorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (overlayfs, crun)";
+    auto dir = TempDir::Make("/tmp", "sf-worker-test-");
+    ASSERT_TRUE(dir.ok()) << dir.status().ToString();
+    tmp_ = std::move(*dir);
+    options_.root = tmp_.path() + "/root";
+    base_ = MakeBusyboxLayer();
+  }
+  void TearDown() override {
+    if (tmp_.path().empty()) return;
+    auto mounts = MountsUnder(tmp_.path());
+    ASSERT_TRUE(mounts.ok());
+    EXPECT_TRUE(mounts->empty()) << "left mounted: " << mounts->front();
+    // Every step's temp dir is gone.
+    if (fs::exists(options_.root + "/steps")) {
+      EXPECT_TRUE(fs::is_empty(options_.root + "/steps"));
+    }
+  }
+
+  // A rootfs with busybox and its applets, /etc/passwd, /etc/group and /etc/motd; no /proc,
+  // /sys, /dev or /etc/hosts, so the runtime has to create those mount points.
+  LayerRef MakeBusyboxLayer() {
+    std::string rootfs = tmp_.path() + "/busybox";
+    fs::create_directories(rootfs + "/bin");
+    fs::copy_file("/bin/busybox", rootfs + "/bin/busybox");
+    for (const char* applet : {"sh", "id", "pwd", "env", "cat", "ls", "echo", "rm", "sleep",
+                               "touch", "mkdir", "stat", "grep", "wc"}) {
+      fs::create_symlink("busybox", rootfs + "/bin/" + applet);
+    }
+    WriteText(rootfs + "/etc/passwd",
+              "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n");
+    WriteText(rootfs + "/etc/group", "root:x:0:\napp:x:1000:\nstaff:x:50:app\n");
+    WriteText(rootfs + "/etc/motd", "welcome\n");
+    auto layer = WriteLayer(rootfs, tmp_.path() + "/busybox.tar");
+    EXPECT_TRUE(layer.ok()) << layer.status().ToString();
+    EXPECT_TRUE(cache_.PutFile(tmp_.path() + "/busybox.tar", layer->diff_id).ok());
+    Digest toc;
+    EXPECT_TRUE(cache_.PutBytes(layer->toc_blob, &toc).ok());
+    return LayerRef{layer->diff_id, toc};
+  }
+
+  static StepSpec Run(const std::string& cmd, const std::string& key) {
+    StepSpec s;
+    s.key = key;
+    s.kind = StepKind::kRun;
+    s.line = 2;
+    s.text = "RUN " + cmd;
+    s.created_by = "RUN /bin/sh -c " + cmd;
+    s.argv = {"/bin/sh", "-c", cmd};
+    s.env = {"PATH=/bin"};
+    return s;
+  }
+
+  StageTask Task(std::vector<StepSpec> steps) {
+    StageTask t;
+    t.task_id = "task-" + std::to_string(++tasks_);
+    t.base_layers = {base_};
+    t.steps = std::move(steps);
+    return t;
+  }
+
+  TaskDone Execute(Executor& ex, const StageTask& task) {
+    log_.clear();
+    events_.clear();
+    return ex.Run(task, cache_, [&](const TaskEvent& e) {
+      events_.push_back(e);
+      if (e.kind == TaskEvent::Kind::kLog) log_ += e.log;
+    });
+  }
+
+  std::map<std::string, TocEntry> TocOf(const LayerRef& layer) {
+    auto bytes = cache_.ReadBytes(layer.toc);
+    EXPECT_TRUE(bytes.ok());
+    auto toc = Toc::Parse(*bytes);
+    EXPECT_TRUE(toc.ok());
+    std::map<std::string, TocEntry> out;
+    for (const auto& e : toc->entries) out[e.path] = e;
+    return out;
+  }
+
+  TempDir tmp_;
+  WorkerOptions options_;
+  FakeCacheClient cache_;
+  LayerRef base_;
+  std::string log_;
+  std::vector<TaskEvent> events_;
+  int tasks_ = 0;
+};
+
+TEST_F(ExecutorTest, RunWritesFileIntoLayerWithoutRuntimeMountPoints) {
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Run("echo hi > /hello; echo done", "k1")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  ASSERT_EQ(done.layers.size(), 1u);
+  EXPECT_EQ(log_, "done\n");
+  auto toc = TocOf(done.layers[0]);
+  EXPECT_TRUE(toc.count("hello"));
+  for (const char* p : {"etc/hosts", "etc/resolv.conf", "etc/hostname", "proc", "sys", "dev"}) {
+    EXPECT_FALSE(toc.count(p)) << p << " leaked into the layer";
+  }
+  auto action = cache_.GetAction("k1");
+  ASSERT_TRUE(action.ok() && action->has_value());
+  EXPECT_EQ((*action)->layer, done.layers[0]);
+  ASSERT_EQ(events_.front().kind, TaskEvent::Kind::kStepStarted);
+  EXPECT_EQ(events_.back().kind, TaskEvent::Kind::kStepDone);
+  EXPECT_EQ(events_.back().layer, done.layers[0]);
+}
+
+TEST_F(ExecutorTest, FailingRunReportsExitCodeAndLogTail) {
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Run("true", "a"), Run("echo one; echo two >&2; exit 3", "b")}));
+  EXPECT_FALSE(done.status.ok());
+  EXPECT_EQ(done.failed_step, 1);
+  EXPECT_EQ(done.exit_code, 3);
+  EXPECT_EQ(done.log_tail, "one\ntwo\n");
+  EXPECT_NE(done.status.message().find("exit code: 3"), std::string::npos)
+      << done.status.ToString();
+  EXPECT_EQ(done.layers.size(), 1u);
+  auto action = cache_.GetAction("b");
+  EXPECT_TRUE(action.ok() && !action->has_value()) << "failed steps are not cached";
+}
+
+TEST_F(ExecutorTest, RunSeesUserEnvAndWorkdir) {
+  Executor ex(options_);
+  StepSpec s = Run("id; pwd; env", "k");
+  s.user = "app";
+  s.env.push_back("FOO=bar");
+  s.workdir = "/work/dir";
+  TaskDone done = Execute(ex, Task({s}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  EXPECT_NE(log_.find("uid=1000(app) gid=1000(app) groups=50(staff)"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("\n/work/dir\n"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("FOO=bar"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("HOME=/home/app"), std::string::npos) << log_;
+  auto toc = TocOf(done.layers[0]);
+  ASSERT_TRUE(toc.count("work/dir")) << "WORKDIR is created";
+  EXPECT_EQ(toc["work/dir"].uid, 1000u);
+}
+
+TEST_F(ExecutorTest, UnknownUserIsAnErrorNamingIt) {
+  Executor ex(options_);
+  StepSpec s = Run("true", "k");
+  s.user = "nobody-here";
+  TaskDone done = Execute(ex, Task({s}));
+  EXPECT_FALSE(done.status.ok());
+  EXPECT_NE(done.status.message().find("unable to find user nobody-here"), std::string::npos)
+      << done.status.ToString();
+}
+
+TEST_F(ExecutorTest, DeletingALowerFileMakesAWhiteout) {
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Run("rm /etc/motd", "k")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  auto toc = TocOf(done.layers[0]);
+  ASSERT_TRUE(toc.count("etc/motd"));
+  EXPECT_EQ(toc["etc/motd"].type, TocType::kWhiteout);
+}
+
+TEST_F(ExecutorTest, SecondStepSeesTheFirstStepsFiles) {
+  Executor ex(options_);
+  TaskDone done =
+      Execute(ex, Task({Run("echo first > /a", "k1"), Run("cat /a > /b; cat /b", "k2")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  ASSERT_EQ(done.layers.size(), 2u);
+  EXPECT_EQ(log_, "first\n");
+  auto toc = TocOf(done.layers[1]);
+  EXPECT_TRUE(toc.count("b"));
+  EXPECT_FALSE(toc.count("a"));
+}
+
+TEST_F(ExecutorTest, NetworkNoneHasOnlyLoopback) {
+  Executor ex(options_);
+  StepSpec s = Run("cat /proc/net/dev", "k");
+  s.network = "none";
+  TaskDone done = Execute(ex, Task({s}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  std::istringstream in(log_);
+  std::string line;
+  std::vector<std::string> interfaces;
+  for (int i = 0; std::getline(in, line); ++i) {
+    if (i < 2) continue;  // headers
+    interfaces.push_back(line.substr(0, line.find(':')));
+  }
+  ASSERT_EQ(interfaces.size(), 1u) << log_;
+  EXPECT_NE(interfaces[0].find("lo"), std::string::npos);
+}
+
+TEST_F(ExecutorTest, CancelKillsTheSandboxWithinASecond) {
+  Executor ex(options_);
+  StageTask task = Task({Run("sleep 60", "k")});
+  std::thread canceller([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ex.Cancel(task.task_id);
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  TaskDone done = Execute(ex, task);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  canceller.join();
+  EXPECT_EQ(done.status.code(), StatusCode::kCancelled) << done.status.ToString();
+  EXPECT_EQ(done.failed_step, 0);
+  EXPECT_LT(seconds, 1.5);
+  // TearDown checks that nothing under the test dir is still mounted.
+}
+
+TEST_F(ExecutorTest, StepTimeoutKillsTheSandbox) {
+  options_.step_timeout_seconds = 1;
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Run("sleep 60", "k")}));
+  EXPECT_EQ(done.status.code(), StatusCode::kDeadlineExceeded) << done.status.ToString();
+}
+
+// A context with a file, a directory tree and an unrelated file, uploaded like the CLI does.
+Digest UploadContext(const std::string& dir, FakeCacheClient& cache) {
+  WriteText(dir + "/a.txt", "A\n");
+  WriteText(dir + "/src/b.txt", "B\n");
+  WriteText(dir + "/src/sub/c.txt", "C\n");
+  WriteText(dir + "/other.md", "x\n");
+  auto root = HashContextDir(
+      dir, [](const std::string&) { return false; },
+      [&](ContextBlob blob) {
+        Status s =
+            blob.path.empty() ? cache.PutBytes(blob.bytes) : cache.PutFile(blob.path, blob.digest);
+        EXPECT_TRUE(s.ok()) << s.ToString();
+      });
+  EXPECT_TRUE(root.ok()) << root.status().ToString();
+  return *root;
+}
+
+StepSpec Copy(std::vector<std::string> sources, const std::string& dest, const Digest& context) {
+  StepSpec s;
+  s.key = "copy-" + dest;
+  s.kind = StepKind::kCopy;
+  s.line = 3;
+  s.text = "COPY";
+  s.sources = std::move(sources);
+  s.dest = dest;
+  s.context_root = context;
+  return s;
+}
+
+TEST_F(ExecutorTest, CopyFromContextFollowsDockerRules) {
+  Digest context = UploadContext(tmp_.path() + "/ctx", cache_);
+  Executor ex(options_);
+  StepSpec file = Copy({"a.txt"}, "/dst/", context);
+  StepSpec dir = Copy({"src"}, "/d2", context);
+  dir.chown = "app";
+  StepSpec wild = Copy({"*.txt", "src/*/c.txt"}, "/w/", context);
+  StepSpec renamed = Copy({"a.txt"}, "renamed", context);
+  renamed.workdir = "/app";
+  renamed.chmod = "0600";
+  TaskDone done = Execute(
+      ex, Task({file, dir, wild, renamed, Run("cat /d2/sub/c.txt; stat -c %Y /dst/a.txt", "r")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString();
+  EXPECT_EQ(log_, "C\n0\n") << "context files get mtime 0 without SOURCE_DATE_EPOCH";
+  auto t0 = TocOf(done.layers[0]);
+  ASSERT_TRUE(t0.count("dst/a.txt"));
+  EXPECT_EQ(t0["dst/a.txt"].digest, Digest::Of("A\n").str());
+  auto t1 = TocOf(done.layers[1]);
+  EXPECT_TRUE(t1.count("d2/b.txt"));
+  EXPECT_TRUE(t1.count("d2/sub/c.txt"));
+  EXPECT_FALSE(t1.count("d2/src")) << "a directory source copies its contents";
+  EXPECT_EQ(t1["d2/b.txt"].uid, 1000u);
+  EXPECT_EQ(t1["d2/b.txt"].gid, 1000u);
+  auto t2 = TocOf(done.layers[2]);
+  EXPECT_TRUE(t2.count("w/a.txt"));
+  EXPECT_TRUE(t2.count("w/c.txt"));
+  EXPECT_FALSE(t2.count("w/other.md"));
+  auto t3 = TocOf(done.layers[3]);
+  ASSERT_TRUE(t3.count("app/renamed"));
+  EXPECT_EQ(t3["app/renamed"].mode, 0600u);
+}
+
+TEST_F(ExecutorTest, CopyMissingSourceNamesIt) {
+  Digest context = UploadContext(tmp_.path() + "/ctx", cache_);
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Copy({"nope"}, "/x", context)}));
+  EXPECT_EQ(done.status.code(), StatusCode::kNotFound);
+  EXPECT_NE(done.status.message().find("COPY failed: file not found in build context: nope"),
+            std::string::npos)
+      << done.status.ToString();
+  done = Execute(ex, Task({Copy({"a.txt", "other.md"}, "/x", context)}));
+  EXPECT_FALSE(done.status.ok()) << "several sources need a directory dest ending in /";
+}
+
+TEST_F(ExecutorTest, CopyFromAStageKeepsOwnersAndMtimes) {
+  Executor ex(options_);
+  TaskDone first = Execute(ex, Task({Run("mkdir /out; echo x > /out/f; touch -d @1000 /out/f; "
+                                         "chown 1000:50 /out/f",
+                                         "k")}));
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString() << "\n" << log_;
+  StepSpec s;
+  s.key = "from";
+  s.kind = StepKind::kCopy;
+  s.text = "COPY --from=build";
+  s.sources = {"/out/f", "/etc/passwd"};
+  s.dest = "/got/";
+  s.from_layers = {base_, first.layers[0]};
+  TaskDone done = Execute(ex, Task({s, Run("stat -c %Y /got/f", "k2")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString();
+  EXPECT_EQ(log_, "1000\n");
+  auto toc = TocOf(done.layers[0]);
+  ASSERT_TRUE(toc.count("got/f"));
+  EXPECT_EQ(toc["got/f"].uid, 1000u);
+  EXPECT_EQ(toc["got/f"].gid, 50u);
+  EXPECT_TRUE(toc.count("got/passwd"));
+}
+
+TEST_F(ExecutorTest, RuncWorksToo) {
+  options_.runtime = "runc";
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Run("echo via runc > /r; cat /r", "k")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  EXPECT_EQ(log_, "via runc\n");
+  EXPECT_FALSE(TocOf(done.layers[0]).count("etc/hosts"));
+}
+
+TEST_F(ExecutorTest, ConcurrentTasksShareTheBaseLayer) {
+  Executor ex(options_);
+  FakeCacheClient* cache = &cache_;
+  std::vector<TaskDone> results(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] {
+      StageTask t = Task({Run("echo " + std::to_string(i) + " > /f", "c" + std::to_string(i))});
+      t.task_id = "concurrent-" + std::to_string(i);
+      results[i] = ex.Run(t, *cache, [](const TaskEvent&) {});
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& r : results) EXPECT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_NE(results[0].layers[0], results[1].layers[0]);
+  EXPECT_TRUE(fs::is_directory(options_.root + "/layers/" + base_.diff_id.hex));
+}
+
+TEST(HostCheck, ThisHostCanRunCrun) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  auto dir = TempDir::Make("/tmp", "sf-hostcheck-");
+  ASSERT_TRUE(dir.ok());
+  WorkerOptions options;
+  options.root = dir->path();
+  auto runtime = CheckHost(options);
+  ASSERT_TRUE(runtime.ok()) << runtime.status().ToString();
+  EXPECT_EQ(*runtime, "crun");
+  options.runtime = "/nonexistent/crun";
+  runtime = CheckHost(options);
+  EXPECT_EQ(runtime.status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(HostCheck, HybridCgroupsWithoutHugetlbOnV1SayWhatToRun) {
+  auto dir = TempDir::Make("/tmp", "sf-cgroups-");
+  ASSERT_TRUE(dir.ok());
+  std::string root = dir->path();
+  WriteText(root + "/unified/cgroup.procs", "");
+  WriteText(root + "/memory/tasks", "");
+  WriteText(root + "/proc-cgroups",
+            "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t4\t1\t1\nhugetlb\t0\t1\t1\n");
+  Status s = CheckCgroupsForCrun(root, root + "/proc-cgroups");
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("mount -t cgroup -o hugetlb cgroup " + root + "/hugetlb"),
+            std::string::npos)
+      << s.message();
+  EXPECT_NE(s.message().find("scripts/prepare-host"), std::string::npos);
+  WriteText(root + "/hugetlb/tasks", "");
+  EXPECT_TRUE(CheckCgroupsForCrun(root, root + "/proc-cgroups").ok());
+}
+
+}  // namespace
+}  // namespace stagefarm::worker

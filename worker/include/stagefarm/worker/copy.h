@@ -1,0 +1,79 @@
+// COPY and ADD: applying files from the build context (a tree in the CAS) or from another
+// filesystem (a stage's or image's layers) onto a step's rootfs, with Docker's rules.
+//
+// The destination is the step's overlay merged dir, so what changes lands in the upper dir and
+// becomes the step's layer. Destination paths are resolved inside that rootfs: its symlinks,
+// absolute ones included, never lead outside it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/digest.h"
+#include "stagefarm/common/status.h"
+
+namespace stagefarm::worker {
+
+// One file, directory or link of a copy source, as lstat would describe it.
+struct SourceEntry {
+  enum class Type { kFile, kDir, kSymlink, kOther };
+  std::string name;
+  Type type = Type::kFile;
+  uint32_t mode = 0;  // permission bits incl. setuid/setgid/sticky
+  // Owner and mtime are known for filesystem sources only; the build context carries neither.
+  std::optional<std::pair<uid_t, gid_t>> owner;
+  std::optional<struct timespec> mtime;
+  std::string target;   // symlink target
+  Digest digest;        // context files and directory nodes
+  mode_t raw_mode = 0;  // kOther: file type bits, for mknod
+  dev_t rdev = 0;       // kOther devices
+};
+
+// Where COPY reads from. Paths are relative to the source root ("" is the root). Not thread-safe.
+class CopySource {
+ public:
+  virtual ~CopySource() = default;
+  // "build context" or "stage": for messages.
+  virtual std::string Describe() const = 0;
+  // The entry at `path` without following a final symlink; nullopt if absent.
+  virtual StatusOr<std::optional<SourceEntry>> Stat(const std::string& path) = 0;
+  // The entries of directory `dir` (found at `path`), sorted by name.
+  virtual StatusOr<std::vector<SourceEntry>> List(const std::string& path,
+                                                  const SourceEntry& dir) = 0;
+  // Writes the content of file `file` (found at `path`) to `out_fd`.
+  virtual Status WriteContent(const std::string& path, const SourceEntry& file, int out_fd) = 0;
+};
+
+// The build context tree `root` in `cache` (borrowed; must outlive the source).
+std::unique_ptr<CopySource> MakeContextSource(CacheClient& cache, const Digest& root);
+// A directory on disk (e.g. a read-only overlay of a stage's layers), resolved as a root.
+StatusOr<std::unique_ptr<CopySource>> MakeDirSource(const std::string& dir);
+
+struct CopyRequest {
+  std::vector<std::string> sources;  // as written; wildcards (*, ?, [..]) match per component
+  std::string dest;                  // absolute, or relative to workdir; a trailing '/' = a dir
+  std::string workdir = "/";
+  std::string chown;  // --chown, resolved in the destination's /etc/passwd and /etc/group
+  std::string chmod;  // --chmod, octal
+  // The mtime of files whose source has none (the build context's): 0, or SOURCE_DATE_EPOCH
+  // when the task sets one, so a layer never depends on when or where it was built.
+  int64_t default_mtime = 0;
+  std::string instruction = "COPY";  // for messages
+};
+
+// Copies per Docker's rules: a directory source copies its contents; a file goes to dest/<name>
+// when dest ends with '/' or is an existing directory, else to dest itself; several sources (or a
+// wildcard matching several) need a directory dest ending with '/'. Missing parents are created.
+// Owners are --chown's, else the source's own (filesystem sources) or 0:0 (the context).
+// A missing source is NotFound: "COPY failed: file not found in build context: foo".
+// Hard links between copied files are not preserved (each becomes a file of its own).
+Status ApplyCopy(const CopyRequest& request, CopySource& source, const std::string& rootfs);
+
+}  // namespace stagefarm::worker

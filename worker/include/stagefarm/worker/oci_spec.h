@@ -1,0 +1,37 @@
+// The OCI runtime-spec config.json of a RUN step's sandbox: Docker's defaults (namespaces,
+// capabilities, masked and read-only /proc paths, a minimal /dev) with our rootfs, process and
+// limits. Not yet: a default seccomp profile (the sandbox runs without seccomp filtering).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "stagefarm/worker/user_db.h"
+
+namespace stagefarm::worker {
+
+struct SandboxConfig {
+  std::vector<std::string> args;
+  std::vector<std::string> env;  // "K=V"; PATH and HOME are added when missing, as Docker does
+  std::string cwd = "/";
+  ResolvedUser user;
+  std::string rootfs;  // absolute; the step's overlay merged dir, writable
+  std::string hostname = "buildkitsandbox";
+  // A network namespace of its own with loopback only; otherwise the worker's network.
+  bool isolated_network = false;
+  // Files generated per step outside the rootfs and bind-mounted over /etc/...: never captured.
+  std::string hosts_file, resolv_conf_file, hostname_file;
+  uint64_t memory_limit_bytes = 0;  // 0 = none
+  uint32_t pids_limit = 0;          // 0 = none
+  double cpus = 0;                  // 0 = none
+};
+
+// The paths inside the rootfs the runtime mounts over, so it may create them in the upper dir
+// when the image lacks them (the caller removes those before taking the diff).
+const std::vector<std::string>& SandboxMountPoints();
+
+// config.json's text.
+std::string MakeOciConfig(const SandboxConfig& config);
+
+}  // namespace stagefarm::worker

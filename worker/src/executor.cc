@@ -1,0 +1,302 @@
+#include "stagefarm/worker/executor.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <vector>
+
+#include "stagefarm/common/layer_tar.h"
+#include "stagefarm/common/unique_fd.h"
+#include "stagefarm/worker/copy.h"
+#include "stagefarm/worker/fs_util.h"
+#include "stagefarm/worker/oci_spec.h"
+#include "stagefarm/worker/overlay_mount.h"
+#include "stagefarm/worker/sandbox.h"
+#include "stagefarm/worker/user_db.h"
+
+namespace stagefarm::worker {
+
+namespace {
+
+constexpr size_t kTailBytes = 64 << 10;
+constexpr int kTailLines = 20;
+
+std::string LastLines(const std::string& text, int lines) {
+  size_t pos = text.size();
+  if (pos > 0 && text[pos - 1] == '\n') --pos;
+  int count = 0;
+  for (; pos > 0; --pos) {
+    if (text[pos - 1] == '\n' && ++count == lines) break;
+  }
+  return text.substr(pos);
+}
+
+std::string StepPrefix(const StepSpec& step) {
+  return "Dockerfile:" + std::to_string(step.line) + ": " + step.text + ": ";
+}
+
+// The host's resolv.conf, unless it points at a local stub resolver that the sandbox (with its
+// own loopback) cannot reach; then systemd-resolved's upstream list, as BuildKit does.
+std::string ResolvConf() {
+  auto host = ReadFile("/etc/resolv.conf", 1 << 20);
+  if (host.ok() && host->find("nameserver 127.") == std::string::npos) return *host;
+  auto upstream = ReadFile("/run/systemd/resolve/resolv.conf", 1 << 20);
+  if (upstream.ok()) return *upstream;
+  return host.ok() ? *host : "";
+}
+
+bool Lexists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// Removes from `upper` what the runtime created only as mount points, so it never reaches the
+// layer: the files under /etc it bind-mounts over (the step cannot have changed them: its writes
+// went to our per-step copies) and /proc, /sys, /dev when empty. Parent dirs the runtime created
+// (e.g. /etc in an image without one) go too, when they did not exist before and are empty now.
+void RemoveMountPoints(const std::string& upper, const std::vector<std::string>& missing_before) {
+  for (const auto& point : SandboxMountPoints()) {
+    std::string p = upper + "/" + point;
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      ::rmdir(p.c_str());  // ENOTEMPTY: the step put something there, keep it
+    } else if (point.rfind("etc/", 0) == 0) {
+      ::unlink(p.c_str());
+    }
+  }
+  for (const auto& dir : missing_before) ::rmdir((upper + "/" + dir).c_str());
+}
+
+}  // namespace
+
+struct Executor::StepContext {
+  const StageTask& task;
+  uint32_t index;
+  const StepSpec& step;
+  CacheClient& cache;
+  const EventSink& on_event;
+  const std::atomic<bool>& cancelled;
+  const std::vector<LayerRef>& lowers;  // lowest first
+  // Results.
+  LayerRef layer;
+  int32_t exit_code = 0;
+  std::string output_tail;
+};
+
+Executor::Executor(WorkerOptions options)
+    : options_(std::move(options)), layers_(options_.root + "/layers") {}
+
+void Executor::Cancel(const std::string& task_id) {
+  std::lock_guard lock(mu_);
+  auto [begin, end] = running_.equal_range(task_id);
+  for (auto it = begin; it != end; ++it) it->second->store(true);
+}
+
+TaskDone Executor::Run(const StageTask& task, CacheClient& cache, const EventSink& on_event) {
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  std::multimap<std::string, std::shared_ptr<std::atomic<bool>>>::iterator registration;
+  {
+    std::lock_guard lock(mu_);
+    registration = running_.emplace(task.task_id, cancelled);
+  }
+  TaskDone done;
+  done.task_id = task.task_id;
+  std::vector<LayerRef> lowers = task.base_layers;
+  for (uint32_t i = 0; i < task.steps.size(); ++i) {
+    const StepSpec& step = task.steps[i];
+    if (cancelled->load()) {
+      done.status = CancelledError("task " + task.task_id + " cancelled");
+      done.failed_step = static_cast<int32_t>(i);
+      break;
+    }
+    TaskEvent started;
+    started.task_id = task.task_id;
+    started.kind = TaskEvent::Kind::kStepStarted;
+    started.step = i;
+    on_event(started);
+
+    auto t0 = std::chrono::steady_clock::now();
+    StepContext ctx{task, i, step, cache, on_event, *cancelled, lowers, {}, 0, {}};
+    Status s = RunStep(ctx);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!s.ok()) {
+      done.status = std::move(s);
+      done.failed_step = static_cast<int32_t>(i);
+      done.exit_code = ctx.exit_code;
+      done.log_tail = LastLines(ctx.output_tail, kTailLines);
+      break;
+    }
+    // Recorded only after the layer and its TOC are uploaded (the server checks they exist).
+    Status recorded = cache.PutAction(step.key, ActionResult{ctx.layer, step.created_by, seconds});
+    if (!recorded.ok()) {
+      done.status = recorded.Annotate(StepPrefix(step) + "recording the step's result");
+      done.failed_step = static_cast<int32_t>(i);
+      break;
+    }
+    lowers.push_back(ctx.layer);
+    done.layers.push_back(ctx.layer);
+    done.seconds.push_back(seconds);
+
+    TaskEvent finished;
+    finished.task_id = task.task_id;
+    finished.kind = TaskEvent::Kind::kStepDone;
+    finished.step = i;
+    finished.seconds = seconds;
+    finished.layer = ctx.layer;
+    on_event(finished);
+  }
+  {
+    std::lock_guard lock(mu_);
+    running_.erase(registration);
+  }
+  return done;
+}
+
+Status Executor::RunStep(StepContext& ctx) {
+  const StepSpec& step = ctx.step;
+  const std::string prefix = StepPrefix(step);
+
+  // 1. The layers below, extracted once in the shared store.
+  std::vector<std::string> lower_dirs;
+  for (const auto& layer : ctx.lowers) {
+    auto dir = layers_.Ensure(layer.diff_id, ctx.cache);
+    if (!dir.ok()) return dir.status().Annotate(prefix + "preparing the rootfs");
+    lower_dirs.push_back(*dir);
+  }
+
+  // 2. A temp dir for the step (declared before every mount inside it, so it outlives them).
+  SF_ASSIGN_OR_RETURN(TempDir dir, TempDir::Make(options_.root + "/steps", "step-"));
+  const std::string& d = dir.path();
+  for (const char* sub : {"/upper", "/work", "/merged", "/empty", "/bundle", "/from"}) {
+    if (::mkdir((d + sub).c_str(), 0755) != 0) return ErrnoError("mkdir " + d + sub, errno);
+  }
+  const std::string upper = d + "/upper", merged = d + "/merged";
+  auto rootfs = MountOverlay({lower_dirs, d + "/empty", upper, d + "/work"}, merged);
+  if (!rootfs.ok()) return rootfs.status().Annotate(prefix + "mounting the rootfs");
+
+  // 3. The step itself.
+  if (step.kind == StepKind::kRun) {
+    UniqueFd root_fd(::open(merged.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) return ErrnoError("open " + merged, errno);
+    auto user = ResolveUser(root_fd.get(), step.user);
+    if (!user.ok()) return user.status().Annotate(prefix + "USER " + step.user);
+    std::string workdir = step.workdir.empty() ? "/" : step.workdir;
+    // Like docker build: a missing WORKDIR is created (and becomes part of the layer).
+    auto wd = MakeDirsInRoot(root_fd.get(), workdir, 0755, user->uid, user->gid);
+    if (!wd.ok()) return wd.status().Annotate(prefix + "WORKDIR " + workdir);
+
+    std::vector<std::string> missing_before;
+    for (const char* p : {"etc", "proc", "sys", "dev"}) {
+      if (!Lexists(merged + "/" + p)) missing_before.push_back(p);
+    }
+    SandboxConfig config;
+    config.args = step.argv;
+    config.env = step.env;
+    config.cwd = workdir;
+    config.user = *user;
+    config.rootfs = merged;
+    config.isolated_network = step.network == "none" || options_.network_policy == "none";
+    config.hosts_file = d + "/hosts";
+    config.resolv_conf_file = d + "/resolv.conf";
+    config.hostname_file = d + "/hostname";
+    config.memory_limit_bytes = options_.memory_limit_bytes;
+    config.pids_limit = options_.pids_limit;
+    config.cpus = options_.cpus;
+    SF_RETURN_IF_ERROR(
+        WriteFile(config.hosts_file, "127.0.0.1\tlocalhost " + config.hostname +
+                                         "\n"
+                                         "::1\tlocalhost ip6-localhost ip6-loopback\n"));
+    SF_RETURN_IF_ERROR(WriteFile(config.resolv_conf_file, ResolvConf()));
+    SF_RETURN_IF_ERROR(WriteFile(config.hostname_file, config.hostname + "\n"));
+    SF_RETURN_IF_ERROR(WriteFile(d + "/bundle/config.json", MakeOciConfig(config)));
+
+    SandboxRequest run;
+    run.runtime = options_.runtime;
+    run.state_root = options_.root + "/runtime";
+    SF_RETURN_IF_ERROR(MakeDirs(run.state_root, 0700));
+    run.bundle_dir = d + "/bundle";
+    // Unique on the host: container ids name cgroups, and an embedded farm runs several
+    // executors in one process.
+    static std::atomic<uint64_t> process_wide_id{0};
+    run.container_id = "stagefarm-" + std::to_string(::getpid()) + "-" +
+                       std::to_string(process_wide_id.fetch_add(1));
+    run.timeout_seconds =
+        ctx.task.timeout_seconds ? ctx.task.timeout_seconds : options_.step_timeout_seconds;
+    run.cancelled = &ctx.cancelled;
+    run.on_output = [&](std::string_view chunk) {
+      ctx.output_tail.append(chunk);
+      if (ctx.output_tail.size() > 2 * kTailBytes)
+        ctx.output_tail.erase(0, ctx.output_tail.size() - kTailBytes);
+      TaskEvent log;
+      log.task_id = ctx.task.task_id;
+      log.kind = TaskEvent::Kind::kLog;
+      log.step = ctx.index;
+      log.log = std::string(chunk);
+      ctx.on_event(log);
+    };
+    auto exit_code = RunSandbox(run);
+    SF_RETURN_IF_ERROR(rootfs->Unmount());
+    if (!exit_code.ok()) return exit_code.status().Annotate(prefix.substr(0, prefix.size() - 2));
+    if (*exit_code != 0) {
+      ctx.exit_code = *exit_code;
+      return Status(StatusCode::kUnknown, prefix +
+                                              "process did not complete successfully: exit code: " +
+                                              std::to_string(*exit_code));
+    }
+    RemoveMountPoints(upper, missing_before);
+  } else {
+    CopyRequest copy;
+    copy.sources = step.sources;
+    copy.dest = step.dest;
+    copy.workdir = step.workdir.empty() ? "/" : step.workdir;
+    copy.chown = step.chown;
+    copy.chmod = step.chmod;
+    // Context trees carry no mtimes (they never enter a digest): files from the context get
+    // mtime 0, or SOURCE_DATE_EPOCH when the task has one. Files from a stage keep theirs.
+    copy.default_mtime = ctx.task.source_date_epoch >= 0 ? ctx.task.source_date_epoch : 0;
+    copy.instruction = step.kind == StepKind::kAdd ? "ADD" : "COPY";
+    Status copied;
+    if (step.from_layers.empty()) {
+      auto source = MakeContextSource(ctx.cache, step.context_root);
+      copied = ApplyCopy(copy, *source, merged);
+    } else {
+      std::vector<std::string> from_dirs;
+      for (const auto& layer : step.from_layers) {
+        auto from = layers_.Ensure(layer.diff_id, ctx.cache);
+        if (!from.ok()) return from.status().Annotate(prefix + "preparing the source stage");
+        from_dirs.push_back(*from);
+      }
+      SF_ASSIGN_OR_RETURN(ScopedMount from_fs,
+                          MountOverlay({from_dirs, d + "/empty", "", ""}, d + "/from"));
+      SF_ASSIGN_OR_RETURN(auto source, MakeDirSource(d + "/from"));
+      copied = ApplyCopy(copy, *source, merged);
+      source.reset();
+      SF_RETURN_IF_ERROR(from_fs.Unmount());
+    }
+    SF_RETURN_IF_ERROR(rootfs->Unmount());
+    if (!copied.ok()) return copied.Annotate(prefix.substr(0, prefix.size() - 2));
+  }
+
+  // 4. The upper dir is the diff: write it as a layer, upload it and its TOC.
+  LayerWriteOptions write_options;
+  write_options.source_date_epoch = ctx.task.source_date_epoch;
+  const std::string tar = d + "/layer.tar";
+  auto written = WriteLayer(upper, tar, write_options);
+  if (!written.ok()) return written.status().Annotate(prefix + "writing the layer");
+  Status put = ctx.cache.PutFile(tar, written->diff_id);
+  if (!put.ok()) return put.Annotate(prefix + "uploading the layer");
+  Digest toc_digest;
+  put = ctx.cache.PutBytes(written->toc_blob, &toc_digest);
+  if (!put.ok()) return put.Annotate(prefix + "uploading the layer's TOC");
+  ctx.layer = LayerRef{written->diff_id, toc_digest};
+  // The next step stacks on this layer: extract it from the local tar now rather than fetch it.
+  Status kept = layers_.Insert(written->diff_id, tar);
+  if (!kept.ok()) return kept.Annotate(prefix + "storing the layer");
+  return Status();
+}
+
+}  // namespace stagefarm::worker

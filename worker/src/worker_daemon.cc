@@ -1,0 +1,219 @@
+#include "stagefarm/worker/worker_daemon.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/log.h"
+#include "stagefarm/common/worker_protocol.h"
+#include "stagefarm/worker/executor.h"
+
+namespace stagefarm::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kHeartbeatEvery = std::chrono::seconds(2);
+constexpr auto kRegisterRetry = std::chrono::seconds(1);
+
+}  // namespace
+
+struct WorkerDaemon::Impl {
+  Impl(Transport& t, WorkerDaemonOptions o, prometheus::Registry* r)
+      : transport(t), options(std::move(o)), executor(options.executor), registry(r) {
+    if (registry == nullptr) {
+      own_registry = std::make_shared<prometheus::Registry>();
+      registry = own_registry.get();
+    }
+    slots_busy = &prometheus::BuildGauge()
+                      .Name("stagefarm_worker_slots_busy")
+                      .Help("Task slots in use")
+                      .Register(*registry)
+                      .Add({});
+    tasks_total = &prometheus::BuildCounter()
+                       .Name("stagefarm_worker_tasks_total")
+                       .Help("Stage tasks finished, by outcome")
+                       .Register(*registry);
+  }
+
+  void Post(Method method, std::string body) {
+    Message m;
+    m.method = method;
+    m.body = std::move(body);
+    std::lock_guard lock(mu);
+    outbox.push_back(std::move(m));
+  }
+
+  void StartTask(StageTask task) {
+    std::string id = task.task_id;
+    std::lock_guard lock(mu);
+    if (running.count(id)) return;  // the coordinator sent it twice; one run answers both
+    slots_busy->Increment();
+    running[id] = std::thread([this, task = std::move(task)]() mutable {
+      std::unique_ptr<CacheClient> cache = ConnectCache(transport, options.cache_endpoint);
+      TaskDone done = executor.Run(
+          task, *cache, [this](const TaskEvent& e) { Post(Method::kTaskEvent, Encode(e)); });
+      done.task_id = task.task_id;
+      tasks_total->Add({{"outcome", done.status.ok() ? "success" : "failure"}}).Increment();
+      Post(Method::kTaskDone, Encode(done));
+      std::lock_guard lock(mu);
+      finished.push_back(task.task_id);
+    });
+  }
+
+  void ReapFinished() {
+    std::vector<std::thread> joinable;
+    {
+      std::lock_guard lock(mu);
+      for (const std::string& id : finished) {
+        auto it = running.find(id);
+        if (it == running.end()) continue;
+        joinable.push_back(std::move(it->second));
+        running.erase(it);
+        slots_busy->Decrement();
+      }
+      finished.clear();
+    }
+    for (std::thread& t : joinable) t.join();
+  }
+
+  Transport& transport;
+  WorkerDaemonOptions options;
+  Executor executor;
+  prometheus::Registry* registry;
+  std::shared_ptr<prometheus::Registry> own_registry;
+  prometheus::Gauge* slots_busy;
+  prometheus::Family<prometheus::Counter>* tasks_total;
+  std::atomic<bool> stop{false};
+
+  std::mutex mu;  // guards outbox, running, finished
+  std::deque<Message> outbox;
+  std::map<std::string, std::thread> running;
+  std::vector<std::string> finished;
+};
+
+WorkerDaemon::WorkerDaemon(Transport& transport, WorkerDaemonOptions options,
+                           prometheus::Registry* registry)
+    : impl_(std::make_unique<Impl>(transport, std::move(options), registry)) {}
+
+WorkerDaemon::~WorkerDaemon() { Stop(); }
+
+void WorkerDaemon::Stop() { impl_->stop = true; }
+
+Status WorkerDaemon::Run() {
+  Impl& d = *impl_;
+  SF_ASSIGN_OR_RETURN(std::unique_ptr<ClientSocket> socket,
+                      d.transport.Connect(d.options.coordinator_endpoint));
+  RegisterWorkerRequest reg{d.options.name, d.options.slots, d.options.platform, {}};
+  bool registered = false;
+  uint64_t next_id = 1;
+  uint64_t register_id = 0;
+  auto last_register = Clock::now() - kRegisterRetry;
+  auto last_heartbeat = Clock::now();
+
+  while (!d.stop) {
+    auto now = Clock::now();
+    if (!registered && now - last_register >= kRegisterRetry) {
+      Message m;
+      m.method = Method::kRegisterWorker;
+      m.request_id = register_id = next_id++;
+      m.body = Encode(reg);
+      SF_RETURN_IF_ERROR(socket->Send(m));
+      last_register = now;
+    }
+    if (registered && now - last_heartbeat >= kHeartbeatEvery) {
+      HeartbeatRequest hb;
+      hb.name = d.options.name;
+      {
+        std::lock_guard lock(d.mu);
+        for (const auto& [id, t] : d.running) hb.running_tasks.push_back(id);
+      }
+      hb.busy_slots = static_cast<uint32_t>(hb.running_tasks.size());
+      Message m;
+      m.method = Method::kHeartbeat;
+      m.request_id = next_id++;
+      m.body = Encode(hb);
+      SF_RETURN_IF_ERROR(socket->Send(m));
+      last_heartbeat = now;
+    }
+
+    Message in;
+    StatusOr<bool> got = socket->Receive(&in, std::chrono::milliseconds(10));
+    if (!got.ok()) {
+      LogWarning("worker " + d.options.name + ": " + got.status().ToString());
+    } else if (*got) {
+      switch (in.method) {
+        case Method::kRegisterWorker:
+          if (in.request_id != register_id) break;
+          if (in.status.ok()) {
+            registered = true;
+            last_heartbeat = Clock::now();
+            LogInfo("worker " + d.options.name + " registered with " +
+                    d.options.coordinator_endpoint);
+          } else {
+            LogWarning("worker " + d.options.name +
+                       ": registration refused: " + in.status.ToString());
+          }
+          break;
+        case Method::kHeartbeat:
+          if (in.status.code() == StatusCode::kNotFound) {
+            LogWarning("worker " + d.options.name + ": coordinator forgot us; registering again");
+            registered = false;
+          }
+          break;
+        case Method::kAssignTask: {
+          StageTask task;
+          Status s = Decode(in.body, &task);
+          if (!s.ok()) {
+            LogWarning("worker " + d.options.name + ": bad task: " + s.ToString());
+            break;
+          }
+          LogInfo("worker " + d.options.name + ": task " + task.task_id + " (stage " + task.stage +
+                  ", " + std::to_string(task.steps.size()) + " steps)");
+          d.StartTask(std::move(task));
+          break;
+        }
+        case Method::kCancelTask: {
+          CancelTaskRequest req;
+          if (Decode(in.body, &req).ok()) d.executor.Cancel(req.task_id);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+
+    std::deque<Message> out;
+    {
+      std::lock_guard lock(d.mu);
+      out.swap(d.outbox);
+    }
+    for (Message& m : out) {
+      m.request_id = next_id++;
+      SF_RETURN_IF_ERROR(socket->Send(m));
+    }
+    d.ReapFinished();
+  }
+
+  // Stop: cancel what runs and wait for it.
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard lock(d.mu);
+    for (auto& [id, t] : d.running) {
+      d.executor.Cancel(id);
+      threads.push_back(std::move(t));
+    }
+    d.running.clear();
+  }
+  for (std::thread& t : threads) t.join();
+  return Status();
+}
+
+}  // namespace stagefarm::worker
