@@ -11,6 +11,9 @@
 #include <set>
 #include <sstream>
 
+#include <CLI/CLI.hpp>
+
+#include "stagefarm/cli/commands.h"
 #include "stagefarm/cli/progress.h"
 #include "stagefarm/common/build_protocol.h"
 #include "stagefarm/common/context_tree.h"
@@ -248,6 +251,33 @@ int RunBuild(const BuildFlags& flags) {
       return 0;
     }
   }
+}
+
+void AddBuildCommand(CLI::App& app, CommandContext& ctx) {
+  auto bf = std::make_shared<BuildFlags>();
+  CLI::App* cmd = app.add_subcommand("build", "build a Dockerfile (docker build's flags)");
+  cmd->add_option("PATH", bf->context, "build context directory")->required();
+  cmd->add_option("-f,--file", bf->file, "Dockerfile (default PATH/Dockerfile; - for stdin)");
+  cmd->add_option("-t,--tag", bf->tags, "name:tag for the result (repeatable)");
+  cmd->add_option("--build-arg", bf->build_args, "KEY=VALUE or KEY (repeatable)");
+  cmd->add_option("--target", bf->target, "stage to build");
+  cmd->add_option("--label", bf->labels, "KEY=VALUE label on the image (repeatable)");
+  cmd->add_flag("--no-cache", bf->no_cache, "do not use cached steps");
+  cmd->add_option("--no-cache-filter", bf->no_cache_filter, "stages not to use the cache for");
+  cmd->add_option("--platform", bf->platform, "target platform (linux/amd64)");
+  cmd->add_option("--progress", bf->progress, "auto, plain, tty or quiet");
+  cmd->add_flag("-q,--quiet", bf->quiet, "print only the image ID");
+  cmd->add_option("--iidfile", bf->iidfile, "write the image ID to this file");
+  cmd->add_option("-o,--output", bf->outputs, "type=oci,dest=FILE");
+  cmd->add_option("--network", bf->network, "network for RUN: default or none");
+  AddFarmFlags(cmd, ctx);
+  cmd->callback([&ctx, bf] {
+    ctx.run = [&ctx, bf] {
+      bf->farm = ctx.farm;
+      if (bf->progress == "quiet") bf->quiet = true;
+      return RunBuild(*bf);
+    };
+  });
 }
 
 }  // namespace stagefarm::cli

@@ -19,6 +19,7 @@
 #include "stagefarm/common/oci.h"
 #include "stagefarm/common/worker_protocol.h"
 #include "stagefarm/coordinator/step_keys.h"
+#include "step_spec.h"
 
 namespace stagefarm::coordinator {
 namespace {
@@ -36,14 +37,6 @@ std::string RandomId() {
 
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-StepKind ToWireKind(frontend::StepKind k) {
-  switch (k) {
-    case frontend::StepKind::kCopy: return StepKind::kCopy;
-    case frontend::StepKind::kAdd: return StepKind::kAdd;
-    default: return StepKind::kRun;
-  }
 }
 
 struct WorkerInfo {
@@ -492,24 +485,7 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
       missed = true;
       spec.base_layers = st.layers;
     }
-    StepSpec w;
-    w.key = st.keys[i];
-    w.kind = ToWireKind(step.kind);
-    w.line = step.line;
-    w.text = step.text;
-    w.created_by = step.created_by;
-    w.env = step.kind == frontend::StepKind::kRun ? step.env : step.config.env;
-    w.user = step.config.user;
-    w.workdir = step.config.working_dir;
-    w.argv = step.argv;
-    w.network = step.network.empty() ? "default" : step.network;
-    if (b.request.network == "none") w.network = "none";
-    w.sources = step.sources;
-    w.dest = step.dest;
-    w.chown = step.chown;
-    w.chmod = step.chmod;
-    w.from_layers = std::move(from_layers);
-    if (w.from_layers.empty()) w.context_root = b.request.context_root;
+    StepSpec w = MakeStepSpec(step, st.keys[i], b.request, std::move(from_layers));
     spec.steps.push_back(std::move(w));
     step_index.push_back(i);
   }

@@ -1,0 +1,218 @@
+#include "stagefarm/cli/commands.h"
+
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <thread>
+
+#include "stagefarm/cache/cache_service.h"
+#include "stagefarm/cli/daemon.h"
+#include "stagefarm/cli/embedded_farm.h"
+#include "stagefarm/common/log.h"
+#include "stagefarm/coordinator/coordinator.h"
+#include "stagefarm/worker/host_check.h"
+#include "stagefarm/worker/worker_daemon.h"
+
+namespace stagefarm::cli {
+namespace {
+
+std::string Hostname() {
+  char host[256] = "localhost";
+  gethostname(host, sizeof host - 1);
+  return host;
+}
+
+struct DaemonFlags {
+  std::string listen;
+  std::string metrics_listen;
+  bool insecure = false;
+};
+
+void AddDaemonFlags(CLI::App* app, DaemonFlags* f, const std::string& default_listen) {
+  f->listen = default_listen;
+  app->add_option("--listen", f->listen, "ZeroMQ endpoint to bind")->capture_default_str();
+  app->add_option("--metrics-listen", f->metrics_listen,
+                  "HOST:PORT for Prometheus metrics on /metrics");
+  app->add_flag("--insecure", f->insecure, "allow a non-loopback --listen without --curve-keys");
+}
+
+// --- daemons ----------------------------------------------------------------------------------
+
+int RunCache(const DaemonFlags& df, const std::string& data, const std::string& max_bytes) {
+  cache::CacheServerOptions opts;
+  opts.data_dir = data.empty() ? DefaultHome() + "/cache" : data;
+  if (!max_bytes.empty()) {
+    StatusOr<uint64_t> n = ParseBytes(max_bytes);
+    if (!n.ok()) return Fail(n.status(), 2);
+    opts.max_bytes = *n;
+  }
+  auto registry = std::make_shared<prometheus::Registry>();
+  StatusOr<std::unique_ptr<cache::CacheService>> svc = cache::CacheService::Open(opts, registry.get());
+  if (!svc.ok()) return Fail(svc.status());
+  StatusOr<std::unique_ptr<prometheus::Exposer>> exposer = ServeMetrics(df.metrics_listen, registry);
+  if (!exposer.ok()) return Fail(exposer.status(), 2);
+  cache::CacheService* s = svc->get();
+  OnShutdownSignal([s] { s->Stop(); });
+  Transport transport;
+  Status st = s->Serve(transport, df.listen, df.insecure, [&](const std::string& ep) {
+    LogInfo("cache server listening on " + ep + ", data in " + opts.data_dir);
+  });
+  return st.ok() ? 0 : Fail(st);
+}
+
+int RunCoordinator(const DaemonFlags& df, coordinator::CoordinatorOptions opts) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  StatusOr<std::unique_ptr<prometheus::Exposer>> exposer = ServeMetrics(df.metrics_listen, registry);
+  if (!exposer.ok()) return Fail(exposer.status(), 2);
+  Transport transport;
+  coordinator::Coordinator coord(transport, opts, registry.get());
+  OnShutdownSignal([&coord] { coord.Stop(); });
+  Status st = coord.Serve(df.listen, df.insecure, [&](const std::string& ep) {
+    LogInfo("coordinator listening on " + ep + ", cache " + opts.cache_endpoint);
+  });
+  return st.ok() ? 0 : Fail(st);
+}
+
+int RunWorker(const std::string& metrics_listen, worker::WorkerDaemonOptions opts) {
+  if (opts.name.empty()) opts.name = Hostname() + "/" + std::to_string(getpid());
+  if (opts.executor.root.empty()) opts.executor.root = DefaultHome() + "/worker";
+  StatusOr<std::string> runtime = worker::CheckHost(opts.executor);
+  if (!runtime.ok()) return Fail(runtime.status());
+  if (*runtime != opts.executor.runtime) {
+    LogWarning("using " + *runtime + " instead of " + opts.executor.runtime);
+  }
+  opts.executor.runtime = *runtime;
+  auto registry = std::make_shared<prometheus::Registry>();
+  StatusOr<std::unique_ptr<prometheus::Exposer>> exposer = ServeMetrics(metrics_listen, registry);
+  if (!exposer.ok()) return Fail(exposer.status(), 2);
+  Transport transport;
+  worker::WorkerDaemon daemon(transport, opts, registry.get());
+  OnShutdownSignal([&daemon] { daemon.Stop(); });
+  LogInfo("worker " + opts.name + " (" + std::to_string(opts.slots) + " slots, " + *runtime +
+          ") -> coordinator " + opts.coordinator_endpoint);
+  Status st = daemon.Run();
+  return st.ok() ? 0 : Fail(st);
+}
+
+int RunUp(int workers, const std::string& home, const std::string& coord_listen,
+          const std::string& cache_listen) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  OnShutdownSignal([&] {
+    std::lock_guard lock(mu);
+    stop = true;
+    cv.notify_all();
+  });
+  Transport transport;
+  EmbeddedFarmOptions opts;
+  opts.home = home.empty() ? DefaultHome() : home;
+  opts.workers = workers;
+  opts.coordinator_endpoint = coord_listen;
+  opts.cache_endpoint = cache_listen;
+  StatusOr<std::unique_ptr<EmbeddedFarm>> farm = EmbeddedFarm::Start(transport, opts, nullptr);
+  if (!farm.ok()) return Fail(farm.status());
+  std::printf("stagefarm is up: %d workers, store in %s\n", workers, opts.home.c_str());
+  std::printf("  coordinator %s\n  cache       %s\n", (*farm)->coordinator_endpoint().c_str(),
+              (*farm)->cache_endpoint().c_str());
+  std::printf("build with:  stagefarm build --farm %s -t NAME PATH\n(Ctrl-C stops the farm)\n",
+              (*farm)->coordinator_endpoint().c_str());
+  std::fflush(stdout);
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return stop; });
+  std::printf("stopping\n");
+  return 0;
+}
+
+}  // namespace
+
+void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
+  // cache
+  auto cache_df = std::make_shared<DaemonFlags>();
+  auto cache_data = std::make_shared<std::string>();
+  auto cache_max = std::make_shared<std::string>();
+  CLI::App* cache_cmd = app.add_subcommand("cache", "run the cache server");
+  AddDaemonFlags(cache_cmd, cache_df.get(), "tcp://127.0.0.1:7701");
+  cache_cmd->add_option("--data", *cache_data, "RocksDB directory");
+  cache_cmd->add_option("--max-bytes", *cache_max, "evict past this size (e.g. 200G)");
+  cache_cmd->callback([&ctx, cache_df, cache_data, cache_max] {
+    ctx.daemon = true;
+    ctx.run = [=] { return RunCache(*cache_df, *cache_data, *cache_max); };
+  });
+
+  // coordinator
+  auto coord_df = std::make_shared<DaemonFlags>();
+  auto coord_opts = std::make_shared<coordinator::CoordinatorOptions>();
+  auto heartbeat_timeout = std::make_shared<double>(10);
+  CLI::App* coord_cmd = app.add_subcommand("coordinator", "run the coordinator");
+  AddDaemonFlags(coord_cmd, coord_df.get(), "tcp://127.0.0.1:7700");
+  coord_cmd->add_option("--cache", coord_opts->cache_endpoint, "cache server endpoint")->required();
+  coord_cmd->add_option("--advertise-cache", coord_opts->advertised_cache_endpoint,
+                        "cache endpoint to give clients, if not --cache");
+  coord_cmd->add_option("--cache-salt", coord_opts->cache_salt, "changes every cache key");
+  coord_cmd->add_option("--heartbeat-timeout", *heartbeat_timeout,
+                        "seconds without heartbeat before a worker is lost")
+      ->capture_default_str();
+  coord_cmd->callback([&ctx, coord_df, coord_opts, heartbeat_timeout] {
+    ctx.daemon = true;
+    coord_opts->heartbeat_timeout =
+        std::chrono::milliseconds(static_cast<int64_t>(*heartbeat_timeout * 1000));
+    ctx.run = [=] { return RunCoordinator(*coord_df, *coord_opts); };
+  });
+
+  // worker
+  auto wopts = std::make_shared<worker::WorkerDaemonOptions>();
+  auto worker_metrics = std::make_shared<std::string>();
+  auto worker_memory = std::make_shared<std::string>();
+  CLI::App* worker_cmd = app.add_subcommand("worker", "run a worker");
+  worker_cmd->add_option("--coordinator", wopts->coordinator_endpoint, "coordinator endpoint")
+      ->required();
+  worker_cmd->add_option("--cache", wopts->cache_endpoint, "cache server endpoint")->required();
+  worker_cmd->add_option("--root", wopts->executor.root, "layer store and scratch directory");
+  worker_cmd->add_option("--name", wopts->name, "unique name in the farm (default host/pid)");
+  worker_cmd->add_option("--slots", wopts->slots, "tasks run at once")->capture_default_str();
+  worker_cmd->add_option("--runtime", wopts->executor.runtime, "OCI runtime: crun or runc")
+      ->capture_default_str();
+  worker_cmd->add_option("--network-policy", wopts->executor.network_policy,
+                         "default or none (every RUN without network)")
+      ->capture_default_str();
+  worker_cmd->add_option("--memory", *worker_memory, "memory limit per step (e.g. 4G)");
+  worker_cmd->add_option("--pids", wopts->executor.pids_limit, "pids limit per step");
+  worker_cmd->add_option("--cpus", wopts->executor.cpus, "CPU limit per step");
+  worker_cmd->add_option("--step-timeout", wopts->executor.step_timeout_seconds,
+                         "seconds before a step is killed")
+      ->capture_default_str();
+  worker_cmd->add_option("--metrics-listen", *worker_metrics, "HOST:PORT for Prometheus metrics");
+  worker_cmd->callback([&ctx, wopts, worker_metrics, worker_memory] {
+    ctx.daemon = true;
+    ctx.run = [=] {
+      if (!worker_memory->empty()) {
+        StatusOr<uint64_t> n = ParseBytes(*worker_memory);
+        if (!n.ok()) return Fail(n.status(), 2);
+        wopts->executor.memory_limit_bytes = *n;
+      }
+      return RunWorker(*worker_metrics, *wopts);
+    };
+  });
+
+  // up
+  struct UpFlags {
+    int workers = 2;
+    std::string home, coord = "tcp://127.0.0.1:7700", cache = "tcp://127.0.0.1:7701";
+  };
+  auto up = std::make_shared<UpFlags>();
+  CLI::App* up_cmd = app.add_subcommand("up", "run a whole farm on this machine");
+  up_cmd->add_option("--workers", up->workers, "worker count")->capture_default_str();
+  up_cmd->add_option("--home", up->home, "store directory (default STAGEFARM_HOME)");
+  up_cmd->add_option("--listen", up->coord, "coordinator endpoint")->capture_default_str();
+  up_cmd->add_option("--cache-listen", up->cache, "cache endpoint")->capture_default_str();
+  up_cmd->callback([&ctx, up] {
+    ctx.daemon = true;
+    ctx.run = [=] { return RunUp(up->workers, up->home, up->coord, up->cache); };
+  });
+}
+
+}  // namespace stagefarm::cli

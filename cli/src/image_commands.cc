@@ -1,0 +1,145 @@
+#include "stagefarm/cli/commands.h"
+
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "stagefarm/cli/farm_connection.h"
+#include "stagefarm/cli/progress.h"
+#include "stagefarm/common/build_plan.h"
+#include "stagefarm/common/dockerfile_parser.h"
+#include "stagefarm/common/image_import.h"
+#include "stagefarm/common/image_ref.h"
+#include "stagefarm/common/oci.h"
+
+namespace stagefarm::cli {
+namespace {
+
+int RunImageImport(const FarmTarget& target, const std::string& src, const std::string& name) {
+  Transport transport;
+  StatusOr<FarmConnection> conn = ConnectFarm(transport, target, /*need_coordinator=*/false);
+  if (!conn.ok()) return Fail(conn.status());
+  std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
+  StatusOr<Digest> manifest = ImportImage(*cache, src);
+  if (!manifest.ok()) return Fail(manifest.status().Annotate("import " + src));
+  std::string ref = NormalizeImageRef(name);
+  if (Status s = cache->PutRef(ref, *manifest); !s.ok()) return Fail(s);
+  std::printf("imported %s as %s (%s)\n", src.c_str(), FamiliarImageRef(ref).c_str(),
+              manifest->str().c_str());
+  return 0;
+}
+
+int RunImageLs(const FarmTarget& target) {
+  Transport transport;
+  StatusOr<FarmConnection> conn = ConnectFarm(transport, target, false);
+  if (!conn.ok()) return Fail(conn.status());
+  std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
+  auto refs = cache->ListRefs();
+  if (!refs.ok()) return Fail(refs.status());
+  std::printf("%-40s %-20s %10s\n", "REPOSITORY:TAG", "IMAGE ID", "SIZE");
+  for (const auto& [name, manifest] : *refs) {
+    StatusOr<ImageRecord> image = LoadImage(*cache, manifest);
+    if (!image.ok()) {
+      std::printf("%-40s %-20s %10s\n", FamiliarImageRef(name).c_str(), "(missing)", "-");
+      continue;
+    }
+    uint64_t size = 0;
+    for (const LayerRef& l : image->layers) size += l.diff_id.size;
+    std::printf("%-40s %-20s %10s\n", FamiliarImageRef(name).c_str(),
+                image->config_digest.hex.substr(0, 12).c_str(), HumanSize(size).c_str());
+  }
+  return 0;
+}
+
+int RunImageInspect(const FarmTarget& target, const std::string& name) {
+  Transport transport;
+  StatusOr<FarmConnection> conn = ConnectFarm(transport, target, false);
+  if (!conn.ok()) return Fail(conn.status());
+  std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
+  auto manifest = cache->GetRef(NormalizeImageRef(name));
+  if (!manifest.ok()) return Fail(manifest.status());
+  if (!*manifest) return Fail(NotFoundError("no image " + name));
+  StatusOr<ImageRecord> image = LoadImage(*cache, **manifest);
+  if (!image.ok()) return Fail(image.status());
+  StatusOr<std::string> config = cache->ReadBytes(image->config_digest);
+  if (!config.ok()) return Fail(config.status());
+  nlohmann::json j = nlohmann::json::parse(*config, nullptr, false);
+  j["Id"] = image->config_digest.str();
+  j["Manifest"] = image->manifest.str();
+  std::printf("%s\n", j.dump(2).c_str());
+  return 0;
+}
+
+int RunDebugDockerfile(const std::string& file, bool dump,
+                       const std::vector<std::string>& build_args, const std::string& target) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Fail(NotFoundError("cannot read " + file), 2);
+  std::string text(std::istreambuf_iterator<char>(in), {});
+  if (dump) {
+    StatusOr<frontend::ParsedDockerfile> parsed = frontend::ParseDockerfile(text, file);
+    if (!parsed.ok()) return Fail(parsed.status());
+    std::fputs(frontend::DumpParseTree(*parsed).c_str(), stdout);
+    return 0;
+  }
+  frontend::BuildOptions opts;
+  opts.filename = file;
+  opts.target = target;
+  for (const std::string& a : build_args) {
+    size_t eq = a.find('=');
+    opts.build_args[a.substr(0, eq)] = eq == std::string::npos ? "" : a.substr(eq + 1);
+  }
+  StatusOr<frontend::BuildPlan> plan = frontend::Resolve(
+      text, opts, [](const std::string&) -> StatusOr<ImageConfig> { return ImageConfig{}; });
+  if (!plan.ok()) return Fail(plan.status());
+  std::fputs(frontend::DescribePlan(*plan).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+
+void AddImageCommands(CLI::App& app, CommandContext& ctx) {
+  CLI::App* image_cmd = app.add_subcommand("image", "manage images in the farm's store");
+  image_cmd->require_subcommand(1);
+  auto src = std::make_shared<std::string>();
+  auto name = std::make_shared<std::string>();
+  CLI::App* import_cmd = image_cmd->add_subcommand(
+      "import", "import an OCI layout, OCI archive or docker save tarball");
+  import_cmd->add_option("SRC", *src, "directory or tarball")->required();
+  import_cmd->add_option("NAME", *name, "name[:tag] to give it")->required();
+  AddFarmFlags(import_cmd, ctx);
+  import_cmd->callback([&ctx, src, name] {
+    ctx.run = [&ctx, src, name] { return RunImageImport(ctx.farm, *src, *name); };
+  });
+  CLI::App* ls_cmd = image_cmd->add_subcommand("ls", "list images");
+  AddFarmFlags(ls_cmd, ctx);
+  ls_cmd->callback([&ctx] { ctx.run = [&ctx] { return RunImageLs(ctx.farm); }; });
+  CLI::App* inspect_cmd = image_cmd->add_subcommand("inspect", "print an image's config as JSON");
+  inspect_cmd->add_option("NAME", *name, "image name")->required();
+  AddFarmFlags(inspect_cmd, ctx);
+  inspect_cmd->callback(
+      [&ctx, name] { ctx.run = [&ctx, name] { return RunImageInspect(ctx.farm, *name); }; });
+}
+
+void AddDebugCommands(CLI::App& app, CommandContext& ctx) {
+  CLI::App* debug_cmd = app.add_subcommand("debug", "developer tools");
+  debug_cmd->require_subcommand(1);
+  struct Flags {
+    std::string file, target;
+    bool dump = false;
+    std::vector<std::string> build_args;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* df_cmd = debug_cmd->add_subcommand("dockerfile", "print a Dockerfile's stages");
+  df_cmd->add_option("FILE", f->file, "Dockerfile")->required();
+  df_cmd->add_flag("--dump", f->dump, "print the parse tree instead");
+  df_cmd->add_option("--build-arg", f->build_args, "KEY=VALUE");
+  df_cmd->add_option("--target", f->target, "stage to build");
+  df_cmd->callback([&ctx, f] {
+    ctx.run = [f] { return RunDebugDockerfile(f->file, f->dump, f->build_args, f->target); };
+  });
+}
+
+}  // namespace stagefarm::cli
