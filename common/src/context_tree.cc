@@ -49,15 +49,18 @@ StatusOr<std::vector<std::string>> ListDir(const std::string& dir) {
 // Hashes one directory; `rel` is its path relative to the context root ("" for the root).
 StatusOr<Digest> HashDir(const std::string& abs, const std::string& rel,
                          const std::function<bool(const std::string&)>& ignore,
-                         const std::function<void(ContextBlob)>& on_blob) {
+                         const std::function<void(ContextBlob)>& on_blob,
+                         const std::function<bool(const std::string&)>& descend_excluded) {
   SF_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDir(abs));
   TreeNode node;
   for (const std::string& name : names) {
     std::string child_rel = rel.empty() ? name : rel + "/" + name;
     std::string child_abs = abs + "/" + name;
-    if (ignore && ignore(child_rel)) continue;
+    const bool excluded = ignore && ignore(child_rel);
+    if (excluded && !descend_excluded) continue;
     struct stat st;
     if (::lstat(child_abs.c_str(), &st) != 0) return ErrnoError("lstat " + child_abs, errno);
+    if (excluded && !(S_ISDIR(st.st_mode) && descend_excluded(child_rel))) continue;
     TreeEntry e;
     e.name = name;
     e.mode = st.st_mode & 07777;
@@ -67,7 +70,10 @@ StatusOr<Digest> HashDir(const std::string& abs, const std::string& rel,
       on_blob(ContextBlob{e.digest, child_abs, {}});
     } else if (S_ISDIR(st.st_mode)) {
       e.type = TreeEntry::Type::kDir;
-      SF_ASSIGN_OR_RETURN(e.digest, HashDir(child_abs, child_rel, ignore, on_blob));
+      SF_ASSIGN_OR_RETURN(e.digest,
+                          HashDir(child_abs, child_rel, ignore, on_blob, descend_excluded));
+      // An excluded directory looked into for exceptions is kept only if one matched inside.
+      if (excluded && e.digest == Digest::Of(TreeNode().Serialize())) continue;
     } else if (S_ISLNK(st.st_mode)) {
       e.type = TreeEntry::Type::kSymlink;
       SF_ASSIGN_OR_RETURN(e.target, ReadLink(child_abs));
@@ -139,11 +145,12 @@ StatusOr<TreeNode> TreeNode::Parse(std::string_view bytes) {
 
 StatusOr<Digest> HashContextDir(const std::string& root,
                                 const std::function<bool(const std::string&)>& ignore,
-                                const std::function<void(ContextBlob)>& on_blob) {
+                                const std::function<void(ContextBlob)>& on_blob,
+                                const std::function<bool(const std::string&)>& descend_excluded) {
   struct stat st;
   if (::stat(root.c_str(), &st) != 0) return ErrnoError("context " + root, errno);
   if (!S_ISDIR(st.st_mode)) return InvalidArgumentError("context " + root + " is not a directory");
-  return HashDir(root, "", ignore, on_blob);
+  return HashDir(root, "", ignore, on_blob, descend_excluded);
 }
 
 StatusOr<TreeNode> ContextTree::ReadNode(const Digest& node) {

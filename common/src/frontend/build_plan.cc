@@ -312,6 +312,60 @@ bool ValidSignal(const std::string& s) {
   return false;
 }
 
+// Optimal string alignment distance (Levenshtein plus adjacent transpositions), for "did you
+// mean" suggestions.
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// The candidate `word` is most likely a typo of, if any (case-insensitive).
+std::optional<std::string> NearestName(std::string_view word,
+                                       const std::vector<std::string>& candidates) {
+  if (word.size() > 64) return std::nullopt;  // nothing that long is a typo of a short name
+  std::string w = ToLower(word);
+  std::optional<std::string> best;
+  size_t best_d = 0;
+  for (const std::string& c : candidates) {
+    if (c.empty() || c.size() > 64) continue;
+    size_t d = EditDistance(w, ToLower(c));
+    // A typo: one edit in a short word, up to a third of a longer one, never the whole word.
+    size_t limit = std::max<size_t>(1, std::min(w.size(), c.size()) / 3);
+    if (d == 0 || d > limit || d >= c.size()) continue;
+    if (!best || d < best_d) best = c, best_d = d;
+  }
+  return best;
+}
+
+// The instruction as an error quotes it: keyword in upper case, one line, at most ~60 bytes.
+std::string QuoteInstruction(const Node& node) {
+  std::string q(internal::TrimSpace(node.original));
+  if (q.size() < node.keyword.size() || ToLower(q.substr(0, node.keyword.size())) != node.command())
+    q = node.keyword;
+  q = ToUpper(node.keyword) + q.substr(node.keyword.size());
+  for (char& c : q) {
+    if (c == '\n' || c == '\t' || c == '\r') c = ' ';
+  }
+  constexpr size_t kMax = 60;
+  if (q.size() > kMax) {
+    size_t cut = kMax - 3;
+    while (cut > 0 && (static_cast<unsigned char>(q[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+    q = q.substr(0, cut) + "...";
+  }
+  return q;
+}
+
 // One FROM and the instructions under it.
 struct StageSource {
   int index = 0;
@@ -328,15 +382,51 @@ class Resolver {
   StatusOr<BuildPlan> Run(std::string_view text);
 
  private:
+  // "Dockerfile:12: COPY --from=x a b: <msg>": the file, the line and the instruction quoted.
+  std::string Place(const Node& node) const {
+    return options_.filename + ":" + std::to_string(node.start_line) + ": ";
+  }
   Status Error(const Node& node, const std::string& msg) const {
-    return InvalidArgumentError(options_.filename + ":" + std::to_string(node.start_line) + ": " +
-                                ToUpper(node.keyword) + ": " + msg);
+    return InvalidArgumentError(Place(node) + QuoteInstruction(node) + ": " + msg);
   }
   Status Wrap(const Node& node, const Status& s) const {
-    return Status(s.code(), options_.filename + ":" + std::to_string(node.start_line) + ": " +
-                                ToUpper(node.keyword) + ": " + s.message());
+    return Status(s.code(), Place(node) + QuoteInstruction(node) + ": " + s.message());
+  }
+  // An image reference that is no stage was not found: suggests the nearest stage name that
+  // `current` could use (those before it). `quote` is what the error quotes ("COPY --from=x").
+  Status NoStageOrImage(const Node& node, const std::string& quote, const std::string& ref,
+                        int current, const Status& not_found) const {
+    std::vector<std::string> names;
+    for (const auto& [name, idx] : by_name_) {
+      if (idx < current) names.push_back(name);
+    }
+    std::string msg = Place(node) + quote + ": no stage or image named " + GoQuote(ref);
+    if (std::optional<std::string> near = NearestName(ref, names)) {
+      msg += " (did you mean " + GoQuote(*near) + "?)";
+    } else {
+      msg += ": " + not_found.message();
+    }
+    return NotFoundError(std::move(msg));
+  }
+  // Resolves an image's config once per build; a NotFound names the reference.
+  StatusOr<ImageConfig> ImageConfigOf(const Node& node, const std::string& ref) {
+    auto cached = image_cache_.find(ref);
+    if (cached != image_cache_.end()) return cached->second;
+    if (!images_) return Error(node, "no image resolver for " + GoQuote(ref));
+    StatusOr<ImageConfig> cfg = images_(ref);
+    if (!cfg.ok()) return cfg.status();
+    return image_cache_.emplace(ref, *cfg).first->second;
   }
 
+  Status UnknownInstruction(const Node& node) const {
+    std::vector<std::string> known;
+    for (const std::string& k : KnownInstructions()) known.push_back(ToUpper(k));
+    std::string msg = "unknown instruction: " + node.keyword;
+    if (std::optional<std::string> near = NearestName(node.keyword, known)) {
+      msg += " (did you mean " + *near + "?)";
+    }
+    return Error(node, msg);
+  }
   Status CheckStructure(const Node& node, bool in_onbuild);
   Status ResolveMetaArgs(const std::vector<const Node*>& args);
   Status ResolveStage(int index);
@@ -413,7 +503,7 @@ StatusOr<int> Resolver::FindStageRef(const Node& node, const std::string& ref, i
 
 Status Resolver::CheckStructure(const Node& node, bool in_onbuild) {
   std::string cmd = node.command();
-  if (!KnownInstructions().count(cmd)) return Error(node, "unknown instruction: " + node.keyword);
+  if (!KnownInstructions().count(cmd)) return UnknownInstruction(node);
   Flags flags = FlagsFor(cmd);
   if (!(cmd == "healthcheck" && !node.args.empty() && ToUpper(node.args[0]) == "NONE")) {
     if (Status s = flags.Parse(node.flags); !s.ok()) return Wrap(node, s);
@@ -631,7 +721,9 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     }
     Json mounts = Json::array();
     for (const std::string& spec : flags.Strings("mount")) {
-      SF_ASSIGN_OR_RETURN(std::vector<std::string> fields, CsvFields(spec));
+      StatusOr<std::vector<std::string>> csv = CsvFields(spec);
+      if (!csv.ok()) return Wrap(node, csv.status());
+      std::vector<std::string> fields = std::move(*csv);
       RunMount m;
       bool ro_auto = true;
       for (const std::string& field : fields) {
@@ -759,6 +851,12 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
           m.from_stage = idx;
           st->deps.insert(idx);
         } else {
+          StatusOr<ImageConfig> image = ImageConfigOf(node, m.from);
+          if (!image.ok() && image.status().code() == StatusCode::kNotFound) {
+            return NoStageOrImage(node, "RUN --mount=from=" + m.from, m.from, stage_index,
+                                  image.status());
+          }
+          if (!image.ok()) return Wrap(node, image.status());
           AddExternal(m.from);
         }
       }
@@ -833,6 +931,14 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
           step.from_stage = idx;
           st->deps.insert(idx);
         } else {
+          // Not a stage: an image, which must exist (checked now, so the build fails before
+          // anything runs).
+          StatusOr<ImageConfig> image = ImageConfigOf(node, step.from);
+          if (!image.ok() && image.status().code() == StatusCode::kNotFound) {
+            return NoStageOrImage(node, "COPY --from=" + flags.String("from"), step.from,
+                                  stage_index, image.status());
+          }
+          if (!image.ok()) return Wrap(node, image.status());
           step.from_image = step.from;
           AddExternal(step.from);
         }
@@ -1067,9 +1173,14 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     step.created_by = "MAINTAINER " + node.args[0];
     canon["args"] = {node.args[0]};
   } else {
-    return Error(node, "unknown instruction: " + node.keyword);
+    return UnknownInstruction(node);
   }
-  step.canonical = canon.dump();
+  try {
+    step.canonical = canon.dump();
+  } catch (const Json::type_error&) {
+    // The key must be injective, so invalid bytes are refused rather than replaced.
+    return Error(node, "the instruction is not valid UTF-8");
+  }
   step.config = config;
   stage.steps.push_back(std::move(step));
   return Status::Ok();
@@ -1077,7 +1188,9 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
 
 Status Resolver::ResolveStage(int index) {
   if (resolved_.count(index)) return Status::Ok();
-  if (in_progress_.count(index)) return InternalError("stage dependency cycle");
+  if (in_progress_.count(index)) {
+    return Error(*sources_[index].from, "stage dependency cycle");  // forward references prevent it
+  }
   in_progress_.insert(index);
   const StageSource& src = sources_[index];
   const Node& from = *src.from;
@@ -1128,14 +1241,12 @@ Status Resolver::ResolveStage(int index) {
     stage.platform = platform.empty() ? ParsePlatform(options_.platform).str() : platform;
     if (ToLower(stage.base) != "scratch") {
       AddExternal(stage.base);
-      auto cached = image_cache_.find(stage.base);
-      if (cached == image_cache_.end()) {
-        if (!images_) return Error(from, "no image resolver for " + GoQuote(stage.base));
-        StatusOr<ImageConfig> cfg = images_(stage.base);
-        if (!cfg.ok()) return Wrap(from, cfg.status());
-        cached = image_cache_.emplace(stage.base, *cfg).first;
+      StatusOr<ImageConfig> image = ImageConfigOf(from, stage.base);
+      if (!image.ok() && image.status().code() == StatusCode::kNotFound) {
+        return NoStageOrImage(from, QuoteInstruction(from), stage.base, index, image.status());
       }
-      stage.base_config = cached->second;
+      if (!image.ok()) return Wrap(from, image.status());
+      stage.base_config = *image;
     }
   }
   if (!stage.base_config.GetEnv("PATH")) stage.base_config.SetEnv("PATH", kDefaultPath);
@@ -1212,8 +1323,12 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
   if (!options_.target.empty()) {
     auto it = by_name_.find(ToLower(options_.target));
     if (it == by_name_.end()) {
+      std::vector<std::string> names;
+      for (const auto& [name, idx] : by_name_) names.push_back(name);
+      std::optional<std::string> near = NearestName(options_.target, names);
       return NotFoundError(options_.filename + ": target stage " + GoQuote(options_.target) +
-                           " could not be found");
+                           " could not be found" +
+                           (near ? " (did you mean " + GoQuote(*near) + "?)" : ""));
     }
     target_index = it->second;
   }
@@ -1311,8 +1426,9 @@ std::string DescribePlan(const BuildPlan& plan) {
       out += "\n    " + step.text + "\n";
       if (!step.created_by.empty()) out += "    history: " + step.created_by + "\n";
       if (step.kind == StepKind::kRun) {
-        out += "    argv: " + Json(step.argv).dump() + "\n";
-        out += "    env: " + Json(step.env).dump() + "\n";
+        constexpr auto kReplace = Json::error_handler_t::replace;  // display only
+        out += "    argv: " + Json(step.argv).dump(-1, ' ', false, kReplace) + "\n";
+        out += "    env: " + Json(step.env).dump(-1, ' ', false, kReplace) + "\n";
         if (!step.config.user.empty()) out += "    user: " + step.config.user + "\n";
         if (!step.config.working_dir.empty())
           out += "    workdir: " + step.config.working_dir + "\n";

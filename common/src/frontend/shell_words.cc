@@ -383,9 +383,11 @@ class Scanner {
           bool greedy = !word.empty() && static_cast<char32_t>(word[0]) == ch;
           if (greedy) word.erase(0, 1);
           SF_ASSIGN_OR_RETURN(std::vector<PatternToken> p, CompilePattern(word));
-          std::vector<char32_t> v = internal::DecodeAll(*value);
+          // An unset variable trims to "" (found by expander_fuzz: it was dereferenced).
+          const std::string subject = value.value_or("");
+          std::vector<char32_t> v = internal::DecodeAll(subject);
           size_t n = v.size();
-          *out = *value;
+          *out = subject;
           if (ch == '#') {
             for (size_t k = 0; k <= n; ++k) {
               size_t len = greedy ? n - k : k;

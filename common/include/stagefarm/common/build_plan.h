@@ -5,8 +5,12 @@
 // automatic platform args, FROM <stage>, COPY --from, RUN --mount from=.
 //
 // Resolve is a pure function of its inputs apart from the resolver it calls; it is thread-safe
-// if the resolver is. Errors are InvalidArgument (NotFound for an unknown --target) and name the
-// place: "Dockerfile:7: COPY: unknown flag --frm".
+// if the resolver is. Errors are InvalidArgument (NotFound for an unknown --target, stage or image)
+// and name the file and line and quote the instruction (up to 60 bytes):
+// "Dockerfile:7: COPY --frm=x a /b: unknown flag --frm". A name that is neither a stage nor an
+// image the resolver knows suggests the nearest stage: "Dockerfile:12: COPY --from=biuld: no
+// stage or image named "biuld" (did you mean "build"?)"; an unknown instruction the nearest one.
+// Every image named by FROM, COPY --from or RUN --mount from= goes through the resolver.
 #pragma once
 
 #include <functional>

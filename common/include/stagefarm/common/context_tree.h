@@ -42,9 +42,13 @@ struct ContextBlob {
   std::string path;   // a file on disk, or empty
   std::string bytes;  // a node's bytes when path is empty
 };
-StatusOr<Digest> HashContextDir(const std::string& root,
-                                const std::function<bool(const std::string&)>& ignore,
-                                const std::function<void(ContextBlob)>& on_blob);
+// `descend_excluded` (optional) is asked about a directory that `ignore` rejects: if it says true
+// the walk looks inside anyway and keeps the directory with what `ignore` accepts below it (a
+// .dockerignore exception such as "!dir/keep" under an excluded "dir"), or drops it if nothing.
+StatusOr<Digest> HashContextDir(
+    const std::string& root, const std::function<bool(const std::string&)>& ignore,
+    const std::function<void(ContextBlob)>& on_blob,
+    const std::function<bool(const std::string&)>& descend_excluded = {});
 
 // Reads a context tree from the CAS. Not thread-safe (it borrows a CacheClient).
 class ContextTree {
