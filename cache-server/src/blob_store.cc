@@ -126,6 +126,9 @@ StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const BlobStoreOptions& opt
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 2;
+  // Opening after a crash replays the WAL into memtables without flushing them first: a restart
+  // costs a replay, not a write of everything since the last flush (the WAL stays until then).
+  db_options.avoid_flush_during_recovery = true;
 
   rocksdb::ColumnFamilyOptions small;
   small.write_buffer_size = 8 << 20;
@@ -582,6 +585,38 @@ StoreStats BlobStore::Stats() {
   return st;
 }
 
+StatusOr<std::vector<std::tuple<uint64_t, std::string, uint64_t>>> BlobStore::ScanByAge() {
+  // One small tuple per blob (not its bytes).
+  std::vector<std::tuple<uint64_t, std::string, uint64_t>> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, meta_cf_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    auto m = DecodeMeta(it->value().ToStringView());
+    if (!m.ok()) continue;  // a malformed entry is left for repair, not removed blindly
+    out.emplace_back(m->last_access, it->key().ToString(), m->size);
+  }
+  SF_RETURN_IF_ERROR(FromRocks(it->status(), "scan blobs"));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+StatusOr<bool> BlobStore::DeleteBlobLocked(const std::string& hex) {
+  auto m = GetMeta(hex);
+  if (!m.ok()) return m.status();
+  if (!m->has_value()) return false;
+  const BlobMeta& meta = **m;
+  rocksdb::WriteBatch batch;
+  batch.Delete(meta_cf_, S(hex));
+  batch.DeleteRange(blobs_cf_, ChunkKey(meta.generation, 0), ChunkKey(meta.generation + 1, 0));
+  uint64_t bytes = bytes_ - std::min(bytes_, meta.size);
+  uint64_t blobs = blobs_ > 0 ? blobs_ - 1 : 0;
+  batch.Put(default_cf_, kCountersKey, EncodeCounters(bytes, blobs));
+  SF_RETURN_IF_ERROR(FromRocks(db_->Write({}, &batch), "delete sha256:" + hex));
+  bytes_ = bytes;
+  blobs_ = blobs;
+  touched_.erase(hex);
+  return true;
+}
+
 StatusOr<uint64_t> BlobStore::EvictIfNeeded() {
   if (options_.max_bytes == 0) return uint64_t{0};
   {
@@ -590,40 +625,44 @@ StatusOr<uint64_t> BlobStore::EvictIfNeeded() {
     SF_RETURN_IF_ERROR(FlushAccessTimesLocked());
   }
   const uint64_t target = static_cast<uint64_t>(options_.low_watermark * options_.max_bytes);
-  // Candidates oldest first. The scan holds one small tuple per blob (not its bytes).
-  std::vector<std::tuple<uint64_t, std::string>> candidates;
-  {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, meta_cf_));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      auto m = DecodeMeta(it->value().ToStringView());
-      if (!m.ok()) continue;  // a malformed entry is left for repair, not evicted blindly
-      candidates.emplace_back(m->last_access, it->key().ToString());
-    }
-    SF_RETURN_IF_ERROR(FromRocks(it->status(), "scan blobs for eviction"));
-  }
-  std::sort(candidates.begin(), candidates.end());
+  SF_ASSIGN_OR_RETURN(auto candidates, ScanByAge());
   uint64_t evicted = 0;
   std::lock_guard lock(mu_);
-  for (const auto& [when, hex] : candidates) {
+  for (const auto& [when, hex, size] : candidates) {
     if (bytes_ <= target) break;
     if (touched_.count(hex)) continue;  // used since the scan began
-    auto m = GetMeta(hex);
-    if (!m.ok()) return m.status();
-    if (!m->has_value()) continue;
-    const BlobMeta& meta = **m;
-    rocksdb::WriteBatch batch;
-    batch.Delete(meta_cf_, S(hex));
-    batch.DeleteRange(blobs_cf_, ChunkKey(meta.generation, 0), ChunkKey(meta.generation + 1, 0));
-    uint64_t bytes = bytes_ - std::min(bytes_, meta.size);
-    uint64_t blobs = blobs_ > 0 ? blobs_ - 1 : 0;
-    batch.Put(default_cf_, kCountersKey, EncodeCounters(bytes, blobs));
-    SF_RETURN_IF_ERROR(FromRocks(db_->Write({}, &batch), "evict sha256:" + hex));
-    bytes_ = bytes;
-    blobs_ = blobs;
+    SF_ASSIGN_OR_RETURN(bool deleted, DeleteBlobLocked(hex));
+    if (!deleted) continue;
     ++evicted;
     ++evicted_blobs_;
   }
   return evicted;
+}
+
+StatusOr<BlobStore::PruneResult> BlobStore::Prune(const PruneOptions& options) {
+  SF_RETURN_IF_ERROR(FlushAccessTimes());
+  SF_ASSIGN_OR_RETURN(auto candidates, ScanByAge());
+  PruneResult r;
+  std::lock_guard lock(mu_);
+  uint64_t bytes = bytes_;
+  for (const auto& [when, hex, size] : candidates) {
+    if (bytes <= options.keep_bytes) break;
+    if (options.keep.count(hex)) continue;
+    if (!options.dry_run) {
+      SF_ASSIGN_OR_RETURN(bool deleted, DeleteBlobLocked(hex));
+      if (!deleted) continue;
+    }
+    bytes -= std::min(bytes, size);
+    ++r.blobs;
+    r.bytes += size;
+  }
+  r.bytes_left = options.dry_run ? bytes : bytes_;
+  r.blobs_left = blobs_ - (options.dry_run ? std::min(blobs_, r.blobs) : 0);
+  return r;
+}
+
+Status BlobStore::DeleteRef(const std::string& name) {
+  return FromRocks(db_->Delete(SyncWrite(), refs_cf_, name), "delete ref " + name);
 }
 
 }  // namespace stagefarm::cache

@@ -46,6 +46,7 @@ CacheMetrics::CacheMetrics(prometheus::Registry* registry) {
 void CacheMetrics::RecordOp(std::string_view op, const Status& outcome, double seconds) {
   std::string outcome_name = outcome.ok() ? "ok" : std::string(StatusCodeName(outcome.code()));
   auto key = std::make_pair(std::string(op), outcome_name);
+  std::lock_guard lock(mu_);
   auto it = op_counters_.find(key);
   if (it == op_counters_.end()) {
     auto* c = &ops_->Add({{"op", key.first}, {"outcome", key.second}});

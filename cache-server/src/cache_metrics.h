@@ -9,6 +9,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -17,8 +18,8 @@
 
 namespace stagefarm::cache {
 
-// Not thread-safe beyond what prometheus-cpp gives: the label lookups are cached by the serving
-// thread only; the evictor thread touches only `evictions`.
+// Thread-safe: the service's workers record from many threads (the label lookups are cached under
+// a mutex; prometheus-cpp's metrics are thread-safe themselves).
 class CacheMetrics {
  public:
   // Registers in `registry`, or in a private registry when it is null.
@@ -44,6 +45,7 @@ class CacheMetrics {
   prometheus::Counter* bytes_out_;
   prometheus::Counter* evictions_;
   prometheus::Family<prometheus::Counter>* ac_lookups_;
+  std::mutex mu_;  // guards the two caches below
   std::map<std::pair<std::string, std::string>, prometheus::Counter*> op_counters_;
   std::map<std::string, prometheus::Histogram*, std::less<>> op_histograms_;
 };

@@ -1,9 +1,12 @@
 #include "stagefarm/cache/cache_service.h"
 
+#include <algorithm>
 #include <thread>
+#include <vector>
 
 #include "cache_metrics.h"
 #include "stagefarm/common/cache_protocol.h"
+#include "stagefarm/common/oci.h"
 
 namespace stagefarm::cache {
 namespace {
@@ -12,6 +15,11 @@ constexpr auto kPollInterval = std::chrono::milliseconds(100);
 constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
 constexpr auto kAccessFlushInterval = std::chrono::seconds(10);
 constexpr size_t kMaxFindMissing = 100000;  // digests per FindMissing request
+// Requests waiting to be handled: per peer (well above any client's credit or read window), and
+// in bytes for all peers together.
+constexpr size_t kMaxQueuedPerPeer = 64;
+constexpr size_t kMaxQueuedBytes = 256u << 20;
+constexpr uint64_t kMaxManifestBytes = 4 << 20;
 
 // Decodes the body of `request` as T, refusing data frames (no method but UploadChunk has any).
 template <typename T>
@@ -34,11 +42,15 @@ StatusOr<std::unique_ptr<CacheService>> CacheService::Open(const CacheServerOpti
   store_options.chunk_size = kCacheChunkSize;
   store_options.upload_idle_timeout = options.upload_idle_timeout;
   SF_ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> store, BlobStore::Open(store_options));
-  return std::unique_ptr<CacheService>(new CacheService(std::move(store), registry));
+  return std::unique_ptr<CacheService>(
+      new CacheService(std::move(store), registry, std::max(options.threads, 1)));
 }
 
-CacheService::CacheService(std::unique_ptr<BlobStore> store, prometheus::Registry* registry)
-    : store_(std::move(store)), metrics_(std::make_unique<CacheMetrics>(registry)) {
+CacheService::CacheService(std::unique_ptr<BlobStore> store, prometheus::Registry* registry,
+                           int threads)
+    : store_(std::move(store)),
+      metrics_(std::make_unique<CacheMetrics>(registry)),
+      threads_(threads) {
   StoreStats st = store_->Stats();
   metrics_->SetStoreSize(st.bytes, st.blobs);
 }
@@ -56,7 +68,13 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
     std::lock_guard lock(evict_mu_);
     evict_stop_ = false;
   }
+  {
+    std::lock_guard lock(queue_mu_);
+    workers_stop_ = false;
+  }
   std::thread evictor([this] { EvictLoop(); });
+  std::vector<std::thread> workers;
+  for (int i = 0; i < threads_; ++i) workers.emplace_back([&] { WorkerLoop(*socket); });
   Status result;
   auto next_housekeeping = std::chrono::steady_clock::now() + kHousekeepingInterval;
   while (!stop_.load()) {
@@ -67,12 +85,26 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
       result = got.status().Annotate("cache server on " + socket->endpoint());
       break;
     }
-    if (*got) Handle(*socket, peer, std::move(request));
+    if (*got) Enqueue(*socket, peer, std::move(request));
+    SendReplies(*socket);
     auto now = std::chrono::steady_clock::now();
     if (now >= next_housekeeping) {
       Housekeeping(now);
       next_housekeeping = now + kHousekeepingInterval;
     }
+  }
+  {
+    std::lock_guard lock(queue_mu_);
+    workers_stop_ = true;
+  }
+  queue_cv_.notify_all();
+  for (auto& t : workers) t.join();
+  SendReplies(*socket);
+  {
+    std::lock_guard lock(queue_mu_);
+    peers_.clear();
+    ready_.clear();
+    queued_bytes_ = 0;
   }
   {
     std::lock_guard lock(evict_mu_);
@@ -83,6 +115,73 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
   // Access times are an eviction hint; a failure here only makes eviction less exact.
   store_->FlushAccessTimes().IgnoreError();
   return result;
+}
+
+void CacheService::Enqueue(ServerSocket& socket, const std::string& peer, Message request) {
+  size_t bytes = request.body.size();
+  for (const auto& d : request.data) bytes += d.size();
+  {
+    std::lock_guard lock(queue_mu_);
+    PeerQueue& q = peers_[peer];
+    if (q.pending.size() < kMaxQueuedPerPeer && queued_bytes_ + bytes <= kMaxQueuedBytes) {
+      queued_bytes_ += bytes;
+      q.pending.push_back(std::move(request));
+      if (!q.scheduled) {
+        q.scheduled = true;
+        ready_.push_back(peer);
+        queue_cv_.notify_one();
+      }
+      return;
+    }
+    if (q.pending.empty() && !q.scheduled) peers_.erase(peer);
+  }
+  // Refused without queuing, so memory stays bounded whatever peers send.
+  Status busy = UnavailableError("cache server busy: too many requests waiting, retry later");
+  std::string_view op = MethodName(request.method);
+  metrics_->RecordOp(op == "Unknown" ? "unknown" : op, busy, 0);
+  socket.Send(peer, request.ErrorReply(busy)).IgnoreError();  // a gone peer drops it
+}
+
+void CacheService::SendReplies(ServerSocket& socket) {
+  std::deque<std::pair<std::string, Message>> out;
+  {
+    std::lock_guard lock(queue_mu_);
+    out.swap(replies_);
+  }
+  // A peer that went away is not an error (ROUTER drops the reply); a broken socket shows up in
+  // the next Receive.
+  for (auto& [peer, m] : out) socket.Send(peer, m).IgnoreError();
+}
+
+void CacheService::WorkerLoop(ServerSocket& socket) {
+  std::unique_lock lock(queue_mu_);
+  for (;;) {
+    queue_cv_.wait(lock, [&] { return workers_stop_ || !ready_.empty(); });
+    if (workers_stop_) return;
+    std::string peer = std::move(ready_.front());
+    ready_.pop_front();
+    auto it = peers_.find(peer);
+    SF_CHECK(it != peers_.end() && !it->second.pending.empty());
+    Message request = std::move(it->second.pending.front());
+    it->second.pending.pop_front();
+    size_t bytes = request.body.size();
+    for (const auto& d : request.data) bytes += d.size();
+    lock.unlock();
+
+    Message reply = Handle(peer, request);
+    request = Message();  // the chunk's memory goes before the next request is taken
+
+    lock.lock();
+    queued_bytes_ -= bytes;
+    replies_.emplace_back(peer, std::move(reply));
+    it = peers_.find(peer);  // the map may have rehashed meanwhile
+    if (it->second.pending.empty()) {
+      peers_.erase(it);
+    } else {
+      ready_.push_back(peer);  // behind the others: peers take turns
+    }
+    socket.Wake();
+  }
 }
 
 void CacheService::Housekeeping(std::chrono::steady_clock::time_point now) {
@@ -115,7 +214,7 @@ void CacheService::EvictLoop() {
   }
 }
 
-void CacheService::Handle(ServerSocket& socket, const std::string& peer, Message request) {
+Message CacheService::Handle(const std::string& peer, const Message& request) {
   auto start = std::chrono::steady_clock::now();
   StatusOr<Message> reply =
       request.status.ok()
@@ -126,10 +225,52 @@ void CacheService::Handle(ServerSocket& socket, const std::string& peer, Message
   std::string_view op = MethodName(request.method);
   if (op == "Unknown") op = "unknown";
   metrics_->RecordOp(op, outcome, seconds);
-  Message out = reply.ok() ? std::move(reply).value() : request.ErrorReply(outcome);
-  // A peer that went away is not an error (ROUTER drops the reply); a broken socket shows up in
-  // the next Receive.
-  socket.Send(peer, out).IgnoreError();
+  return reply.ok() ? std::move(reply).value() : request.ErrorReply(outcome);
+}
+
+StatusOr<Message> CacheService::Prune(const Message& request) {
+  PruneCacheRequest req;
+  SF_RETURN_IF_ERROR(DecodeBody(request, &req));
+  std::lock_guard prune_lock(prune_mu_);
+  BlobStore::PruneOptions opts;
+  opts.keep_bytes = req.keep_bytes;
+  opts.dry_run = req.dry_run;
+  SF_ASSIGN_OR_RETURN(auto refs, store_->ListRefs());
+  if (!req.all) {
+    // What every image ref needs: its manifest, config, layers and TOCs.
+    for (const auto& [name, manifest] : refs) {
+      opts.keep.insert(manifest.hex);
+      std::string bytes;
+      uint64_t size = 0;
+      Status read = store_->ReadRange(manifest.hex, 0, kMaxManifestBytes, &bytes, &size);
+      if (!read.ok() || size > kMaxManifestBytes) continue;  // a dangling ref protects nothing
+      StatusOr<Manifest> m = ParseManifest(bytes);
+      if (!m.ok()) continue;
+      opts.keep.insert(m->config.digest.hex);
+      StatusOr<std::vector<LayerRef>> layers = StoredLayers(*m);
+      if (!layers.ok()) continue;
+      for (const LayerRef& l : *layers) {
+        opts.keep.insert(l.diff_id.hex);
+        if (!l.toc.empty()) opts.keep.insert(l.toc.hex);
+      }
+    }
+  }
+  SF_ASSIGN_OR_RETURN(BlobStore::PruneResult r, store_->Prune(opts));
+  PruneCacheResponse resp;
+  resp.blobs = r.blobs;
+  resp.bytes = r.bytes;
+  resp.blobs_left = r.blobs_left;
+  resp.bytes_left = r.bytes_left;
+  if (req.all && !req.dry_run) {
+    for (const auto& [name, manifest] : refs) {
+      if (store_->Stat(manifest.hex).ok()) continue;
+      SF_RETURN_IF_ERROR(store_->DeleteRef(name));
+      ++resp.refs;
+    }
+  }
+  StoreStats st = store_->Stats();
+  metrics_->SetStoreSize(st.bytes, st.blobs);
+  return request.Reply(Encode(resp));
 }
 
 StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message& request) {
@@ -245,6 +386,8 @@ StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message&
       resp.max_bytes = st.max_bytes;
       return request.Reply(Encode(resp));
     }
+    case Method::kPruneCache:
+      return Prune(request);
     case Method::kPing:
       return request.Reply();
     default:

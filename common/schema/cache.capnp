@@ -105,3 +105,16 @@ struct CacheStatsResponse {
   refs @4 :UInt64;
   maxBytes @5 :UInt64;
 }
+
+struct PruneCacheRequest {
+  keepBytes @0 :UInt64;
+  all @1 :Bool;
+  dryRun @2 :Bool;
+}
+struct PruneCacheResponse {
+  blobs @0 :UInt64;
+  bytes @1 :UInt64;
+  refs @2 :UInt64;
+  blobsLeft @3 :UInt64;
+  bytesLeft @4 :UInt64;
+}

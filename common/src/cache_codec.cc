@@ -328,4 +328,41 @@ Status Decode(std::string_view bytes, CacheStatsResponse* m) {
   });
 }
 
+// --- Prune
+
+std::string Encode(const PruneCacheRequest& m) {
+  return Build<schema::PruneCacheRequest>([&](auto b) {
+    b.setKeepBytes(m.keep_bytes);
+    b.setAll(m.all);
+    b.setDryRun(m.dry_run);
+  });
+}
+Status Decode(std::string_view bytes, PruneCacheRequest* m) {
+  return codec::Read<schema::PruneCacheRequest>(bytes, [&](auto r) -> Status {
+    m->keep_bytes = r.getKeepBytes();
+    m->all = r.getAll();
+    m->dry_run = r.getDryRun();
+    return Status();
+  });
+}
+std::string Encode(const PruneCacheResponse& m) {
+  return Build<schema::PruneCacheResponse>([&](auto b) {
+    b.setBlobs(m.blobs);
+    b.setBytes(m.bytes);
+    b.setRefs(m.refs);
+    b.setBlobsLeft(m.blobs_left);
+    b.setBytesLeft(m.bytes_left);
+  });
+}
+Status Decode(std::string_view bytes, PruneCacheResponse* m) {
+  return codec::Read<schema::PruneCacheResponse>(bytes, [&](auto r) -> Status {
+    m->blobs = r.getBlobs();
+    m->bytes = r.getBytes();
+    m->refs = r.getRefs();
+    m->blobs_left = r.getBlobsLeft();
+    m->bytes_left = r.getBytesLeft();
+    return Status();
+  });
+}
+
 }  // namespace stagefarm

@@ -104,6 +104,12 @@ class RemoteCacheClient : public CacheClient {
     return std::move(resp.refs);
   }
 
+  // One administrative request (QueryCacheStats, PruneCache), retried like the others.
+  template <typename Resp>
+  Status Admin(Method method, const std::string& body, Resp* resp) {
+    return Call(method, body, resp);
+  }
+
  private:
   StatusOr<RpcChannel*> Channel() {
     if (!channel_) {
@@ -337,6 +343,28 @@ std::unique_ptr<CacheClient> ConnectCache(Transport& transport, const std::strin
 
 std::unique_ptr<CacheClient> ConnectCache(Transport& transport, const std::string& endpoint) {
   return ConnectCache(transport, endpoint, RemoteCacheOptions{});
+}
+
+StatusOr<CacheStatsResponse> QueryCacheStats(Transport& transport, const std::string& endpoint,
+                                             const RemoteCacheOptions& options) {
+  RemoteCacheClient client(transport, endpoint, options);
+  CacheStatsResponse resp;
+  SF_RETURN_IF_ERROR(client.Admin(Method::kCacheStats, Encode(CacheStatsRequest{}), &resp));
+  return resp;
+}
+
+StatusOr<PruneCacheResponse> PruneCache(Transport& transport, const std::string& endpoint,
+                                        const PruneCacheRequest& request,
+                                        const RemoteCacheOptions& options) {
+  // A prune may walk the whole store: it gets longer than an ordinary request, and one try (a
+  // retry would only wait for the same walk).
+  RemoteCacheOptions o = options;
+  o.request_timeout = std::max<std::chrono::milliseconds>(o.request_timeout, std::chrono::minutes(10));
+  o.attempts = 1;
+  RemoteCacheClient client(transport, endpoint, o);
+  PruneCacheResponse resp;
+  SF_RETURN_IF_ERROR(client.Admin(Method::kPruneCache, Encode(request), &resp));
+  return resp;
 }
 
 }  // namespace stagefarm

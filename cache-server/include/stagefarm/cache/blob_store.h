@@ -24,7 +24,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -135,6 +137,23 @@ class BlobStore {
   // under low_watermark * max_bytes. Returns the number of blobs evicted.
   StatusOr<uint64_t> EvictIfNeeded();
 
+  // Removes least recently used blobs until the committed bytes are at most options.keep_bytes,
+  // skipping those in options.keep (by hex). Never touches uploads in progress. With dry_run,
+  // only counts what would go.
+  struct PruneOptions {
+    uint64_t keep_bytes = 0;
+    std::unordered_set<std::string> keep;
+    bool dry_run = false;
+  };
+  struct PruneResult {
+    uint64_t blobs = 0;  // removed (or would be)
+    uint64_t bytes = 0;
+    uint64_t blobs_left = 0;
+    uint64_t bytes_left = 0;
+  };
+  StatusOr<PruneResult> Prune(const PruneOptions& options);
+  Status DeleteRef(const std::string& name);
+
   const BlobStoreOptions& options() const { return options_; }
 
  private:
@@ -156,6 +175,10 @@ class BlobStore {
   StatusOr<uint64_t> AllocateGeneration();  // requires mu_
   void AbortLocked(uint64_t upload_id);     // requires mu_
   Status CheckNamedBlobs(const ActionResult& result, bool* complete);
+  // Blobs oldest first: (last access, hex, size) of every committed blob.
+  StatusOr<std::vector<std::tuple<uint64_t, std::string, uint64_t>>> ScanByAge();
+  // Deletes one committed blob (meta, chunks, counters); false if it was gone. Requires mu_.
+  StatusOr<bool> DeleteBlobLocked(const std::string& hex);
 
   const BlobStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;

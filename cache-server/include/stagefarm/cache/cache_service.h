@@ -1,10 +1,18 @@
 // CacheService: the cache server. Serves the methods of cache_protocol.h on a ROUTER socket over
-// a BlobStore, for many clients at once (their requests interleave; uploads are per client).
+// a BlobStore, for many clients at once.
+//
+// Threads: the thread calling Serve owns the socket; it only receives requests, queues them and
+// sends replies. A pool of `threads` workers handles them. Each peer's requests are handled one at
+// a time in the order they came (a strand: chunks of an upload stay in order), different peers'
+// in parallel, so a slow request (a commit's synced write, a cold read, a large FindMissing)
+// delays only its own client. A client that stops reading its replies costs only its ZeroMQ
+// queue; one that stops sending only holds its upload until the idle timeout.
 //
 // Every request gets exactly one reply. Malformed bodies, unknown methods, data frames where none
 // belong and out-of-order chunks get an error reply; nothing a peer sends aborts the process.
-// Memory is bounded: at most one chunk is held per request being handled, and the clients' credit
-// bounds what waits in the socket queues.
+// Memory is bounded: a peer may have at most kMaxQueuedPerPeer requests waiting and all peers
+// together kMaxQueuedBytes of them; past either the request is refused at once with Unavailable
+// (the remote client retries those) instead of being queued.
 #pragma once
 
 #include <atomic>
@@ -13,8 +21,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <deque>
 #include <mutex>
 #include <string>
+#include <unordered_map>
+#include <utility>
 
 #include "stagefarm/cache/blob_store.h"
 #include "stagefarm/common/status.h"
@@ -30,6 +41,7 @@ struct CacheServerOptions {
   std::string data_dir;
   uint64_t max_bytes = 0;  // 0 = unbounded
   std::chrono::seconds upload_idle_timeout{300};
+  int threads = 4;  // workers handling requests
 };
 
 class CacheMetrics;
@@ -55,17 +67,42 @@ class CacheService {
   // The store, for in-process users and tests. Thread-safe.
   BlobStore& store() { return *store_; }
 
+  // Handles one request from `peer` on the calling thread, as a worker of Serve does, and returns
+  // its reply (an error reply for anything malformed). Thread-safe, but one peer's requests must
+  // come in order from one thread at a time. For in-process callers and the fuzzer.
+  Message Handle(const std::string& peer, const Message& request);
+
  private:
-  CacheService(std::unique_ptr<BlobStore> store, prometheus::Registry* registry);
-  void Handle(ServerSocket& socket, const std::string& peer, Message request);
+  struct PeerQueue {
+    std::deque<Message> pending;
+    bool scheduled = false;  // in ready_ or being handled by a worker
+  };
+
+  CacheService(std::unique_ptr<BlobStore> store, prometheus::Registry* registry, int threads);
+  // On the socket's thread: queues a request, or refuses it when the queues are full.
+  void Enqueue(ServerSocket& socket, const std::string& peer, Message request);
+  void SendReplies(ServerSocket& socket);
+  void WorkerLoop(ServerSocket& socket);
   StatusOr<Message> Dispatch(const std::string& peer, const Message& request);
+  StatusOr<Message> Prune(const Message& request);
   void Housekeeping(std::chrono::steady_clock::time_point now);
   void EvictLoop();  // the background eviction thread, while Serve runs
 
   std::unique_ptr<BlobStore> store_;
   std::unique_ptr<CacheMetrics> metrics_;
+  const int threads_;
   std::atomic<bool> stop_{false};
   std::chrono::steady_clock::time_point last_flush_{};
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  bool workers_stop_ = false;                            // guarded by queue_mu_
+  std::unordered_map<std::string, PeerQueue> peers_;     // guarded by queue_mu_
+  std::deque<std::string> ready_;                        // peers with work and no worker
+  std::deque<std::pair<std::string, Message>> replies_;  // made by workers, to send
+  size_t queued_bytes_ = 0;                              // of requests in peers_
+
+  std::mutex prune_mu_;  // one prune at a time
 
   std::mutex evict_mu_;
   std::condition_variable evict_cv_;

@@ -1,4 +1,4 @@
-// Messages of the cache server (Method::kFindMissing ... kCacheStats). Encode/Decode are the
+// Messages of the cache server (Method::kFindMissing ... kCacheStats, kPruneCache). Encode/Decode are the
 // Cap'n Proto codec (common/schema/cache.capnp); Decode fails with InvalidArgument on malformed
 // bytes and never throws.
 //
@@ -125,6 +125,23 @@ struct CacheStatsResponse {
   uint64_t max_bytes = 0;  // 0 = unbounded
 };
 
+// Frees space (`stagefarm prune`). Blobs go least recently used first until the committed bytes
+// are at most keep_bytes. Without `all`, blobs an image ref needs (its manifest, config, layers
+// and their TOCs) are kept whatever keep_bytes says; with `all` they may go too, and refs whose
+// manifest went are removed. Blobs of uploads in progress are never touched.
+struct PruneCacheRequest {
+  uint64_t keep_bytes = 0;
+  bool all = false;
+  bool dry_run = false;  // report what would go, remove nothing
+};
+struct PruneCacheResponse {
+  uint64_t blobs = 0;  // removed (or, dry run, that would be)
+  uint64_t bytes = 0;
+  uint64_t refs = 0;   // refs removed with their manifest (all only)
+  uint64_t blobs_left = 0;
+  uint64_t bytes_left = 0;
+};
+
 std::string Encode(const FindMissingRequest& m);
 std::string Encode(const FindMissingResponse& m);
 std::string Encode(const BeginUploadRequest& m);
@@ -147,6 +164,8 @@ std::string Encode(const ListRefsRequest& m);
 std::string Encode(const ListRefsResponse& m);
 std::string Encode(const CacheStatsRequest& m);
 std::string Encode(const CacheStatsResponse& m);
+std::string Encode(const PruneCacheRequest& m);
+std::string Encode(const PruneCacheResponse& m);
 
 Status Decode(std::string_view bytes, FindMissingRequest* m);
 Status Decode(std::string_view bytes, FindMissingResponse* m);
@@ -170,6 +189,8 @@ Status Decode(std::string_view bytes, ListRefsRequest* m);
 Status Decode(std::string_view bytes, ListRefsResponse* m);
 Status Decode(std::string_view bytes, CacheStatsRequest* m);
 Status Decode(std::string_view bytes, CacheStatsResponse* m);
+Status Decode(std::string_view bytes, PruneCacheRequest* m);
+Status Decode(std::string_view bytes, PruneCacheResponse* m);
 
 // Tuning of the remote client (remote_cache_client.cc). ConnectCache(transport, endpoint) in
 // cache_client.h uses the defaults; tests and daemons may shorten them.
@@ -181,5 +202,13 @@ struct RemoteCacheOptions {
 };
 std::unique_ptr<CacheClient> ConnectCache(Transport& transport, const std::string& endpoint,
                                           const RemoteCacheOptions& options);
+
+// Administration of a cache server (`stagefarm du`, `stagefarm prune`), one request each, with the
+// remote client's retries. Kept off CacheClient: builds never need them.
+StatusOr<CacheStatsResponse> QueryCacheStats(Transport& transport, const std::string& endpoint,
+                                             const RemoteCacheOptions& options = {});
+StatusOr<PruneCacheResponse> PruneCache(Transport& transport, const std::string& endpoint,
+                                        const PruneCacheRequest& request,
+                                        const RemoteCacheOptions& options = {});
 
 }  // namespace stagefarm

@@ -1,0 +1,319 @@
+// The cache server's serving behaviour over tcp://127.0.0.1: one client's slow requests or stalls
+// do not delay another's; prune and stats as `stagefarm du` / `stagefarm prune` use them;
+// eviction is counted in the metrics.
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include <algorithm>
+#include <future>
+#include <thread>
+
+#include "cache_test_util.h"
+#include "stagefarm/cache/cache_service.h"
+#include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/cache_protocol.h"
+#include "stagefarm/common/oci.h"
+
+namespace stagefarm::cache {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::RandomBytes;
+using testing::TempDir;
+
+constexpr uint64_t kMiB = 1 << 20;
+
+double MetricValue(prometheus::Registry& registry, const std::string& name) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    double sum = 0;
+    for (const auto& m : family.metric) sum += m.counter.value + m.gauge.value;
+    return sum;
+  }
+  return -1;  // not registered
+}
+
+class Server {
+ public:
+  Server(Transport& transport, CacheServerOptions o, prometheus::Registry* registry) {
+    auto service = CacheService::Open(o, registry);
+    EXPECT_TRUE(service.ok()) << service.status().ToString();
+    service_ = std::move(service).value();
+    std::promise<std::string> ready;
+    auto bound = ready.get_future();
+    thread_ = std::thread([&] {
+      Status s = service_->Serve(transport, "tcp://127.0.0.1:0", false,
+                                 [&](const std::string& e) { ready.set_value(e); });
+      EXPECT_TRUE(s.ok()) << s.ToString();
+    });
+    endpoint_ = bound.get();
+  }
+  ~Server() {
+    service_->Stop();
+    thread_.join();
+  }
+  const std::string& endpoint() const { return endpoint_; }
+
+ private:
+  std::unique_ptr<CacheService> service_;
+  std::thread thread_;
+  std::string endpoint_;
+};
+
+class ServingTest : public ::testing::Test {
+ protected:
+  CacheServerOptions Options() {
+    CacheServerOptions o;
+    o.data_dir = dir_.path() + "/db";
+    return o;
+  }
+  Message Request(Method method, std::string body) {
+    Message m;
+    m.method = method;
+    m.body = std::move(body);
+    return m;
+  }
+  TempDir dir_;
+  Transport transport_;
+  prometheus::Registry registry_;
+};
+
+double Seconds(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+// Client A keeps several FindMissing requests of 20,000 digests queued (each takes the server
+// tens of milliseconds); client B's reads must not wait behind them.
+TEST_F(ServingTest, OneClientsSlowRequestsDoNotDelayAnothersReads) {
+  Server server(transport_, Options(), &registry_);
+  auto b = ConnectCache(transport_, server.endpoint());
+  std::string blob = RandomBytes(64 << 10, 1);
+  Digest d;
+  ASSERT_TRUE(b->PutBytes(blob, &d).ok());
+
+  FindMissingRequest big;
+  for (int i = 0; i < 20000; ++i) big.digests.push_back(Digest::Of(std::to_string(i)));
+  const std::string big_body = Encode(big);
+  auto socket = transport_.Connect(server.endpoint());
+  ASSERT_TRUE(socket.ok());
+  RpcChannel a(std::move(socket).value());
+  // How long one takes when alone.
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(a.Call(Request(Method::kFindMissing, big_body), 30s).ok());
+  double alone = Seconds(std::chrono::steady_clock::now() - t0);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> slow_done{0};
+  std::thread flood([&] {
+    std::deque<uint64_t> in_flight;
+    while (!stop.load()) {
+      while (in_flight.size() < 4) {
+        auto id = a.SendRequest(Request(Method::kFindMissing, big_body));
+        ASSERT_TRUE(id.ok());
+        in_flight.push_back(*id);
+      }
+      auto reply = a.AwaitReply(in_flight.front(), 60s);
+      in_flight.pop_front();
+      ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+      ++slow_done;
+    }
+    for (uint64_t id : in_flight) a.AwaitReply(id, 60s).status().IgnoreError();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(alone * 1000)));
+  std::vector<double> latencies;
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(
+                                                    std::max(1.0, 10 * alone));
+  while (std::chrono::steady_clock::now() < end) {
+    auto start = std::chrono::steady_clock::now();
+    auto got = b->ReadBytes(d);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    ASSERT_EQ(*got, blob);
+    latencies.push_back(Seconds(std::chrono::steady_clock::now() - start));
+  }
+  stop.store(true);
+  flood.join();
+  std::sort(latencies.begin(), latencies.end());
+  double median = latencies[latencies.size() / 2];
+  std::printf("FindMissing(20k) alone %.1f ms; %d of them during %zu reads; read median %.2f ms, "
+              "max %.2f ms\n",
+              alone * 1e3, slow_done.load(), latencies.size(), median * 1e3,
+              latencies.back() * 1e3);
+  EXPECT_GE(slow_done.load(), 2);
+  // Behind a queue of four slow requests a read would wait at least one of them.
+  EXPECT_LT(median, alone / 4);
+  EXPECT_GT(latencies.size(), 20u);
+}
+
+// A client that stops half way through an upload, and one that asks for many chunks and never
+// reads the replies, hold no server thread: others upload and read as usual.
+TEST_F(ServingTest, StalledClientsDoNotBlockOthers) {
+  Server server(transport_, Options(), &registry_);
+  auto other = ConnectCache(transport_, server.endpoint());
+  std::string big = RandomBytes(4 * kMiB, 2);
+  Digest big_digest;
+  ASSERT_TRUE(other->PutBytes(big, &big_digest).ok());
+
+  // Stalled uploader: begins, sends one chunk of four, then nothing.
+  auto s1 = transport_.Connect(server.endpoint());
+  ASSERT_TRUE(s1.ok());
+  RpcChannel stalled_upload(std::move(s1).value());
+  std::string never = RandomBytes(4 * kMiB, 3);
+  auto begin = stalled_upload.Call(
+      Request(Method::kBeginUpload, Encode(BeginUploadRequest{Digest::Of(never)})), 5s);
+  ASSERT_TRUE(begin.ok());
+  BeginUploadResponse br;
+  ASSERT_TRUE(Decode(begin->body, &br).ok());
+  Message chunk = Request(Method::kUploadChunk, Encode(UploadChunkRequest{br.upload_id, 0}));
+  chunk.data.push_back(never.substr(0, kMiB));
+  ASSERT_TRUE(stalled_upload.Call(chunk, 5s).ok());
+
+  // Stalled reader: 60 reads of a MiB each, replies never read.
+  auto s2 = transport_.Connect(server.endpoint());
+  ASSERT_TRUE(s2.ok());
+  RpcChannel stalled_reader(std::move(s2).value());
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(stalled_reader
+                    .SendRequest(Request(Method::kReadBlob,
+                                         Encode(ReadBlobRequest{big_digest, (i % 4) * kMiB, kMiB})))
+                    .ok());
+  }
+
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) {
+    std::string bytes = RandomBytes(2 * kMiB + i, 10 + i);
+    Digest d;
+    ASSERT_TRUE(other->PutBytes(bytes, &d).ok());
+    auto back = other->ReadBytes(d);
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ(*back, bytes);
+  }
+  auto back = other->ReadBytes(big_digest);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, big);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  // The stalled upload is still open, not visible.
+  auto missing = other->FindMissing({Digest::Of(never)});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->size(), 1u);
+}
+
+std::string PutOrDie(CacheClient& c, const std::string& bytes) {
+  Digest d;
+  Status s = c.PutBytes(bytes, &d);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  return d.hex;
+}
+
+TEST_F(ServingTest, PruneKeepsWhatImagesNeedUnlessAll) {
+  Server server(transport_, Options(), &registry_);
+  auto c = ConnectCache(transport_, server.endpoint());
+  // An image: layer + TOC + config + manifest, named by a ref.
+  std::string layer = RandomBytes(300 << 10, 4), toc = RandomBytes(1000, 5),
+              config = "{\"config\":{}}";
+  Digest layer_d = Digest::Of(layer), toc_d = Digest::Of(toc), config_d = Digest::Of(config);
+  PutOrDie(*c, layer);
+  PutOrDie(*c, toc);
+  PutOrDie(*c, config);
+  std::string manifest = SerializeManifest(MakeStoredManifest(config_d, {{layer_d, toc_d}}));
+  Digest manifest_d = Digest::Of(manifest);
+  PutOrDie(*c, manifest);
+  ASSERT_TRUE(c->PutRef("docker.io/library/app:latest", manifest_d).ok());
+  // Unreferenced blobs, used oldest first.
+  std::vector<Digest> loose;
+  for (int i = 0; i < 3; ++i) {
+    std::string b = RandomBytes(100 << 10, 20 + i);
+    PutOrDie(*c, b);
+    loose.push_back(Digest::Of(b));
+    std::this_thread::sleep_for(5ms);  // distinct access times
+  }
+  auto st = QueryCacheStats(transport_, server.endpoint());
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->blobs, 7u);
+  EXPECT_EQ(st->refs, 1u);
+  const uint64_t image_bytes = layer.size() + toc.size() + config.size() + manifest.size();
+  EXPECT_EQ(st->bytes, image_bytes + 300u * 1024);
+
+  // Dry run: counts, removes nothing.
+  PruneCacheRequest req;
+  req.dry_run = true;
+  auto r = PruneCache(transport_, server.endpoint(), req);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->blobs, 3u);
+  EXPECT_EQ(r->bytes, 300u * 1024);
+  st = QueryCacheStats(transport_, server.endpoint());  // (a FindMissing would touch them)
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->blobs, 7u);
+
+  // keep_bytes: only the oldest loose blob has to go.
+  req = PruneCacheRequest{};
+  req.keep_bytes = image_bytes + 200 * 1024;
+  r = PruneCache(transport_, server.endpoint(), req);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->blobs, 1u);
+  auto missing = c->FindMissing(loose);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(*missing, std::vector<Digest>{loose[0]});
+
+  // Everything unreferenced.
+  r = PruneCache(transport_, server.endpoint(), PruneCacheRequest{});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->blobs, 2u);
+  EXPECT_EQ(r->blobs_left, 4u);
+  EXPECT_EQ(r->bytes_left, image_bytes);
+  missing = c->FindMissing({layer_d, toc_d, config_d, manifest_d});
+  ASSERT_TRUE(missing.ok());
+  EXPECT_TRUE(missing->empty());
+
+  // --all: the image goes, and its ref with it.
+  req = PruneCacheRequest{};
+  req.all = true;
+  r = PruneCache(transport_, server.endpoint(), req);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->blobs, 4u);
+  EXPECT_EQ(r->refs, 1u);
+  st = QueryCacheStats(transport_, server.endpoint());
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->blobs, 0u);
+  EXPECT_EQ(st->bytes, 0u);
+  auto refs = c->ListRefs();
+  ASSERT_TRUE(refs.ok());
+  EXPECT_TRUE(refs->empty());
+}
+
+TEST_F(ServingTest, EvictionsAreCounted) {
+  CacheServerOptions o = Options();
+  o.max_bytes = 3 * kMiB;
+  Server server(transport_, o, &registry_);
+  auto c = ConnectCache(transport_, server.endpoint());
+  for (int i = 0; i < 5; ++i) PutOrDie(*c, RandomBytes(kMiB, 40 + i));
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  // Evicted in the background; the size gauges follow at the next housekeeping.
+  while ((MetricValue(registry_, "stagefarm_cache_evictions_total") < 3 ||
+          MetricValue(registry_, "stagefarm_cache_blobs") > 2) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  // 5 MiB down to 90% of 3 MiB: three blobs go.
+  EXPECT_EQ(MetricValue(registry_, "stagefarm_cache_evictions_total"), 3);
+  EXPECT_LE(MetricValue(registry_, "stagefarm_cache_bytes"), 2.7 * kMiB + 1);
+  EXPECT_EQ(MetricValue(registry_, "stagefarm_cache_blobs"), 2);
+}
+
+TEST_F(ServingTest, EveryDesignMetricIsRegisteredWithHelp) {
+  Server server(transport_, Options(), &registry_);
+  auto c = ConnectCache(transport_, server.endpoint());
+  PutOrDie(*c, "x");
+  ASSERT_TRUE(c->GetAction("k").ok());
+  std::map<std::string, std::string> help;
+  for (const auto& f : registry_.Collect()) help[f.name] = f.help;
+  for (const char* name :
+       {"stagefarm_cache_bytes", "stagefarm_cache_blobs", "stagefarm_cache_ops_total",
+        "stagefarm_cache_op_seconds", "stagefarm_cache_transfer_bytes_total",
+        "stagefarm_cache_evictions_total", "stagefarm_cache_ac_lookups_total"}) {
+    ASSERT_TRUE(help.count(name)) << name;
+    EXPECT_FALSE(help[name].empty()) << name;
+  }
+}
+
+}  // namespace
+}  // namespace stagefarm::cache
