@@ -9,9 +9,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <map>
 
 #include "stagefarm/common/context_tree.h"
+#include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/unique_fd.h"
+#include "stagefarm/worker/child_process.h"
 #include "stagefarm/worker/fs_util.h"
 #include "stagefarm/worker/user_db.h"
 
@@ -97,6 +100,9 @@ SourceEntry FromStat(std::string name, const struct stat& st) {
   e.mode = st.st_mode & 07777;
   e.owner = std::make_pair(st.st_uid, st.st_gid);
   e.mtime = st.st_mtim;
+  e.dev = st.st_dev;
+  e.ino = st.st_ino;
+  e.nlink = st.st_nlink;
   if (S_ISREG(st.st_mode)) {
     e.type = SourceEntry::Type::kFile;
   } else if (S_ISDIR(st.st_mode)) {
@@ -248,7 +254,25 @@ StatusOr<std::vector<Match>> Expand(CopySource& source, const std::string& patte
   std::vector<Match> out;
   for (const auto& p : paths) {
     SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> e, source.Stat(p));
-    if (e) out.push_back({p, std::move(*e)});
+    if (!e) continue;
+    // A symlink named as a source (or matched by a wildcard) is followed inside the source root,
+    // as BuildKit's COPY does (FollowSymlinks): its target is copied under the link's name.
+    // Links inside a copied directory stay links.
+    std::string path = p;
+    const std::string name = p.substr(p.rfind('/') + 1);
+    for (int hops = 0; e && e->type == SourceEntry::Type::kSymlink; ++hops) {
+      if (hops == 40) return InvalidArgumentError(p + ": too many levels of symbolic links");
+      size_t slash = path.rfind('/');
+      std::string base = e->target.starts_with("/") || slash == std::string::npos
+                             ? std::string()
+                             : path.substr(0, slash);
+      path = "";
+      for (const auto& part : SourceComponents(Join(base, e->target))) path = Join(path, part);
+      SF_ASSIGN_OR_RETURN(e, source.Stat(path));
+    }
+    if (!e) return NotFoundError(p + ": symbolic link to a missing file");
+    e->name = name;
+    out.push_back({path, std::move(*e)});
   }
   return out;
 }
@@ -258,6 +282,12 @@ struct Applier {
   std::optional<std::pair<uid_t, gid_t>> chown;
   std::optional<uint32_t> chmod;
   struct timespec default_mtime;
+  // Files with several links already copied: (dev, ino) -> where the first copy went.
+  struct Copied {
+    UniqueFd dir;
+    std::string name;
+  };
+  std::map<std::pair<dev_t, ino_t>, Copied> linked = {};
 
   Status Finish(int parent_fd, const std::string& name, const SourceEntry& e, int own_fd) {
     auto [uid, gid] = chown ? *chown : (e.owner ? *e.owner : std::make_pair(uid_t(0), gid_t(0)));
@@ -312,6 +342,19 @@ struct Applier {
       }
       case SourceEntry::Type::kFile: {
         SF_RETURN_IF_ERROR(Replace(parent_fd, name, shown));
+        if (e.nlink > 1) {
+          auto first = linked.find({e.dev, e.ino});
+          if (first != linked.end()) {
+            if (::linkat(first->second.dir.get(), first->second.name.c_str(), parent_fd,
+                         name.c_str(), 0) != 0) {
+              return ErrnoError("link " + shown, errno);
+            }
+            return Status();
+          }
+          UniqueFd dir(::fcntl(parent_fd, F_DUPFD_CLOEXEC, 0));
+          if (!dir) return ErrnoError("dup", errno);
+          linked.emplace(std::make_pair(e.dev, e.ino), Copied{std::move(dir), name});
+        }
         UniqueFd out(::openat(parent_fd, name.c_str(),
                               O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!out) return ErrnoError("create " + shown, errno);
@@ -365,6 +408,57 @@ StatusOr<uint32_t> ParseChmod(const std::string& text) {
     mode = mode * 8 + static_cast<uint32_t>(c - '0');
   }
   return mode;
+}
+
+// ADD's archive detection (Docker's: by content). Writes the file at `path` of `source` under
+// `scratch`, decompresses it, and when the result is a tar unpacks it into a fresh directory whose
+// path is returned; an empty string when the file is not an archive (ADD then copies it as is).
+StatusOr<std::string> UnpackIfArchive(CopySource& source, const std::string& path,
+                                      const SourceEntry& file, const std::string& scratch,
+                                      int index) {
+  const std::string raw = scratch + "/archive-" + std::to_string(index);
+  {
+    UniqueFd out(::open(raw.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!out) return ErrnoError("create " + raw, errno);
+    SF_RETURN_IF_ERROR(source.WriteContent(path, file, out.get()));
+  }
+  SF_ASSIGN_OR_RETURN(std::string head, ReadFile(raw, 1 << 20));
+  auto starts = [&](std::string_view magic) { return head.compare(0, magic.size(), magic) == 0; };
+  const char* decompressor = nullptr;
+  if (starts("\x1f\x8b")) {
+    decompressor = "gzip";
+  } else if (starts("BZh")) {
+    decompressor = "bzip2";
+  } else if (starts(std::string_view("\xfd"
+                                     "7zXZ\x00",
+                                     6))) {
+    decompressor = "xz";
+  } else if (starts("\x28\xb5\x2f\xfd")) {
+    decompressor = "zstd";
+  }
+  std::string tar = raw;
+  if (decompressor) {
+    tar = raw + ".tar";
+    UniqueFd out(::open(tar.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!out) return ErrnoError("create " + tar, errno);
+    // The decompressor's stderr shares the output; on failure the output is not used.
+    SF_ASSIGN_OR_RETURN(ChildProcess child,
+                        ChildProcess::Spawn({decompressor, "-dc", raw}, out.get()));
+    if (child.Wait() != 0) return std::string();  // not really compressed: copy it as is
+  }
+  // A tar has "ustar" at offset 257 (POSIX and GNU formats).
+  UniqueFd in(::open(tar.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return ErrnoError("open " + tar, errno);
+  char magic[5];
+  if (::pread(in.get(), magic, sizeof magic, 257) != static_cast<ssize_t>(sizeof magic) ||
+      std::string_view(magic, 5) != "ustar") {
+    return std::string();
+  }
+  const std::string dir = raw + ".d";
+  if (::mkdir(dir.c_str(), 0755) != 0) return ErrnoError("mkdir " + dir, errno);
+  Status s = ExtractLayer(tar, dir);
+  if (!s.ok()) return s.Annotate("unpacking " + path);
+  return dir;
 }
 
 }  // namespace
@@ -423,8 +517,26 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
                                 "directory and end with a /");
   }
 
+  int archives = 0;
   for (const auto& m : matches) {
     std::string shown_base = "/" + dest_clean;
+    if (req.extract_archives && m.entry.type == SourceEntry::Type::kFile) {
+      SF_ASSIGN_OR_RETURN(std::string unpacked,
+                          UnpackIfArchive(source, m.path, m.entry, req.scratch_dir, archives++));
+      if (!unpacked.empty()) {
+        SF_ASSIGN_OR_RETURN(auto tree, MakeDirSource(unpacked));
+        SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> top, tree->Stat(""));
+        if (!top) return InternalError("unpacked archive vanished: " + unpacked);
+        SF_ASSIGN_OR_RETURN(UniqueFd dir,
+                            MakeDirsInRoot(root.get(), dest_clean, 0755, dir_uid, dir_gid));
+        UniqueFd dir_rw(::openat(dir.get(), ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+        if (!dir_rw) return ErrnoError("open " + shown_base, errno);
+        Applier unpack{*tree, apply.chown, apply.chmod, apply.default_mtime};
+        SF_RETURN_IF_ERROR(
+            unpack.CopyContents("", *top, dir_rw.get(), shown_base == "/" ? "" : shown_base));
+        continue;
+      }
+    }
     if (m.entry.type == SourceEntry::Type::kDir) {
       // "COPY dir /x" copies dir's contents into /x.
       SF_ASSIGN_OR_RETURN(UniqueFd dir,

@@ -1,6 +1,10 @@
 #include "stagefarm/worker/executor.h"
 
 #include <fcntl.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +19,7 @@
 #include "stagefarm/worker/oci_spec.h"
 #include "stagefarm/worker/overlay_mount.h"
 #include "stagefarm/worker/sandbox.h"
+#include "stagefarm/worker/step_cgroup.h"
 #include "stagefarm/worker/user_db.h"
 
 namespace stagefarm::worker {
@@ -87,8 +92,55 @@ struct Executor::StepContext {
   std::string output_tail;
 };
 
-Executor::Executor(WorkerOptions options)
-    : options_(std::move(options)), layers_(options_.root + "/layers") {}
+struct Executor::Metrics {
+  explicit Metrics(prometheus::Registry* r) {
+    if (r == nullptr) {
+      own = std::make_unique<prometheus::Registry>();
+      r = own.get();
+    }
+    steps = &prometheus::BuildCounter()
+                 .Name("stagefarm_worker_steps_total")
+                 .Help("Steps run by this worker, by kind (run, copy, add) and outcome")
+                 .Register(*r);
+    duration = &prometheus::BuildHistogram()
+                    .Name("stagefarm_worker_step_duration_seconds")
+                    .Help("Wall time of steps run by this worker, by kind")
+                    .Register(*r);
+    layer_bytes = &prometheus::BuildCounter()
+                       .Name("stagefarm_worker_layer_bytes_total")
+                       .Help("Bytes of the layers this worker produced (uncompressed tar)")
+                       .Register(*r)
+                       .Add({});
+    store_bytes = &prometheus::BuildGauge()
+                       .Name("stagefarm_worker_layer_store_bytes")
+                       .Help("Bytes of the layers extracted in the local layer store")
+                       .Register(*r)
+                       .Add({});
+  }
+  void Step(StepKind kind, const Status& status, double seconds) {
+    const char* k = kind == StepKind::kRun ? "run" : kind == StepKind::kCopy ? "copy" : "add";
+    const char* outcome = status.ok()                               ? "success"
+                          : status.code() == StatusCode::kCancelled ? "cancelled"
+                                                                    : "failure";
+    steps->Add({{"kind", k}, {"outcome", outcome}}).Increment();
+    duration
+        ->Add({{"kind", k}}, prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                                                     5, 10, 30, 60, 300, 1800})
+        .Observe(seconds);
+  }
+  std::unique_ptr<prometheus::Registry> own;
+  prometheus::Family<prometheus::Counter>* steps;
+  prometheus::Family<prometheus::Histogram>* duration;
+  prometheus::Counter* layer_bytes;
+  prometheus::Gauge* store_bytes;
+};
+
+Executor::Executor(WorkerOptions options, prometheus::Registry* registry)
+    : options_(std::move(options)),
+      metrics_(std::make_unique<Metrics>(registry)),
+      layers_(options_.root + "/layers") {}
+
+Executor::~Executor() = default;
 
 void Executor::Cancel(const std::string& task_id) {
   std::lock_guard lock(mu_);
@@ -123,6 +175,8 @@ TaskDone Executor::Run(const StageTask& task, CacheClient& cache, const EventSin
     StepContext ctx{task, i, step, cache, on_event, *cancelled, lowers, {}, 0, {}};
     Status s = RunStep(ctx);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    metrics_->Step(step.kind, s, seconds);
+    metrics_->store_bytes->Set(static_cast<double>(layers_.extracted_bytes()));
     if (!s.ok()) {
       done.status = std::move(s);
       done.failed_step = static_cast<int32_t>(i);
@@ -203,9 +257,22 @@ Status Executor::RunStep(StepContext& ctx) {
     config.hosts_file = d + "/hosts";
     config.resolv_conf_file = d + "/resolv.conf";
     config.hostname_file = d + "/hostname";
-    config.memory_limit_bytes = options_.memory_limit_bytes;
-    config.pids_limit = options_.pids_limit;
     config.cpus = options_.cpus;
+    // Unique on the host: container ids name cgroups, and an embedded farm runs several
+    // executors in one process.
+    static std::atomic<uint64_t> process_wide_id{0};
+    const std::string container_id = "stagefarm-" + std::to_string(::getpid()) + "-" +
+                                     std::to_string(process_wide_id.fetch_add(1));
+    // Memory and pids limits live on a cgroup of ours around the container's, so that after the
+    // container is gone we can still tell an OOM kill from any other failure.
+    StepCgroup cgroup;
+    if (options_.memory_limit_bytes > 0 || options_.pids_limit > 0) {
+      auto made =
+          StepCgroup::Create(container_id, options_.memory_limit_bytes, options_.pids_limit);
+      if (!made.ok()) return made.status().Annotate(prefix + "setting up the step's limits");
+      cgroup = std::move(*made);
+      config.cgroups_path = cgroup.runtime_path();
+    }
     SF_RETURN_IF_ERROR(
         WriteFile(config.hosts_file, "127.0.0.1\tlocalhost " + config.hostname +
                                          "\n"
@@ -219,11 +286,7 @@ Status Executor::RunStep(StepContext& ctx) {
     run.state_root = options_.root + "/runtime";
     SF_RETURN_IF_ERROR(MakeDirs(run.state_root, 0700));
     run.bundle_dir = d + "/bundle";
-    // Unique on the host: container ids name cgroups, and an embedded farm runs several
-    // executors in one process.
-    static std::atomic<uint64_t> process_wide_id{0};
-    run.container_id = "stagefarm-" + std::to_string(::getpid()) + "-" +
-                       std::to_string(process_wide_id.fetch_add(1));
+    run.container_id = container_id;
     run.timeout_seconds =
         ctx.task.timeout_seconds ? ctx.task.timeout_seconds : options_.step_timeout_seconds;
     run.cancelled = &ctx.cancelled;
@@ -243,6 +306,12 @@ Status Executor::RunStep(StepContext& ctx) {
     if (!exit_code.ok()) return exit_code.status().Annotate(prefix.substr(0, prefix.size() - 2));
     if (*exit_code != 0) {
       ctx.exit_code = *exit_code;
+      if (cgroup.OomKilled(*exit_code)) {
+        return Status(StatusCode::kUnknown,
+                      prefix + "out of memory: the step used more than its memory limit of " +
+                          std::to_string(options_.memory_limit_bytes >> 20) +
+                          " MiB and was killed (exit code: " + std::to_string(*exit_code) + ")");
+      }
       return Status(StatusCode::kUnknown, prefix +
                                               "process did not complete successfully: exit code: " +
                                               std::to_string(*exit_code));
@@ -261,6 +330,11 @@ Status Executor::RunStep(StepContext& ctx) {
     copy.instruction = step.kind == StepKind::kAdd ? "ADD" : "COPY";
     Status copied;
     if (step.from_layers.empty()) {
+      copy.extract_archives = step.kind == StepKind::kAdd;
+      copy.scratch_dir = d + "/scratch";
+      if (::mkdir(copy.scratch_dir.c_str(), 0700) != 0) {
+        return ErrnoError("mkdir " + copy.scratch_dir, errno);
+      }
       auto source = MakeContextSource(ctx.cache, step.context_root);
       copied = ApplyCopy(copy, *source, merged);
     } else {
@@ -293,6 +367,7 @@ Status Executor::RunStep(StepContext& ctx) {
   put = ctx.cache.PutBytes(written->toc_blob, &toc_digest);
   if (!put.ok()) return put.Annotate(prefix + "uploading the layer's TOC");
   ctx.layer = LayerRef{written->diff_id, toc_digest};
+  metrics_->layer_bytes->Increment(static_cast<double>(written->diff_id.size));
   // The next step stacks on this layer: extract it from the local tar now rather than fetch it.
   Status kept = layers_.Insert(written->diff_id, tar);
   if (!kept.ok()) return kept.Annotate(prefix + "storing the layer");

@@ -77,6 +77,8 @@ Status LayerStore::ExtractInto(const Digest& diff_id, const std::string& tar_pat
   std::string dir = PathOf(diff_id);
   if (::rename(into.c_str(), dir.c_str()) != 0)
     return ErrnoError("rename " + into + " to " + dir, errno);
+  struct stat st;
+  if (::stat(tar_path.c_str(), &st) == 0) extracted_bytes_ += static_cast<uint64_t>(st.st_size);
   return Status();
 }
 

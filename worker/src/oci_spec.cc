@@ -3,6 +3,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "stagefarm/worker/seccomp_profile.h"
+
 namespace stagefarm::worker {
 
 using nlohmann::json;
@@ -124,6 +126,9 @@ std::string MakeOciConfig(const SandboxConfig& c) {
         "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"}},
       {"readonlyPaths", {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}},
   };
+
+  if (!c.cgroups_path.empty()) linux_section["cgroupsPath"] = c.cgroups_path;
+  if (c.seccomp) linux_section["seccomp"] = DefaultSeccompProfile();
 
   json config{
       {"ociVersion", "1.0.2"},

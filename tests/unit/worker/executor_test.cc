@@ -3,6 +3,8 @@
 #include "stagefarm/worker/executor.h"
 
 #include <gtest/gtest.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -305,6 +307,89 @@ TEST_F(ExecutorTest, CopyFromContextFollowsDockerRules) {
   EXPECT_EQ(t3["app/renamed"].mode, 0600u);
 }
 
+// ADD unpacks tars from the context whatever their compression (by content, not name), keeping
+// their owners, and copies other files, compressed or not, as they are.
+TEST_F(ExecutorTest, AddUnpacksLocalTarsInEveryCompression) {
+  const std::string ctx = tmp_.path() + "/ctx-tar", src = tmp_.path() + "/tar-src";
+  WriteText(src + "/inner/file.txt", "inside\n");
+  fs::create_directories(ctx);
+  ASSERT_EQ(std::system(("chown -R 1234:99 " + src).c_str()), 0);
+  const std::string tar = "tar --numeric-owner -C " + src + " -c inner";
+  ASSERT_EQ(std::system((tar + " -f " + ctx + "/plain.tar").c_str()), 0);
+  ASSERT_EQ(std::system((tar + " -z -f " + ctx + "/a.tgz").c_str()), 0);
+  ASSERT_EQ(std::system((tar + " -j -f " + ctx + "/b.tar.bz2").c_str()), 0);
+  ASSERT_EQ(std::system((tar + " -J -f " + ctx + "/c.tar.xz").c_str()), 0);
+  ASSERT_EQ(std::system((tar + " --zstd -f " + ctx + "/renamed.bin").c_str()), 0);
+  WriteText(ctx + "/notes.txt", "plain\n");
+  ASSERT_EQ(std::system(("gzip -k " + ctx + "/notes.txt").c_str()), 0);
+  auto root = HashContextDir(
+      ctx, [](const std::string&) { return false; },
+      [&](ContextBlob blob) {
+        Status s = blob.path.empty() ? cache_.PutBytes(blob.bytes)
+                                     : cache_.PutFile(blob.path, blob.digest);
+        EXPECT_TRUE(s.ok()) << s.ToString();
+      });
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  Executor ex(options_);
+  std::vector<StepSpec> steps;
+  for (const char* name : {"plain.tar", "a.tgz", "b.tar.bz2", "c.tar.xz", "renamed.bin",
+                           "notes.txt", "notes.txt.gz"}) {
+    StepSpec add = Copy({name}, std::string("/out-") + name, *root);
+    add.kind = StepKind::kAdd;
+    add.key = std::string("add-") + name;
+    steps.push_back(add);
+  }
+  TaskDone done = Execute(ex, Task(steps));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString();
+  for (int i = 0; i < 5; ++i) {
+    auto toc = TocOf(done.layers[i]);
+    std::string path = "out-" + steps[i].sources[0] + "/inner/file.txt";
+    ASSERT_TRUE(toc.count(path)) << path;
+    EXPECT_EQ(toc[path].digest, Digest::Of("inside\n").str());
+    EXPECT_EQ(toc[path].uid, 1234u);
+    EXPECT_EQ(toc[path].gid, 99u);
+  }
+  auto text = TocOf(done.layers[5]);
+  ASSERT_TRUE(text.count("out-notes.txt"));
+  EXPECT_EQ(text["out-notes.txt"].type, TocType::kFile);
+  auto gz = TocOf(done.layers[6]);
+  ASSERT_TRUE(gz.count("out-notes.txt.gz")) << "a compressed non-tar is copied as is";
+  EXPECT_EQ(gz["out-notes.txt.gz"].type, TocType::kFile);
+}
+
+// BuildKit follows a symlink named as a source; symlinks inside a copied directory stay links.
+TEST_F(ExecutorTest, CopyFollowsSymlinkSourcesButKeepsLinksInsideDirs) {
+  const std::string ctx = tmp_.path() + "/ctx-links";
+  WriteText(ctx + "/real/file.txt", "real\n");
+  fs::create_symlink("real/file.txt", ctx + "/file-link");
+  fs::create_symlink("real", ctx + "/dir-link");
+  fs::create_symlink("file.txt", ctx + "/real/inner-link");
+  auto root = HashContextDir(
+      ctx, [](const std::string&) { return false; },
+      [&](ContextBlob blob) {
+        Status s = blob.path.empty() ? cache_.PutBytes(blob.bytes)
+                                     : cache_.PutFile(blob.path, blob.digest);
+        EXPECT_TRUE(s.ok()) << s.ToString();
+      });
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  Executor ex(options_);
+  TaskDone done = Execute(
+      ex, Task({Copy({"file-link", "dir-link"}, "/x/", *root), Copy({"*-link"}, "/w/", *root)}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString();
+  for (int i = 0; i < 2; ++i) {
+    auto toc = TocOf(done.layers[i]);
+    std::string dir = i == 0 ? "x/" : "w/";
+    ASSERT_TRUE(toc.count(dir + "file-link")) << dir;
+    EXPECT_EQ(toc[dir + "file-link"].type, TocType::kFile);
+    EXPECT_EQ(toc[dir + "file-link"].digest, Digest::Of("real\n").str());
+    // dir-link's target is a directory: its contents land in the destination.
+    EXPECT_TRUE(toc.count(dir + "file.txt")) << dir;
+    ASSERT_TRUE(toc.count(dir + "inner-link")) << dir;
+    EXPECT_EQ(toc[dir + "inner-link"].type, TocType::kSymlink);
+    EXPECT_EQ(toc[dir + "inner-link"].link, "file.txt");
+  }
+}
+
 TEST_F(ExecutorTest, CopyMissingSourceNamesIt) {
   Digest context = UploadContext(tmp_.path() + "/ctx", cache_);
   Executor ex(options_);
@@ -338,6 +423,60 @@ TEST_F(ExecutorTest, CopyFromAStageKeepsOwnersAndMtimes) {
   EXPECT_EQ(toc["got/f"].uid, 1000u);
   EXPECT_EQ(toc["got/f"].gid, 50u);
   EXPECT_TRUE(toc.count("got/passwd"));
+}
+
+TEST_F(ExecutorTest, CopyFromAStageKeepsHardLinks) {
+  Executor ex(options_);
+  TaskDone first = Execute(
+      ex, Task({Run("mkdir -p /out/sub; echo x > /out/a; ln /out/a /out/sub/b; echo y > /out/c",
+                    "k")}));
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString() << "\n" << log_;
+  StepSpec s;
+  s.key = "from-links";
+  s.kind = StepKind::kCopy;
+  s.text = "COPY --from=build";
+  s.sources = {"/out"};
+  s.dest = "/got/";
+  s.from_layers = {base_, first.layers[0]};
+  TaskDone done = Execute(ex, Task({s, Run("stat -c %h:%i /got/a /got/sub/b /got/c", "k2")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString();
+  std::istringstream in(log_);
+  std::string a, b, c;
+  in >> a >> b >> c;
+  EXPECT_EQ(a.substr(0, 2), "2:") << log_;
+  EXPECT_EQ(a, b) << "one inode, two names";
+  EXPECT_EQ(c.substr(0, 2), "1:") << log_;
+  auto toc = TocOf(done.layers[0]);
+  ASSERT_TRUE(toc.count("got/sub/b"));
+  EXPECT_EQ(toc["got/sub/b"].type, TocType::kHardlink);
+  EXPECT_EQ(toc["got/sub/b"].link, "got/a");
+}
+
+TEST_F(ExecutorTest, MetricsCountStepsByKindAndOutcomeAndLayerBytes) {
+  prometheus::Registry registry;
+  Executor ex(options_, &registry);
+  TaskDone ok = Execute(ex, Task({Run("echo hi > /f", "m1"), Run("echo again > /g", "m2")}));
+  ASSERT_TRUE(ok.status.ok()) << ok.status.ToString();
+  TaskDone failed = Execute(ex, Task({Run("exit 3", "m3")}));
+  ASSERT_FALSE(failed.status.ok());
+  std::string text = prometheus::TextSerializer().Serialize(registry.Collect());
+  EXPECT_NE(text.find("stagefarm_worker_steps_total{kind=\"run\",outcome=\"success\"} 2"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("stagefarm_worker_steps_total{kind=\"run\",outcome=\"failure\"} 1"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("stagefarm_worker_step_duration_seconds_count{kind=\"run\"} 3"),
+            std::string::npos)
+      << text;
+  uint64_t produced = ok.layers[0].diff_id.size + ok.layers[1].diff_id.size;
+  ASSERT_GT(produced, 0u);
+  EXPECT_NE(text.find("stagefarm_worker_layer_bytes_total " + std::to_string(produced)),
+            std::string::npos)
+      << text;
+  // The base layer and both new layers were extracted in the store.
+  EXPECT_NE(text.find("stagefarm_worker_layer_store_bytes "), std::string::npos) << text;
+  EXPECT_EQ(text.find("stagefarm_worker_layer_store_bytes 0\n"), std::string::npos) << text;
 }
 
 TEST_F(ExecutorTest, RuncWorksToo) {

@@ -34,6 +34,10 @@ struct SourceEntry {
   Digest digest;        // context files and directory nodes
   mode_t raw_mode = 0;  // kOther: file type bits, for mknod
   dev_t rdev = 0;       // kOther devices
+  // Filesystem sources: identity of a file with several names, so hard links stay links.
+  dev_t dev = 0;
+  ino_t ino = 0;
+  nlink_t nlink = 1;
 };
 
 // Where COPY reads from. Paths are relative to the source root ("" is the root). Not thread-safe.
@@ -66,6 +70,12 @@ struct CopyRequest {
   // when the task sets one, so a layer never depends on when or where it was built.
   int64_t default_mtime = 0;
   std::string instruction = "COPY";  // for messages
+  // ADD from the build context: a source file that is a tar (plain, gzip, bzip2, xz or zstd, told
+  // by its content, not its name) is unpacked into dest (a directory) instead of copied, keeping
+  // the owners, modes and mtimes of its entries (--chown and --chmod still win). Needs
+  // `scratch_dir`, an empty directory outside the rootfs for the unpacked archive.
+  bool extract_archives = false;
+  std::string scratch_dir;
 };
 
 // Copies per Docker's rules: a directory source copies its contents; a file goes to dest/<name>
@@ -73,7 +83,9 @@ struct CopyRequest {
 // wildcard matching several) need a directory dest ending with '/'. Missing parents are created.
 // Owners are --chown's, else the source's own (filesystem sources) or 0:0 (the context).
 // A missing source is NotFound: "COPY failed: file not found in build context: foo".
-// Hard links between copied files are not preserved (each becomes a file of its own).
+// Files hard-linked together in a filesystem source stay hard-linked in one copy (as BuildKit
+// does): the first name met is copied, the others are linked to it.
+// Not yet: ADD from a URL (Unimplemented).
 Status ApplyCopy(const CopyRequest& request, CopySource& source, const std::string& rootfs);
 
 }  // namespace stagefarm::worker

@@ -18,12 +18,19 @@
 #include "stagefarm/worker/layer_store.h"
 #include "stagefarm/worker/worker_options.h"
 
+namespace prometheus {
+class Registry;
+}
+
 namespace stagefarm::worker {
 
 class Executor {
  public:
-  // `options.runtime` should be what CheckHost returned.
-  explicit Executor(WorkerOptions options);
+  // `options.runtime` should be what CheckHost returned. `registry` (borrowed, may be null) gets
+  // stagefarm_worker_steps_total{kind,outcome}, stagefarm_worker_step_duration_seconds{kind},
+  // stagefarm_worker_layer_bytes_total and stagefarm_worker_layer_store_bytes.
+  explicit Executor(WorkerOptions options, prometheus::Registry* registry = nullptr);
+  ~Executor();
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
@@ -47,7 +54,9 @@ class Executor {
   // Runs one step; fills `done` on failure.
   Status RunStep(StepContext& ctx);
 
+  struct Metrics;
   const WorkerOptions options_;
+  std::unique_ptr<Metrics> metrics_;
   LayerStore layers_;
   std::mutex mu_;  // guards running_
   std::multimap<std::string, std::shared_ptr<std::atomic<bool>>> running_;

@@ -7,6 +7,8 @@
 // (LRU eviction under a disk budget is not done yet.)
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -31,6 +33,8 @@ class LayerStore {
   // Extracts the layer `diff_id` from a local tar the caller has already verified (a layer this
   // worker just wrote), unless it is already present. Saves fetching it back from the cache.
   Status Insert(const Digest& diff_id, const std::string& tar_path);
+  // Bytes of the layers this store extracted since it was made (their tar sizes).
+  uint64_t extracted_bytes() const { return extracted_bytes_.load(); }
 
  private:
   std::shared_ptr<std::mutex> LockFor(const std::string& hex);
@@ -38,6 +42,7 @@ class LayerStore {
   Status ExtractInto(const Digest& diff_id, const std::string& tar_path);
 
   std::string root_;
+  std::atomic<uint64_t> extracted_bytes_{0};
   std::mutex mu_;  // guards locks_
   std::map<std::string, std::weak_ptr<std::mutex>> locks_;
 };

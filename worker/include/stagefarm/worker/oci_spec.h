@@ -1,6 +1,6 @@
 // The OCI runtime-spec config.json of a RUN step's sandbox: Docker's defaults (namespaces,
-// capabilities, masked and read-only /proc paths, a minimal /dev) with our rootfs, process and
-// limits. Not yet: a default seccomp profile (the sandbox runs without seccomp filtering).
+// capabilities, seccomp profile (seccomp_profile.h), masked and read-only /proc paths, a minimal
+// /dev) with our rootfs, process and limits.
 #pragma once
 
 #include <cstdint>
@@ -22,9 +22,14 @@ struct SandboxConfig {
   bool isolated_network = false;
   // Files generated per step outside the rootfs and bind-mounted over /etc/...: never captured.
   std::string hosts_file, resolv_conf_file, hostname_file;
-  uint64_t memory_limit_bytes = 0;  // 0 = none
-  uint32_t pids_limit = 0;          // 0 = none
-  double cpus = 0;                  // 0 = none
+  // linux.cgroupsPath (e.g. a StepCgroup's runtime_path()); empty = the runtime's default.
+  std::string cgroups_path;
+  // Limits on the container's own cgroup; 0 = none. (The executor puts memory and pids on its
+  // StepCgroup instead, so that the OOM counters survive the container.)
+  uint64_t memory_limit_bytes = 0;
+  uint32_t pids_limit = 0;
+  double cpus = 0;
+  bool seccomp = true;  // Docker's default profile; false only for RUN --security=insecure
 };
 
 // The paths inside the rootfs the runtime mounts over, so it may create them in the upper dir

@@ -16,9 +16,11 @@ struct WorkerOptions {
   std::string runtime = "crun";
   // Per step; a task's own timeout_seconds wins when non-zero.
   uint32_t step_timeout_seconds = 3600;
-  uint64_t memory_limit_bytes = 0;  // 0 = no limit
-  uint32_t pids_limit = 0;          // 0 = no limit
-  double cpus = 0;                  // 0 = no limit; 1.5 = one and a half CPUs
+  // Per RUN step, on a cgroup the worker makes below its own (StepCgroup), so that a step killed
+  // for memory fails with "out of memory". 0 = no limit.
+  uint64_t memory_limit_bytes = 0;
+  uint32_t pids_limit = 0;
+  double cpus = 0;  // 0 = no limit; 1.5 = one and a half CPUs
   // "default": RUN steps share the worker's network unless the step says --network=none;
   // "none": every RUN step gets a network namespace with loopback only.
   std::string network_policy = "default";
