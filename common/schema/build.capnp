@@ -18,6 +18,7 @@ struct BuildRequest {
   platform @9 :Text;
   tenant @10 :Text;
   network @11 :Text;
+  priority @12 :Int32;
 }
 
 struct SubmitBuildResponse {

@@ -39,12 +39,14 @@ struct RegisterWorkerRequest {
   slots @1 :UInt32;
   platform @2 :Text;
   labels @3 :List(Common.KeyValue);
+  runningTasks @4 :List(Text);
 }
 
 struct HeartbeatRequest {
   name @0 :Text;
   busySlots @1 :UInt32;
   runningTasks @2 :List(Text);
+  layers @3 :List(Text);
 }
 
 struct TaskEvent {

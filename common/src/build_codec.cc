@@ -38,6 +38,7 @@ std::string Encode(const BuildRequest& m) {
   b.setPlatform(m.platform);
   b.setTenant(m.tenant);
   b.setNetwork(m.network);
+  b.setPriority(m.priority);
   return codec::ToBytes(mb);
 }
 
@@ -55,6 +56,7 @@ Status Decode(std::string_view bytes, BuildRequest* m) {
     m->platform = codec::Str(r.getPlatform());
     m->tenant = codec::Str(r.getTenant());
     m->network = codec::Str(r.getNetwork());
+    m->priority = r.getPriority();
     if (m->dockerfile.empty()) return InvalidArgumentError("build request without a Dockerfile");
     return Status();
   });

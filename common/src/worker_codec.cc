@@ -99,6 +99,7 @@ std::string Encode(const RegisterWorkerRequest& m) {
   b.setSlots(m.slots);
   b.setPlatform(m.platform);
   codec::WriteMap(b.initLabels(m.labels.size()), m.labels);
+  codec::WriteStrings(b.initRunningTasks(m.running_tasks.size()), m.running_tasks);
   return codec::ToBytes(mb);
 }
 
@@ -109,6 +110,7 @@ Status Decode(std::string_view bytes, RegisterWorkerRequest* m) {
         m->slots = r.getSlots();
         m->platform = codec::Str(r.getPlatform());
         m->labels = codec::ReadMap(r.getLabels());
+        m->running_tasks = codec::ReadStrings(r.getRunningTasks());
         if (m->name.empty()) return InvalidArgumentError("worker registered without a name");
         if (m->slots == 0 || m->slots > 1024) {
           return InvalidArgumentError("worker slots " + std::to_string(m->slots) + " out of range");
@@ -123,6 +125,7 @@ std::string Encode(const HeartbeatRequest& m) {
   b.setName(m.name);
   b.setBusySlots(m.busy_slots);
   codec::WriteStrings(b.initRunningTasks(m.running_tasks.size()), m.running_tasks);
+  codec::WriteStrings(b.initLayers(m.layers.size()), m.layers);
   return codec::ToBytes(mb);
 }
 
@@ -133,6 +136,7 @@ Status Decode(std::string_view bytes, HeartbeatRequest* m) {
                                                  m->busy_slots = r.getBusySlots();
                                                  m->running_tasks =
                                                      codec::ReadStrings(r.getRunningTasks());
+                                                 m->layers = codec::ReadStrings(r.getLayers());
                                                  return Status();
                                                });
 }

@@ -18,6 +18,7 @@
 #include "stagefarm/common/log.h"
 #include "stagefarm/common/oci.h"
 #include "stagefarm/common/worker_protocol.h"
+#include "stagefarm/coordinator/fair_queue.h"
 #include "stagefarm/coordinator/step_keys.h"
 #include "step_spec.h"
 
@@ -43,7 +44,9 @@ struct WorkerInfo {
   std::string peer;
   std::string name;
   uint32_t slots = 1;
+  std::string platform;
   std::set<std::string> tasks;
+  std::set<std::string> layers;  // diffID hex it holds (its last heartbeat, plus what we sent it)
   Clock::time_point last_seen;
 };
 
@@ -61,6 +64,8 @@ struct Task {
   std::string worker_peer;  // empty while queued
   int attempts = 0;
   Clock::time_point queued_at;
+  std::string tenant;  // of the build that first asked for it
+  QueueKey queue_key;  // its place in the tenant's queue while queued
 };
 
 struct StageState {
@@ -132,12 +137,20 @@ struct Coordinator::Impl {
                                .Register(*registry)
                                .Add({}, prometheus::Histogram::BucketBoundaries{
                                             0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600});
+    schedule_seconds = &prometheus::BuildHistogram()
+                            .Name("stagefarm_schedule_seconds")
+                            .Help("Coordinator time to place one task: choose it, choose its "
+                                  "worker, encode and send it")
+                            .Register(*registry)
+                            .Add({}, prometheus::Histogram::BucketBoundaries{
+                                         1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1});
   }
 
   // --- messages -------------------------------------------------------------------------------
   void Handle(const std::string& peer, const Message& m);
   void HandleSubmit(const std::string& peer, const Message& m);
   void HandleCancel(const std::string& peer, const Message& m);
+  void HandleKeepAlive(const std::string& peer, const Message& m);
   void HandleRegister(const std::string& peer, const Message& m);
   void HandleHeartbeat(const std::string& peer, const Message& m);
   void HandleTaskEvent(const std::string& peer, const Message& m);
@@ -159,6 +172,13 @@ struct Coordinator::Impl {
   void Enqueue(Build& b, size_t s, StageTask spec, std::vector<size_t> step_index);
   void Schedule();
   void CheckWorkers();
+  // Cancels the builds whose client has gone silent.
+  void CheckClients();
+  void Unqueue(Task& t);
+  // Compares what worker `w` says it runs with what it was given (see coordinator.h).
+  void Reconcile(WorkerInfo& w, const std::vector<std::string>& running);
+  // Hands queued task `id` to worker `w` and tells the builds waiting for it.
+  void Assign(const std::string& id, WorkerInfo& w, bool resumed);
   void LoseWorker(const std::string& peer, const std::string& why);
   void Send(const std::string& peer, Method method, uint64_t request_id, std::string body);
   void UpdateWorkerGauge();
@@ -174,6 +194,7 @@ struct Coordinator::Impl {
   prometheus::Family<prometheus::Gauge>* workers_gauge;
   prometheus::Histogram* build_seconds;
   prometheus::Histogram* stage_queue_seconds;
+  prometheus::Histogram* schedule_seconds;
 
   std::atomic<bool> stop{false};
   std::unique_ptr<ServerSocket> socket;
@@ -181,7 +202,10 @@ struct Coordinator::Impl {
   std::map<std::string, std::unique_ptr<Build>> builds;
   std::map<std::string, WorkerInfo> workers;  // by peer identity
   std::map<std::string, Task> tasks;          // by task id
-  std::deque<std::string> queue;              // task ids waiting for a worker, oldest first
+  FairQueue queue;                            // task ids waiting for a worker
+  int64_t next_seq = 0;                       // for new tasks; retries take -next_retry_seq
+  int64_t next_retry_seq = 0;
+  std::map<std::string, Clock::time_point> clients;  // client peer -> last message from it
   std::map<std::string, FsIndex> fs_cache;    // stage filesystems by the key of their layer list
 };
 
@@ -205,12 +229,16 @@ Status Coordinator::Serve(const std::string& endpoint, bool insecure,
     Message m;
     StatusOr<bool> got = d.socket->Receive(&peer, &m, std::chrono::milliseconds(100));
     if (!got.ok()) return got.status();
-    if (*got) d.Handle(peer, m);
+    if (*got) {
+      if (auto c = d.clients.find(peer); c != d.clients.end()) c->second = Clock::now();
+      d.Handle(peer, m);
+    }
     for (auto it = d.builds.begin(); it != d.builds.end();) {
       it = it->second->finished ? d.builds.erase(it) : std::next(it);
     }
-    if (Clock::now() - last_check > std::chrono::milliseconds(500)) {
+    if (Clock::now() - last_check > std::chrono::milliseconds(200)) {
       d.CheckWorkers();
+      d.CheckClients();
       last_check = Clock::now();
     }
     d.Schedule();
@@ -229,9 +257,24 @@ void Coordinator::Impl::Send(const std::string& peer, Method method, uint64_t re
 }
 
 void Coordinator::Impl::Handle(const std::string& peer, const Message& m) {
+  // With CURVE the transport knows which key list the peer is in (transport.h PeerRole): a
+  // worker's key cannot submit builds, a client's key cannot act as a worker.
+  PeerRole role = socket->last_peer_role();
+  bool worker_method = m.method == Method::kRegisterWorker || m.method == Method::kHeartbeat ||
+                       m.method == Method::kTaskEvent || m.method == Method::kTaskDone;
+  bool client_method = m.method == Method::kSubmitBuild || m.method == Method::kCancelBuild;
+  if ((role == PeerRole::kWorker && client_method) ||
+      (role == PeerRole::kClient && worker_method)) {
+    socket->Send(peer, m.ErrorReply(PermissionDeniedError(
+                           "a " + std::string(PeerRoleName(role)) + " key may not call " +
+                           std::string(MethodName(m.method)))))
+        .IgnoreError();
+    return;
+  }
   switch (m.method) {
     case Method::kSubmitBuild: return HandleSubmit(peer, m);
     case Method::kCancelBuild: return HandleCancel(peer, m);
+    case Method::kKeepAlive: return HandleKeepAlive(peer, m);
     case Method::kRegisterWorker: return HandleRegister(peer, m);
     case Method::kHeartbeat: return HandleHeartbeat(peer, m);
     case Method::kTaskEvent: return HandleTaskEvent(peer, m);
@@ -280,7 +323,7 @@ void Coordinator::Impl::FailBuild(Build& b, BuildEvent failure) {
       Send(t.worker_peer, Method::kCancelTask, 0, Encode(CancelTaskRequest{t.spec.task_id}));
       if (auto w = workers.find(t.worker_peer); w != workers.end()) w->second.tasks.erase(it->first);
     }
-    std::erase(queue, it->first);
+    if (t.worker_peer.empty()) Unqueue(t);
     it = tasks.erase(it);
   }
 }
@@ -296,6 +339,8 @@ void Coordinator::Impl::HandleSubmit(const std::string& peer, const Message& m) 
   b->client_peer = peer;
   b->request_id = m.request_id;
   b->started = Clock::now();
+  if (b->request.tenant.empty()) b->request.tenant = "default";
+  clients[peer] = Clock::now();
   socket->Send(peer, m.Reply(Encode(SubmitBuildResponse{b->id}))).IgnoreError();
   Build& build = *b;
   builds[b->id] = std::move(b);
@@ -325,6 +370,45 @@ void Coordinator::Impl::HandleCancel(const std::string& peer, const Message& m) 
   e.error = "build cancelled";
   FailBuild(*it->second, std::move(e));
   socket->Send(peer, m.Reply()).IgnoreError();
+}
+
+void Coordinator::Impl::HandleKeepAlive(const std::string& peer, const Message& m) {
+  CancelBuildRequest req;
+  Status s = Decode(m.body, &req);
+  if (!s.ok()) {
+    socket->Send(peer, m.ErrorReply(s)).IgnoreError();
+    return;
+  }
+  auto it = builds.find(req.build_id);
+  if (it == builds.end() || it->second->client_peer != peer) {
+    // Finished builds send their last event before this reply, so an unknown build is one a
+    // previous coordinator process ran.
+    socket->Send(peer, m.ErrorReply(UnavailableError(
+                           "the coordinator restarted and lost build " + req.build_id +
+                           "; run the build again (finished steps are cached)")))
+        .IgnoreError();
+    return;
+  }
+  socket->Send(peer, m.Reply()).IgnoreError();
+}
+
+void Coordinator::Impl::CheckClients() {
+  auto now = Clock::now();
+  std::set<std::string> live;
+  for (auto& [id, b] : builds) {
+    if (b->finished) continue;
+    auto c = clients.find(b->client_peer);
+    if (c != clients.end() && now - c->second <= options.client_timeout) {
+      live.insert(b->client_peer);
+      continue;
+    }
+    LogWarning("build " + id + ": its client has been silent for " +
+               std::to_string(options.client_timeout.count()) + " ms; cancelling it");
+    BuildEvent e;
+    e.error = "build cancelled: the client went away";
+    FailBuild(*b, std::move(e));
+  }
+  std::erase_if(clients, [&](const auto& c) { return !live.count(c.first); });
 }
 
 Status Coordinator::Impl::Plan(Build& b) {
@@ -571,8 +655,15 @@ void Coordinator::Impl::Enqueue(Build& b, size_t s, StageTask spec,
   auto it = tasks.find(spec.task_id);
   if (it != tasks.end()) {
     // Another build already runs this work: wait for it too.
-    it->second.waiters.push_back(Waiter{b.id, s});
+    Task& t = it->second;
+    t.waiters.push_back(Waiter{b.id, s});
     stages_total->Add({{"outcome", "deduplicated"}}).Increment();
+    if (t.worker_peer.empty() && -b.request.priority < t.queue_key.neg_priority) {
+      // A more urgent build now waits for it too.
+      Unqueue(t);
+      t.queue_key.neg_priority = -b.request.priority;
+      queue.Push(t.tenant, t.queue_key);
+    }
     if (!it->second.worker_peer.empty()) {
       BuildEvent e;
       e.kind = BuildEvent::Kind::kStageQueued;
@@ -588,43 +679,72 @@ void Coordinator::Impl::Enqueue(Build& b, size_t s, StageTask spec,
   t.step_index = std::move(step_index);
   t.waiters.push_back(Waiter{b.id, s});
   t.queued_at = Clock::now();
-  queue.push_back(t.spec.task_id);
+  t.tenant = b.request.tenant;
+  t.queue_key = QueueKey{-b.request.priority, next_seq++, t.spec.task_id};
+  queue.Push(t.tenant, t.queue_key);
   tasks.emplace(t.spec.task_id, std::move(t));
 }
 
+void Coordinator::Impl::Unqueue(Task& t) { queue.Remove(t.tenant, t.queue_key); }
+
 void Coordinator::Impl::Schedule() {
   while (!queue.empty()) {
-    // The worker with the most free slots; ties go to the one with fewer tasks.
+    auto t0 = Clock::now();
+    bool any_free = false;
+    for (const auto& [peer, w] : workers) {
+      if (w.tasks.size() < w.slots && w.platform == options.platform) any_free = true;
+    }
+    if (!any_free) break;
+    std::string tenant;
+    std::string id = queue.Peek(&tenant)->task_id;
+    const Task& t = tasks.at(id);
+    // Most base-layer bytes already there (each layer counts at least one byte, so an empty
+    // layer still counts), then most free slots, then fewest tasks.
     WorkerInfo* best = nullptr;
+    uint64_t best_held = 0;
     for (auto& [peer, w] : workers) {
-      if (w.tasks.size() >= w.slots) continue;
-      if (best == nullptr || w.slots - w.tasks.size() > best->slots - best->tasks.size() ||
-          (w.slots - w.tasks.size() == best->slots - best->tasks.size() &&
-           w.tasks.size() < best->tasks.size())) {
+      if (w.tasks.size() >= w.slots || w.platform != options.platform) continue;
+      uint64_t held = 0;
+      for (const LayerRef& l : t.spec.base_layers) {
+        if (w.layers.count(l.diff_id.hex)) held += std::max<uint64_t>(l.diff_id.size, 1);
+      }
+      auto free = [](const WorkerInfo& x) { return x.slots - x.tasks.size(); };
+      if (best == nullptr || held > best_held ||
+          (held == best_held && (free(w) > free(*best) ||
+                                 (free(w) == free(*best) && w.tasks.size() < best->tasks.size())))) {
         best = &w;
+        best_held = held;
       }
     }
-    if (best == nullptr) break;
-    std::string id = queue.front();
-    queue.pop_front();
-    Task& t = tasks.at(id);
-    t.worker_peer = best->peer;
-    ++t.attempts;
-    best->tasks.insert(id);
-    stage_queue_seconds->Observe(SecondsSince(t.queued_at));
-    Send(best->peer, Method::kAssignTask, 0, Encode(t.spec));
-    for (const Waiter& w : t.waiters) {
-      auto b = builds.find(w.build_id);
-      if (b == builds.end()) continue;
-      b->second->stages[w.stage].worker = best->name;
-      BuildEvent e;
-      e.kind = BuildEvent::Kind::kStageQueued;
-      e.stage = b->second->plan.stages[w.stage].display_name;
-      e.worker = best->name;
-      Emit(*b->second, std::move(e));
-    }
+    queue.MarkServed(tenant);
+    Assign(id, *best, /*resumed=*/false);
+    schedule_seconds->Observe(SecondsSince(t0));
   }
   queue_depth->Set(static_cast<double>(queue.size()));
+}
+
+void Coordinator::Impl::Assign(const std::string& id, WorkerInfo& w, bool resumed) {
+  Task& t = tasks.at(id);
+  Unqueue(t);
+  t.worker_peer = w.peer;
+  w.tasks.insert(id);
+  for (const LayerRef& l : t.spec.base_layers) w.layers.insert(l.diff_id.hex);
+  stage_queue_seconds->Observe(SecondsSince(t.queued_at));
+  if (!resumed) {
+    ++t.attempts;
+    Send(w.peer, Method::kAssignTask, 0, Encode(t.spec));
+  }
+  for (const Waiter& wt : t.waiters) {
+    auto b = builds.find(wt.build_id);
+    if (b == builds.end()) continue;
+    b->second->stages[wt.stage].worker = w.name;
+    BuildEvent e;
+    e.kind = BuildEvent::Kind::kStageQueued;
+    e.stage = b->second->plan.stages[wt.stage].display_name;
+    e.worker = w.name;
+    if (resumed) e.text = "the worker came back with the stage still running";
+    Emit(*b->second, std::move(e));
+  }
 }
 
 void Coordinator::Impl::UpdateWorkerGauge() {
@@ -641,20 +761,30 @@ void Coordinator::Impl::HandleRegister(const std::string& peer, const Message& m
     socket->Send(peer, m.ErrorReply(s)).IgnoreError();
     return;
   }
-  // The same worker under a new connection: what it ran before is lost with the old one.
+  // The same worker under a new connection: it keeps the tasks it still runs; the others are
+  // lost with the old connection.
+  std::set<std::string> kept;
   for (auto it = workers.begin(); it != workers.end(); ++it) {
-    if (it->second.name == req.name && it->first != peer) {
-      LoseWorker(it->first, "worker " + req.name + " reconnected");
-      break;
+    if (it->second.name != req.name || it->first == peer) continue;
+    for (const std::string& id : req.running_tasks) {
+      if (it->second.tasks.erase(id)) kept.insert(id);
     }
+    LoseWorker(it->first, "worker " + req.name + " reconnected");
+    break;
   }
   WorkerInfo& w = workers[peer];
+  for (const std::string& id : kept) {
+    w.tasks.insert(id);
+    tasks.at(id).worker_peer = peer;
+  }
   w.peer = peer;
   w.name = req.name;
   w.slots = req.slots;
+  w.platform = req.platform.empty() ? options.platform : req.platform;
   w.last_seen = Clock::now();
   LogInfo("worker " + req.name + " registered with " + std::to_string(req.slots) + " slots");
   socket->Send(peer, m.Reply()).IgnoreError();
+  Reconcile(w, req.running_tasks);
   UpdateWorkerGauge();
 }
 
@@ -665,8 +795,34 @@ void Coordinator::Impl::HandleHeartbeat(const std::string& peer, const Message& 
         .IgnoreError();
     return;
   }
-  it->second.last_seen = Clock::now();
+  HeartbeatRequest hb;
+  if (Status s = Decode(m.body, &hb); !s.ok()) {
+    socket->Send(peer, m.ErrorReply(s)).IgnoreError();
+    return;
+  }
+  WorkerInfo& w = it->second;
+  w.last_seen = Clock::now();
+  w.layers = std::set<std::string>(hb.layers.begin(), hb.layers.end());
   socket->Send(peer, m.Reply()).IgnoreError();
+  Reconcile(w, hb.running_tasks);
+}
+
+void Coordinator::Impl::Reconcile(WorkerInfo& w, const std::vector<std::string>& running) {
+  const std::string& peer = w.peer;
+  // What it runs that it should not: work given to another worker (after this one was thought
+  // lost), or work nobody waits for any more. A task still queued is given back to it.
+  for (const std::string& id : running) {
+    auto t = tasks.find(id);
+    if (t != tasks.end() && t->second.worker_peer == peer) continue;
+    if (t != tasks.end() && t->second.worker_peer.empty() && w.tasks.size() < w.slots) {
+      LogInfo("worker " + w.name + " still runs task " + id + "; it keeps it");
+      Assign(id, w, /*resumed=*/true);
+      continue;
+    }
+    LogInfo("worker " + w.name + " runs task " + id + " that is " +
+            (t == tasks.end() ? "no longer wanted" : "assigned elsewhere") + "; cancelling it");
+    Send(peer, Method::kCancelTask, 0, Encode(CancelTaskRequest{id}));
+  }
 }
 
 void Coordinator::Impl::CheckWorkers() {
@@ -705,7 +861,8 @@ void Coordinator::Impl::LoseWorker(const std::string& peer, const std::string& w
     }
     retries_total->Increment();
     t.queued_at = Clock::now();
-    queue.push_front(id);
+    t.queue_key.seq = -(++next_retry_seq);  // ahead of new work
+    queue.Push(t.tenant, t.queue_key);
     for (const Waiter& wt : waiters) {
       auto b = builds.find(wt.build_id);
       if (b == builds.end()) continue;
@@ -763,7 +920,20 @@ void Coordinator::Impl::HandleTaskDone(const std::string& peer, const Message& m
     w->second.tasks.erase(done.task_id);
     w->second.last_seen = Clock::now();
   }
-  if (it == tasks.end() || it->second.worker_peer != peer) return;
+  if (it == tasks.end()) return;
+  if (it->second.worker_peer != peer) {
+    // A worker we had given up on finished it after all: a success is as good as any (its
+    // layers are in the cache); a failure is not news, another attempt is under way.
+    if (!done.status.ok() || done.layers.size() != it->second.spec.steps.size()) return;
+    if (it->second.worker_peer.empty()) {
+      Unqueue(it->second);
+    } else {
+      Send(it->second.worker_peer, Method::kCancelTask, 0, Encode(CancelTaskRequest{done.task_id}));
+      if (auto w = workers.find(it->second.worker_peer); w != workers.end()) {
+        w->second.tasks.erase(done.task_id);
+      }
+    }
+  }
   Task t = std::move(it->second);
   tasks.erase(it);
   if (done.status.ok() && done.layers.size() != t.spec.steps.size()) {

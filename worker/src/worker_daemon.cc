@@ -7,8 +7,10 @@
 
 #include <atomic>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "stagefarm/common/cache_client.h"
@@ -20,18 +22,39 @@ namespace stagefarm::worker {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr auto kHeartbeatEvery = std::chrono::seconds(2);
-constexpr auto kRegisterRetry = std::chrono::seconds(1);
+constexpr auto kHeartbeatEvery = std::chrono::seconds(1);
+// Registration retries back off exponentially between these, each delay jittered by +-50%, so a
+// farm whose coordinator restarts does not register all at once.
+constexpr auto kRegisterRetryMin = std::chrono::milliseconds(500);
+constexpr auto kRegisterRetryMax = std::chrono::milliseconds(8000);
+
+Clock::duration Jittered(std::chrono::milliseconds base, std::mt19937& rng) {
+  std::uniform_real_distribution<double> f(0.5, 1.5);
+  return std::chrono::duration_cast<Clock::duration>(base * f(rng));
+}
+
+// The layers extracted under <root>/layers (their diffID hex), for placement by the coordinator.
+std::vector<std::string> HeldLayers(const std::string& root) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root + "/layers", ec)) {
+    std::string name = e.path().filename().string();
+    if (name.size() == 64 && name.find_first_not_of("0123456789abcdef") == std::string::npos) {
+      out.push_back(std::move(name));
+    }
+  }
+  return out;  // a missing directory is an empty store
+}
 
 }  // namespace
 
 struct WorkerDaemon::Impl {
   Impl(Transport& t, WorkerDaemonOptions o, prometheus::Registry* r)
-      : transport(t), options(std::move(o)), executor(options.executor), registry(r) {
-    if (registry == nullptr) {
-      own_registry = std::make_shared<prometheus::Registry>();
-      registry = own_registry.get();
-    }
+      : transport(t),
+        options(std::move(o)),
+        own_registry(r ? nullptr : std::make_shared<prometheus::Registry>()),
+        registry(r ? r : own_registry.get()),
+        executor(options.executor, registry) {
     slots_busy = &prometheus::BuildGauge()
                       .Name("stagefarm_worker_slots_busy")
                       .Help("Task slots in use")
@@ -86,9 +109,9 @@ struct WorkerDaemon::Impl {
 
   Transport& transport;
   WorkerDaemonOptions options;
-  Executor executor;
+  std::shared_ptr<prometheus::Registry> own_registry;  // when the caller gave none
   prometheus::Registry* registry;
-  std::shared_ptr<prometheus::Registry> own_registry;
+  Executor executor;  // after the registry: it registers the step metrics there
   prometheus::Gauge* slots_busy;
   prometheus::Family<prometheus::Counter>* tasks_total;
   std::atomic<bool> stop{false};
@@ -111,22 +134,30 @@ Status WorkerDaemon::Run() {
   Impl& d = *impl_;
   SF_ASSIGN_OR_RETURN(std::unique_ptr<ClientSocket> socket,
                       d.transport.Connect(d.options.coordinator_endpoint));
-  RegisterWorkerRequest reg{d.options.name, d.options.slots, d.options.platform, {}};
+  RegisterWorkerRequest reg{d.options.name, d.options.slots, d.options.platform, {}, {}};
+  std::mt19937 rng(std::random_device{}());
   bool registered = false;
   uint64_t next_id = 1;
   uint64_t register_id = 0;
-  auto last_register = Clock::now() - kRegisterRetry;
+  auto register_backoff = kRegisterRetryMin;
+  auto next_register = Clock::now();
   auto last_heartbeat = Clock::now();
 
   while (!d.stop) {
     auto now = Clock::now();
-    if (!registered && now - last_register >= kRegisterRetry) {
+    if (!registered && now >= next_register) {
+      reg.running_tasks.clear();
+      {
+        std::lock_guard lock(d.mu);
+        for (const auto& [id, t] : d.running) reg.running_tasks.push_back(id);
+      }
       Message m;
       m.method = Method::kRegisterWorker;
       m.request_id = register_id = next_id++;
       m.body = Encode(reg);
       SF_RETURN_IF_ERROR(socket->Send(m));
-      last_register = now;
+      next_register = now + Jittered(register_backoff, rng);
+      register_backoff = std::min(register_backoff * 2, kRegisterRetryMax);
     }
     if (registered && now - last_heartbeat >= kHeartbeatEvery) {
       HeartbeatRequest hb;
@@ -136,6 +167,7 @@ Status WorkerDaemon::Run() {
         for (const auto& [id, t] : d.running) hb.running_tasks.push_back(id);
       }
       hb.busy_slots = static_cast<uint32_t>(hb.running_tasks.size());
+      hb.layers = HeldLayers(d.options.executor.root);
       Message m;
       m.method = Method::kHeartbeat;
       m.request_id = next_id++;
@@ -154,6 +186,7 @@ Status WorkerDaemon::Run() {
           if (in.request_id != register_id) break;
           if (in.status.ok()) {
             registered = true;
+            register_backoff = kRegisterRetryMin;
             last_heartbeat = Clock::now();
             LogInfo("worker " + d.options.name + " registered with " +
                     d.options.coordinator_endpoint);
@@ -163,9 +196,10 @@ Status WorkerDaemon::Run() {
           }
           break;
         case Method::kHeartbeat:
-          if (in.status.code() == StatusCode::kNotFound) {
+          if (in.status.code() == StatusCode::kNotFound && registered) {
             LogWarning("worker " + d.options.name + ": coordinator forgot us; registering again");
             registered = false;
+            next_register = Clock::now() + Jittered(kRegisterRetryMin, rng);
           }
           break;
         case Method::kAssignTask: {
@@ -182,7 +216,10 @@ Status WorkerDaemon::Run() {
         }
         case Method::kCancelTask: {
           CancelTaskRequest req;
-          if (Decode(in.body, &req).ok()) d.executor.Cancel(req.task_id);
+          if (Decode(in.body, &req).ok()) {
+            LogInfo("worker " + d.options.name + ": cancelling task " + req.task_id);
+            d.executor.Cancel(req.task_id);
+          }
           break;
         }
         default:

@@ -70,9 +70,19 @@ TEST(WorkerCodec, TaskDoneRoundTripsWithStatus) {
 }
 
 TEST(WorkerCodec, TaskEventAndRegisterRoundTrip) {
-  TaskEvent e{"t", TaskEvent::Kind::kStepDone, 2, "log", 1.25, LayerRef{D('f', 7), D('0', 8)}};
+  TaskEvent e;
+  e.task_id = "t";
+  e.kind = TaskEvent::Kind::kStepDone;
+  e.step = 2;
+  e.log = "log";
+  e.seconds = 1.25;
+  e.layer = LayerRef{D('f', 7), D('0', 8)};
   EXPECT_EQ(RoundTrip(e), e);
-  RegisterWorkerRequest r{"w1", 4, "linux/amd64", {{"size", "large"}}};
+  RegisterWorkerRequest r;
+  r.name = "w1";
+  r.slots = 4;
+  r.platform = "linux/amd64";
+  r.labels = {{"size", "large"}};
   RegisterWorkerRequest r2 = RoundTrip(r);
   EXPECT_EQ(r2.name, "w1");
   EXPECT_EQ(r2.slots, 4u);

@@ -27,6 +27,7 @@ struct BuildRequest {
   std::string platform;          // empty: the farm's default
   std::string tenant;            // for fairness; empty = "default"
   std::string network;           // --network for RUN: "default" or "none"
+  int32_t priority = 0;          // higher runs first within the fair share of tenants
 
   friend bool operator==(const BuildRequest&, const BuildRequest&) = default;
 };

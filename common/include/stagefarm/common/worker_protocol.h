@@ -63,12 +63,14 @@ struct RegisterWorkerRequest {
   uint32_t slots = 1;    // tasks it runs at once
   std::string platform;  // "linux/amd64"
   std::map<std::string, std::string> labels;
+  std::vector<std::string> running_tasks;  // what it still runs from before (it reconnected)
 };
 
 struct HeartbeatRequest {
   std::string name;
   uint32_t busy_slots = 0;
   std::vector<std::string> running_tasks;
+  std::vector<std::string> layers;  // diffID hex of the layers it holds extracted (for placement)
 };
 
 struct TaskEvent {

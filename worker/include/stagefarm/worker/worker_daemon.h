@@ -1,7 +1,9 @@
 // The worker process's network side: registers with the coordinator, heartbeats, receives stage
 // tasks and runs each on its own thread with the Executor, streaming events and results back.
 // A coordinator that restarts is noticed (heartbeat answered "unknown worker") and the worker
-// registers again, keeping its layer store.
+// registers again after a jittered delay, retrying with jittered exponential backoff, keeping its
+// layer store. Heartbeats (every second) carry the running tasks and the held layers; the
+// coordinator answers a task the worker should not run with a cancel.
 #pragma once
 
 #include <memory>
