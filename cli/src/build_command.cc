@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -12,13 +14,17 @@
 #include <sstream>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <optional>
 
 #include "stagefarm/cli/commands.h"
 #include "stagefarm/cli/progress.h"
 #include "stagefarm/common/build_protocol.h"
 #include "stagefarm/common/context_tree.h"
 #include "stagefarm/common/dockerignore.h"
+#include "stagefarm/common/image_export.h"
 #include "stagefarm/common/image_import.h"
+#include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/image_ref.h"
 
 namespace stagefarm::cli {
@@ -27,8 +33,27 @@ namespace {
 std::atomic<bool> g_interrupted{false};
 void OnInterrupt(int) { g_interrupted = true; }
 
-struct UsageError {
-  std::string message;
+// A directory for a context read from stdin, removed with the object.
+class TempContextDir {
+ public:
+  TempContextDir() = default;
+  TempContextDir(const TempContextDir&) = delete;
+  TempContextDir& operator=(const TempContextDir&) = delete;
+  ~TempContextDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);  // best effort: only disk
+  }
+  Status Make() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/stagefarm-context-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) return ErrnoError("mkdtemp " + tmpl, errno);
+    path_ = tmpl;
+    return Status();
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
 };
 
 StatusOr<std::string> ReadFile(const std::string& path) {
@@ -41,7 +66,7 @@ StatusOr<std::string> ReadFile(const std::string& path) {
 std::map<std::string, std::string> ParseOutput(const std::string& spec) {
   std::map<std::string, std::string> out;
   if (spec.find('=') == std::string::npos) {
-    out["type"] = "local";
+    out["type"] = spec == "-" ? "tar" : "local";
     out["dest"] = spec;
     return out;
   }
@@ -54,12 +79,64 @@ std::map<std::string, std::string> ParseOutput(const std::string& spec) {
   return out;
 }
 
-// Hashes the context and uploads what the store lacks. Returns the root digest.
-StatusOr<Digest> UploadContext(CacheClient& cache, const std::string& dir, PlainProgress& progress) {
-  DockerIgnore ignore;
-  if (StatusOr<std::string> text = ReadFile(dir + "/.dockerignore"); text.ok()) {
-    SF_ASSIGN_OR_RETURN(ignore, DockerIgnore::Parse(*text));
+// One -o, checked before anything is built.
+struct OutputSpec {
+  std::string type;  // oci, docker, local, tar, image
+  std::string dest;
+  std::vector<std::string> names;  // name=, comma-separated in docker's syntax
+  bool push = false;
+  bool as_tar = true;  // oci: tar=false writes a layout directory
+  LayerCompression compression = LayerCompression::kUncompressed;
+};
+
+constexpr const char* kOutputHelp =
+    "use -o type=oci|docker|tar,dest=FILE, -o type=oci,tar=false,dest=DIR, "
+    "-o type=local,dest=DIR or -o type=image,name=NAME";
+
+StatusOr<OutputSpec> CheckOutput(const std::string& spec) {
+  auto o = ParseOutput(spec);
+  OutputSpec out;
+  out.type = o["type"];
+  out.dest = o["dest"];
+  static const std::set<std::string> kTypes = {"oci", "docker", "local", "tar", "image"};
+  if (!kTypes.count(out.type)) {
+    return InvalidArgumentError("-o " + spec + ": unknown output type \"" + out.type + "\"; " +
+                                kOutputHelp);
   }
+  if (out.type != "image" && out.dest.empty()) {
+    return InvalidArgumentError("-o " + spec + ": type=" + out.type + " needs dest=PATH");
+  }
+  if (out.dest == "-") {
+    return InvalidArgumentError("-o " + spec + ": writing to stdout is not supported; " +
+                                "give dest=FILE");
+  }
+  std::stringstream names(o["name"]);
+  for (std::string n; std::getline(names, n, ',');) {
+    if (!n.empty()) out.names.push_back(n);
+  }
+  out.push = o["push"] == "true";
+  if (out.push) {
+    return UnimplementedError("-o " + spec + ": push=true is not supported yet; export with " +
+                              "-o type=oci,dest=FILE and push it with skopeo copy");
+  }
+  out.as_tar = o["tar"] != "false";
+  if (o.count("compression")) {
+    SF_ASSIGN_OR_RETURN(out.compression, ParseLayerCompression(o["compression"]));
+    if (out.type == "local" || out.type == "tar") {
+      return InvalidArgumentError("-o " + spec + ": compression= applies to image outputs " +
+                                  "(oci, docker), not to a filesystem");
+    }
+  }
+  if (out.type == "image" && out.names.empty()) {
+    return InvalidArgumentError("-o " + spec + ": type=image needs name=NAME[:TAG] (or use -t)");
+  }
+  return out;
+}
+
+// Hashes the context and uploads what the store lacks. Returns the root digest.
+StatusOr<Digest> UploadContext(CacheClient& cache, const std::string& dir,
+                               const std::string& dockerfile, Progress& progress) {
+  SF_ASSIGN_OR_RETURN(DockerIgnore ignore, LoadDockerIgnore(dir, dockerfile));
   std::vector<ContextBlob> blobs;
   uint64_t files = 0, bytes = 0;
   SF_ASSIGN_OR_RETURN(
@@ -72,7 +149,8 @@ StatusOr<Digest> UploadContext(CacheClient& cache, const std::string& dir, Plain
               bytes += b.digest.size;
             }
             blobs.push_back(std::move(b));
-          }));
+          },
+          [&](const std::string& rel) { return ignore.MayReincludeUnder(rel); }));
   std::vector<Digest> digests;
   for (const ContextBlob& b : blobs) digests.push_back(b.digest);
   std::vector<Digest> missing;
@@ -101,48 +179,123 @@ StatusOr<Digest> UploadContext(CacheClient& cache, const std::string& dir, Plain
   return root;
 }
 
+// BuildKit's --metadata-file keys, for scripts that read them.
+std::string BuildMetadata(const BuildEvent& done, const std::vector<std::string>& names) {
+  nlohmann::json j;
+  j["containerimage.digest"] = done.manifest.str();
+  j["containerimage.config.digest"] = done.config.str();
+  j["containerimage.descriptor"] = {{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                                    {"digest", done.manifest.str()},
+                                    {"size", done.manifest.size}};
+  if (!names.empty()) {
+    std::string joined;
+    for (const std::string& n : names) joined += (joined.empty() ? "" : ",") + n;
+    j["image.name"] = joined;
+  }
+  return j.dump(2) + "\n";
+}
+
+Status WriteSmallFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << bytes;
+  out.close();
+  if (!out) return ErrnoError("write " + path, errno);
+  return Status();
+}
+
 Status Export(CacheClient& cache, const BuildEvent& done, const BuildFlags& flags,
-              PlainProgress& progress) {
+              const std::vector<OutputSpec>& outputs, Progress& progress) {
   std::vector<std::string> names;
   for (const std::string& t : flags.tags) names.push_back(NormalizeImageRef(t));
-  for (const std::string& spec : flags.outputs) {
-    auto o = ParseOutput(spec);
-    const std::string& type = o["type"];
-    if (type == "oci") {
-      if (o["dest"].empty()) return InvalidArgumentError("-o type=oci needs dest=FILE");
-      std::vector<std::string> refs = names;
-      if (!o["name"].empty()) refs.insert(refs.begin(), NormalizeImageRef(o["name"]));
-      SF_RETURN_IF_ERROR(ExportOciArchive(cache, done.manifest, refs, o["dest"]));
-      progress.Note("exported OCI archive to " + o["dest"]);
-    } else {
-      return UnimplementedError("output type \"" + type +
-                                "\" is not supported yet (supported: type=oci,dest=FILE)");
+  for (const OutputSpec& o : outputs) {
+    std::vector<std::string> refs;
+    for (const std::string& n : o.names) refs.push_back(NormalizeImageRef(n));
+    refs.insert(refs.end(), names.begin(), names.end());
+    ImageExportOptions opts{refs, o.compression};
+    if (o.type == "oci") {
+      SF_RETURN_IF_ERROR(ExportOciImage(cache, done.manifest, opts, o.dest, o.as_tar));
+      progress.Note("exported OCI image " + std::string(o.as_tar ? "archive" : "layout") +
+                    " to " + o.dest);
+    } else if (o.type == "docker") {
+      SF_RETURN_IF_ERROR(ExportDockerArchive(cache, done.manifest, opts, o.dest));
+      progress.Note("exported docker image archive to " + o.dest);
+    } else if (o.type == "local" || o.type == "tar") {
+      SF_RETURN_IF_ERROR(ExportRootfs(cache, done.manifest, o.dest, o.type == "tar"));
+      progress.Note("exported the image's filesystem to " + o.dest);
+    } else if (o.type == "image") {
+      for (const std::string& r : refs) {
+        SF_RETURN_IF_ERROR(cache.PutRef(r, done.manifest));
+        progress.Note("naming to " + FamiliarImageRef(r));
+      }
     }
   }
   for (const std::string& n : names) progress.Note("naming to " + n);
   if (!flags.iidfile.empty()) {
-    std::ofstream out(flags.iidfile);
-    out << done.config.str();
-    if (!out) return ErrnoError("write " + flags.iidfile, errno);
+    SF_RETURN_IF_ERROR(WriteSmallFile(flags.iidfile, done.config.str()));
+  }
+  if (!flags.metadata_file.empty()) {
+    SF_RETURN_IF_ERROR(WriteSmallFile(flags.metadata_file, BuildMetadata(done, names)));
   }
   return Status();
+}
+
+// `stagefarm build -`: stdin is a context tarball (plain, gzip or zstd), or a Dockerfile with an
+// empty context, as docker build takes it. Unpacks into `dir`; returns the Dockerfile text when
+// stdin was one.
+StatusOr<std::optional<std::string>> ContextFromStdin(const std::string& dir) {
+  std::string bytes(std::istreambuf_iterator<char>(std::cin), {});
+  auto is_archive = [&] {
+    if (bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1f &&
+        static_cast<unsigned char>(bytes[1]) == 0x8b) {
+      return true;  // gzip
+    }
+    if (bytes.size() >= 4 && bytes.compare(0, 4, "\x28\xb5\x2f\xfd") == 0) return true;  // zstd
+    return bytes.size() >= 263 && bytes.compare(257, 5, "ustar") == 0;
+  };
+  std::filesystem::create_directories(dir + "/context");
+  if (!is_archive()) return std::optional<std::string>(std::move(bytes));
+  const std::string tar = dir + "/context.tar";
+  SF_RETURN_IF_ERROR(WriteSmallFile(tar, bytes));
+  SF_RETURN_IF_ERROR(ExtractLayer(tar, dir + "/context").Annotate("unpacking the context from stdin"));
+  return std::optional<std::string>();
 }
 
 }  // namespace
 
 int RunBuild(const BuildFlags& flags) {
-  PlainProgress progress(stderr, flags.quiet);
+  std::unique_ptr<Progress> progress_view;
+  const bool tty = flags.progress == "tty" || (flags.progress == "auto" && !flags.quiet &&
+                                               ::isatty(::fileno(stderr)));
+  if (tty) {
+    progress_view = std::make_unique<TtyProgress>(stderr);
+  } else {
+    progress_view = std::make_unique<PlainProgress>(stderr, flags.quiet);
+  }
+  Progress& progress = *progress_view;
   auto fail = [&](const Status& s, int code) {
     std::fprintf(stderr, "ERROR: %s\n", s.message().c_str());
     return code;
   };
+  auto usage = [&](const std::string& message) {
+    return fail(InvalidArgumentError(message), 2);
+  };
+  std::vector<OutputSpec> outputs;
   for (const std::string& spec : flags.outputs) {
-    std::string type = ParseOutput(spec)["type"];
-    if (type != "oci") {
-      return fail(InvalidArgumentError("output type \"" + type +
-                                       "\" is not supported yet (supported: type=oci,dest=FILE)"),
-                  2);
-    }
+    StatusOr<OutputSpec> o = CheckOutput(spec);
+    if (!o.ok()) return fail(o.status(), 2);
+    outputs.push_back(std::move(*o));
+  }
+  if (!flags.platform.empty() && flags.platform != "linux/amd64" &&
+      flags.platform != "linux/x86_64") {
+    return usage("--platform " + flags.platform +
+                 ": this farm builds linux/amd64 only; drop --platform or pass linux/amd64");
+  }
+  if (flags.progress != "auto" && flags.progress != "plain" && flags.progress != "tty" &&
+      flags.progress != "quiet") {
+    return usage("--progress " + flags.progress + ": use auto, plain, tty or quiet");
+  }
+  if (!flags.secrets.empty()) {
+    return usage("--secret is not supported by this farm yet; pass the value another way");
   }
   BuildRequest req;
   for (const std::string& a : flags.build_args) {
@@ -160,21 +313,52 @@ int RunBuild(const BuildFlags& flags) {
   }
   req.target = flags.target;
   req.tags = flags.tags;
+  for (const OutputSpec& o : outputs) {
+    if (o.type == "image") req.tags.insert(req.tags.end(), o.names.begin(), o.names.end());
+  }
   req.no_cache = flags.no_cache;
   req.no_cache_filter = flags.no_cache_filter;
   req.platform = flags.platform;
   req.network = flags.network;
-  req.dockerfile_name = flags.file.empty() ? "Dockerfile" : flags.file;
+  req.tenant = flags.tenant;
+  req.priority = flags.priority;
+  req.dockerfile_name = flags.file.empty() || flags.file == "-" ? "Dockerfile" : flags.file;
 
+  std::string context = flags.context;
   std::string dockerfile_text;
-  if (flags.file == "-") {
+  bool have_dockerfile = false;
+  TempContextDir stdin_dir;
+  if (flags.context == "-") {
+    if (flags.file == "-") return usage("the context and -f cannot both be - (stdin)");
+    Status made = stdin_dir.Make();
+    if (!made.ok()) return fail(made, 1);
+    StatusOr<std::optional<std::string>> from_stdin = ContextFromStdin(stdin_dir.path());
+    if (!from_stdin.ok()) return fail(from_stdin.status(), 2);
+    context = stdin_dir.path() + "/context";
+    if (*from_stdin) {
+      dockerfile_text = std::move(**from_stdin);
+      have_dockerfile = true;
+    }
+  }
+  if (have_dockerfile) {
+    if (!flags.file.empty()) return usage("-f with a Dockerfile on stdin: pass one or the other");
+  } else if (flags.file == "-") {
     dockerfile_text.assign(std::istreambuf_iterator<char>(std::cin), {});
   } else {
-    std::string path = flags.file.empty() ? flags.context + "/Dockerfile" : flags.file;
+    std::string path = flags.file.empty() ? context + "/Dockerfile" : flags.file;
     StatusOr<std::string> text = ReadFile(path);
-    if (!text.ok()) return fail(NotFoundError("cannot read Dockerfile " + path), 2);
+    if (!text.ok()) {
+      return usage("cannot read the Dockerfile " + path +
+                   (flags.file.empty() ? ": put a Dockerfile in the context or pass -f PATH"
+                                       : ": check the -f path"));
+    }
     dockerfile_text = std::move(*text);
   }
+  if (!std::filesystem::is_directory(context)) {
+    return usage("the context " + context + " is not a directory; pass a directory, or - with " +
+                 "a tarball on stdin");
+  }
+  progress.SetDockerfile(req.dockerfile_name, dockerfile_text);
 
   Transport transport;
   StatusOr<FarmConnection> conn = ConnectFarm(transport, flags.farm, /*need_coordinator=*/true);
@@ -183,7 +367,7 @@ int RunBuild(const BuildFlags& flags) {
                                     (flags.farm.home.empty() ? DefaultHome() : flags.farm.home));
   std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
 
-  StatusOr<Digest> root = UploadContext(*cache, flags.context, progress);
+  StatusOr<Digest> root = UploadContext(*cache, context, flags.file, progress);
   if (!root.ok()) return fail(root.status().Annotate("build context"), 1);
   req.context_root = *root;
   Status put = cache->PutBytes(dockerfile_text, &req.dockerfile);
@@ -209,6 +393,7 @@ int RunBuild(const BuildFlags& flags) {
 
   auto last_heard = std::chrono::steady_clock::now();
   auto last_ping = last_heard;
+  auto last_keepalive = last_heard;
   for (;;) {
     if (g_interrupted) {
       Message cancel;
@@ -218,11 +403,20 @@ int RunBuild(const BuildFlags& flags) {
       std::fprintf(stderr, "ERROR: build cancelled\n");
       return 130;
     }
+    if (std::chrono::steady_clock::now() - last_keepalive > std::chrono::seconds(1)) {
+      // The coordinator cancels a build whose client stops sending these.
+      Message keepalive;
+      keepalive.method = Method::kKeepAlive;
+      keepalive.body = Encode(CancelBuildRequest{sub.build_id});
+      rpc.SendRequest(std::move(keepalive)).status().IgnoreError();  // failure shows as silence
+      last_keepalive = std::chrono::steady_clock::now();
+    }
     Message m;
     StatusOr<bool> got = rpc.socket().Receive(&m, std::chrono::milliseconds(200));
     if (!got.ok()) return fail(got.status(), 1);
     auto silent = std::chrono::steady_clock::now() - last_heard;
     if (!*got) {
+      progress.Tick();
       // A quiet step is normal; a coordinator that stops answering pings is not.
       if (silent > std::chrono::seconds(60)) {
         return fail(UnavailableError("lost the coordinator at " + conn->coordinator_endpoint +
@@ -239,13 +433,14 @@ int RunBuild(const BuildFlags& flags) {
       continue;
     }
     last_heard = std::chrono::steady_clock::now();
+    if (m.method == Method::kKeepAlive && !m.status.ok()) return fail(m.status, 1);
     if (m.method != Method::kBuildEvent || m.request_id != *id) continue;
     BuildEvent e;
     if (Status s = Decode(m.body, &e); !s.ok()) return fail(s, 1);
     progress.OnEvent(e);
     if (e.kind == BuildEvent::Kind::kBuildFailed) return 1;
     if (e.kind == BuildEvent::Kind::kBuildDone) {
-      Status s = Export(*cache, e, flags, progress);
+      Status s = Export(*cache, e, flags, outputs, progress);
       if (!s.ok()) return fail(s, 1);
       if (flags.quiet) std::printf("%s\n", e.config.str().c_str());
       return 0;
@@ -256,7 +451,8 @@ int RunBuild(const BuildFlags& flags) {
 void AddBuildCommand(CLI::App& app, CommandContext& ctx) {
   auto bf = std::make_shared<BuildFlags>();
   CLI::App* cmd = app.add_subcommand("build", "build a Dockerfile (docker build's flags)");
-  cmd->add_option("PATH", bf->context, "build context directory")->required();
+  cmd->add_option("PATH", bf->context, "build context directory, or - for a tarball on stdin")
+      ->required();
   cmd->add_option("-f,--file", bf->file, "Dockerfile (default PATH/Dockerfile; - for stdin)");
   cmd->add_option("-t,--tag", bf->tags, "name:tag for the result (repeatable)");
   cmd->add_option("--build-arg", bf->build_args, "KEY=VALUE or KEY (repeatable)");
@@ -268,8 +464,13 @@ void AddBuildCommand(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("--progress", bf->progress, "auto, plain, tty or quiet");
   cmd->add_flag("-q,--quiet", bf->quiet, "print only the image ID");
   cmd->add_option("--iidfile", bf->iidfile, "write the image ID to this file");
-  cmd->add_option("-o,--output", bf->outputs, "type=oci,dest=FILE");
+  cmd->add_option("--metadata-file", bf->metadata_file, "write the build result as JSON here");
+  cmd->add_option("--secret", bf->secrets, "id=ID,src=PATH or id=ID,env=VAR (repeatable)");
+  cmd->add_option("-o,--output", bf->outputs,
+                  "type=oci|docker|local|tar|image,dest=PATH[,name=N][,compression=gzip|zstd]");
   cmd->add_option("--network", bf->network, "network for RUN: default or none");
+  cmd->add_option("--tenant", bf->tenant, "who the build is for; the farm shares turns fairly");
+  cmd->add_option("--priority", bf->priority, "higher runs first (default 0)");
   AddFarmFlags(cmd, ctx);
   cmd->callback([&ctx, bf] {
     ctx.run = [&ctx, bf] {

@@ -11,6 +11,7 @@
 #include "stagefarm/cli/progress.h"
 #include "stagefarm/common/build_plan.h"
 #include "stagefarm/common/dockerfile_parser.h"
+#include "stagefarm/common/image_export.h"
 #include "stagefarm/common/image_import.h"
 #include "stagefarm/common/image_ref.h"
 #include "stagefarm/common/oci.h"
@@ -41,6 +42,7 @@ int RunImageLs(const FarmTarget& target) {
   if (!refs.ok()) return Fail(refs.status());
   std::printf("%-40s %-20s %10s\n", "REPOSITORY:TAG", "IMAGE ID", "SIZE");
   for (const auto& [name, manifest] : *refs) {
+    if (name.starts_with(kInternalRefPrefix)) continue;  // the farm's bookkeeping
     StatusOr<ImageRecord> image = LoadImage(*cache, manifest);
     if (!image.ok()) {
       std::printf("%-40s %-20s %10s\n", FamiliarImageRef(name).c_str(), "(missing)", "-");
@@ -70,6 +72,52 @@ int RunImageInspect(const FarmTarget& target, const std::string& name) {
   j["Id"] = image->config_digest.str();
   j["Manifest"] = image->manifest.str();
   std::printf("%s\n", j.dump(2).c_str());
+  return 0;
+}
+
+// Like `docker history`: newest first, one row per history entry, with the size of the layer it
+// made ("0 B" for metadata-only instructions).
+int RunImageHistory(const FarmTarget& target, const std::string& name, bool no_trunc) {
+  Transport transport;
+  StatusOr<FarmConnection> conn = ConnectFarm(transport, target, false);
+  if (!conn.ok()) return Fail(conn.status());
+  std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
+  auto manifest = cache->GetRef(NormalizeImageRef(name));
+  if (!manifest.ok()) return Fail(manifest.status());
+  if (!*manifest) {
+    return Fail(NotFoundError("no image " + name + " in the store; see `stagefarm image ls`"));
+  }
+  StatusOr<ImageRecord> image = LoadImage(*cache, **manifest);
+  if (!image.ok()) return Fail(image.status());
+  struct Row {
+    std::string layer, created_by, size, comment;
+  };
+  std::vector<Row> rows;
+  size_t layer = 0;
+  for (const HistoryEntry& h : image->history) {
+    Row r{"<missing>", h.created_by, "0 B", h.comment};
+    if (!h.empty_layer && layer < image->layers.size()) {
+      const Digest& d = image->layers[layer++].diff_id;
+      r.layer = d.hex.substr(0, 12);
+      r.size = HumanSize(d.size);
+    }
+    rows.push_back(std::move(r));
+  }
+  // Layers the history does not describe (an image imported without history).
+  for (; layer < image->layers.size(); ++layer) {
+    const Digest& d = image->layers[layer].diff_id;
+    rows.push_back({d.hex.substr(0, 12), "", HumanSize(d.size), ""});
+  }
+  std::printf("%-14s %-60s %10s  %s\n", "LAYER", "CREATED BY", "SIZE", "COMMENT");
+  for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
+    std::string by = it->created_by;
+    for (char& c : by) {
+      if (c == '\n' || c == '\t') c = ' ';
+    }
+    if (!no_trunc && by.size() > 60) by = by.substr(0, 57) + "...";
+    std::printf("%-14s %-60s %10s  %s\n", it->layer.c_str(), by.c_str(), it->size.c_str(),
+                it->comment.c_str());
+  }
   return 0;
 }
 
@@ -121,6 +169,15 @@ void AddImageCommands(CLI::App& app, CommandContext& ctx) {
   AddFarmFlags(inspect_cmd, ctx);
   inspect_cmd->callback(
       [&ctx, name] { ctx.run = [&ctx, name] { return RunImageInspect(ctx.farm, *name); }; });
+  auto no_trunc = std::make_shared<bool>(false);
+  CLI::App* history_cmd =
+      image_cmd->add_subcommand("history", "show an image's layers and the steps that made them");
+  history_cmd->add_option("NAME", *name, "image name")->required();
+  history_cmd->add_flag("--no-trunc", *no_trunc, "do not shorten CREATED BY");
+  AddFarmFlags(history_cmd, ctx);
+  history_cmd->callback([&ctx, name, no_trunc] {
+    ctx.run = [&ctx, name, no_trunc] { return RunImageHistory(ctx.farm, *name, *no_trunc); };
+  });
 }
 
 void AddDebugCommands(CLI::App& app, CommandContext& ctx) {

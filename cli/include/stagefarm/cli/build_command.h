@@ -9,7 +9,7 @@
 namespace stagefarm::cli {
 
 struct BuildFlags {
-  std::string context = ".";
+  std::string context = ".";  // "-": a tarball (or a Dockerfile) on stdin
   std::string file;  // -f; empty: <context>/Dockerfile; "-": stdin
   std::vector<std::string> tags;
   std::vector<std::string> build_args;  // K=V or K (taken from the environment)
@@ -21,8 +21,12 @@ struct BuildFlags {
   std::string progress = "auto";
   bool quiet = false;
   std::string iidfile;
+  std::string metadata_file;            // BuildKit-style JSON result
+  std::vector<std::string> secrets;     // id=..,src=.. | id=..,env=..
   std::vector<std::string> outputs;  // -o type=oci,dest=x.tar
   std::string network;
+  std::string tenant;  // BuildRequest.tenant: fair shares between tenants
+  int priority = 0;    // BuildRequest.priority
   FarmTarget farm;
 };
 
