@@ -19,6 +19,8 @@ void AddFarmFlags(CLI::App* cmd, CommandContext& ctx) {
                   "coordinator endpoint (or STAGEFARM_FARM); none: the embedded farm");
   cmd->add_option("--cache", ctx.farm.cache, "cache server endpoint (or STAGEFARM_CACHE)");
   cmd->add_option("--home", ctx.farm.home, "the embedded farm's store (or STAGEFARM_HOME)");
+  cmd->add_option("--curve-keys", ctx.farm.curve_keys,
+                  "CURVE key directory with this client's key (or STAGEFARM_CURVE_KEYS)");
 }
 
 int Main(int argc, char** argv) {
@@ -33,6 +35,8 @@ int Main(int argc, char** argv) {
   AddBuildCommand(app, ctx);
   AddImageCommands(app, ctx);
   AddDebugCommands(app, ctx);
+  AddStoreCommands(app, ctx);
+  AddOpsCommands(app, ctx);
 
   try {
     app.parse(argc, argv);

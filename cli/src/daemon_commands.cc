@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "stagefarm/cache/cache_service.h"
+#include "stagefarm/cli/curve_keys.h"
 #include "stagefarm/cli/daemon.h"
 #include "stagefarm/cli/embedded_farm.h"
 #include "stagefarm/common/log.h"
@@ -29,6 +30,7 @@ struct DaemonFlags {
   std::string listen;
   std::string metrics_listen;
   bool insecure = false;
+  std::string curve_keys;
 };
 
 void AddDaemonFlags(CLI::App* app, DaemonFlags* f, const std::string& default_listen) {
@@ -37,6 +39,9 @@ void AddDaemonFlags(CLI::App* app, DaemonFlags* f, const std::string& default_li
   app->add_option("--metrics-listen", f->metrics_listen,
                   "HOST:PORT for Prometheus metrics on /metrics");
   app->add_flag("--insecure", f->insecure, "allow a non-loopback --listen without --curve-keys");
+  app->add_option("--curve-keys", f->curve_keys,
+                  "CURVE key directory: the server key pair and the accepted worker and client "
+                  "public keys (see `stagefarm keys generate`)");
 }
 
 // --- daemons ----------------------------------------------------------------------------------
@@ -57,6 +62,9 @@ int RunCache(const DaemonFlags& df, const std::string& data, const std::string& 
   cache::CacheService* s = svc->get();
   OnShutdownSignal([s] { s->Stop(); });
   Transport transport;
+  if (Status k = UseCurveKeys(transport, df.curve_keys, PeerRole::kServer); !k.ok()) {
+    return Fail(k, 2);
+  }
   Status st = s->Serve(transport, df.listen, df.insecure, [&](const std::string& ep) {
     LogInfo("cache server listening on " + ep + ", data in " + opts.data_dir);
   });
@@ -68,6 +76,9 @@ int RunCoordinator(const DaemonFlags& df, coordinator::CoordinatorOptions opts) 
   StatusOr<std::unique_ptr<prometheus::Exposer>> exposer = ServeMetrics(df.metrics_listen, registry);
   if (!exposer.ok()) return Fail(exposer.status(), 2);
   Transport transport;
+  if (Status k = UseCurveKeys(transport, df.curve_keys, PeerRole::kServer); !k.ok()) {
+    return Fail(k, 2);
+  }
   coordinator::Coordinator coord(transport, opts, registry.get());
   OnShutdownSignal([&coord] { coord.Stop(); });
   Status st = coord.Serve(df.listen, df.insecure, [&](const std::string& ep) {
@@ -76,7 +87,8 @@ int RunCoordinator(const DaemonFlags& df, coordinator::CoordinatorOptions opts) 
   return st.ok() ? 0 : Fail(st);
 }
 
-int RunWorker(const std::string& metrics_listen, worker::WorkerDaemonOptions opts) {
+int RunWorker(const std::string& metrics_listen, const std::string& curve_keys,
+              worker::WorkerDaemonOptions opts) {
   if (opts.name.empty()) opts.name = Hostname() + "/" + std::to_string(getpid());
   if (opts.executor.root.empty()) opts.executor.root = DefaultHome() + "/worker";
   StatusOr<std::string> runtime = worker::CheckHost(opts.executor);
@@ -89,6 +101,9 @@ int RunWorker(const std::string& metrics_listen, worker::WorkerDaemonOptions opt
   StatusOr<std::unique_ptr<prometheus::Exposer>> exposer = ServeMetrics(metrics_listen, registry);
   if (!exposer.ok()) return Fail(exposer.status(), 2);
   Transport transport;
+  if (Status k = UseCurveKeys(transport, curve_keys, PeerRole::kWorker); !k.ok()) {
+    return Fail(k, 2);
+  }
   worker::WorkerDaemon daemon(transport, opts, registry.get());
   OnShutdownSignal([&daemon] { daemon.Stop(); });
   LogInfo("worker " + opts.name + " (" + std::to_string(opts.slots) + " slots, " + *runtime +
@@ -98,7 +113,7 @@ int RunWorker(const std::string& metrics_listen, worker::WorkerDaemonOptions opt
 }
 
 int RunUp(int workers, const std::string& home, const std::string& coord_listen,
-          const std::string& cache_listen) {
+          const std::string& cache_listen, const std::string& curve_keys = {}) {
   std::mutex mu;
   std::condition_variable cv;
   bool stop = false;
@@ -108,6 +123,10 @@ int RunUp(int workers, const std::string& home, const std::string& coord_listen,
     cv.notify_all();
   });
   Transport transport;
+  // The whole farm shares the server key; clients present theirs.
+  if (Status k = UseCurveKeys(transport, curve_keys, PeerRole::kServer); !k.ok()) {
+    return Fail(k, 2);
+  }
   EmbeddedFarmOptions opts;
   opts.home = home.empty() ? DefaultHome() : home;
   opts.workers = workers;
@@ -156,10 +175,16 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
   coord_cmd->add_option("--heartbeat-timeout", *heartbeat_timeout,
                         "seconds without heartbeat before a worker is lost")
       ->capture_default_str();
-  coord_cmd->callback([&ctx, coord_df, coord_opts, heartbeat_timeout] {
+  auto client_timeout = std::make_shared<double>(5);
+  coord_cmd->add_option("--client-timeout", *client_timeout,
+                        "seconds without a keepalive before a build's client is gone")
+      ->capture_default_str();
+  coord_cmd->callback([&ctx, coord_df, coord_opts, heartbeat_timeout, client_timeout] {
     ctx.daemon = true;
     coord_opts->heartbeat_timeout =
         std::chrono::milliseconds(static_cast<int64_t>(*heartbeat_timeout * 1000));
+    coord_opts->client_timeout =
+        std::chrono::milliseconds(static_cast<int64_t>(*client_timeout * 1000));
     ctx.run = [=] { return RunCoordinator(*coord_df, *coord_opts); };
   });
 
@@ -186,7 +211,10 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
                          "seconds before a step is killed")
       ->capture_default_str();
   worker_cmd->add_option("--metrics-listen", *worker_metrics, "HOST:PORT for Prometheus metrics");
-  worker_cmd->callback([&ctx, wopts, worker_metrics, worker_memory] {
+  auto worker_keys = std::make_shared<std::string>();
+  worker_cmd->add_option("--curve-keys", *worker_keys,
+                         "CURVE key directory: this worker's key pair and the server public key");
+  worker_cmd->callback([&ctx, wopts, worker_metrics, worker_memory, worker_keys] {
     ctx.daemon = true;
     ctx.run = [=] {
       if (!worker_memory->empty()) {
@@ -194,7 +222,7 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
         if (!n.ok()) return Fail(n.status(), 2);
         wopts->executor.memory_limit_bytes = *n;
       }
-      return RunWorker(*worker_metrics, *wopts);
+      return RunWorker(*worker_metrics, *worker_keys, *wopts);
     };
   });
 
@@ -209,9 +237,11 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
   up_cmd->add_option("--home", up->home, "store directory (default STAGEFARM_HOME)");
   up_cmd->add_option("--listen", up->coord, "coordinator endpoint")->capture_default_str();
   up_cmd->add_option("--cache-listen", up->cache, "cache endpoint")->capture_default_str();
-  up_cmd->callback([&ctx, up] {
+  auto up_keys = std::make_shared<std::string>();
+  up_cmd->add_option("--curve-keys", *up_keys, "CURVE key directory with the server key pair");
+  up_cmd->callback([&ctx, up, up_keys] {
     ctx.daemon = true;
-    ctx.run = [=] { return RunUp(up->workers, up->home, up->coord, up->cache); };
+    ctx.run = [=] { return RunUp(up->workers, up->home, up->coord, up->cache, *up_keys); };
   });
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "stagefarm/cli/curve_keys.h"
 #include "stagefarm/common/build_protocol.h"
 
 namespace stagefarm::cli {
@@ -22,6 +23,10 @@ StatusOr<FarmConnection> ConnectFarm(Transport& transport, const FarmTarget& tar
   FarmConnection c;
   std::string farm = FromEnv(target.farm, "STAGEFARM_FARM");
   c.cache_endpoint = FromEnv(target.cache, "STAGEFARM_CACHE");
+  if (!farm.empty() || !c.cache_endpoint.empty()) {
+    // A remote farm: present this client's CURVE key if it has one.
+    SF_RETURN_IF_ERROR(UseClientCurveKeys(transport, target.curve_keys));
+  }
   if (!farm.empty()) {
     c.coordinator_endpoint = farm;
     if (c.cache_endpoint.empty()) {

@@ -23,9 +23,11 @@ std::string_view MethodName(Method m) {
     case Method::kPutRef: return "PutRef";
     case Method::kListRefs: return "ListRefs";
     case Method::kCacheStats: return "CacheStats";
+    case Method::kPruneCache: return "PruneCache";
     case Method::kSubmitBuild: return "SubmitBuild";
     case Method::kCancelBuild: return "CancelBuild";
     case Method::kBuildEvent: return "BuildEvent";
+    case Method::kKeepAlive: return "KeepAlive";
     case Method::kRegisterWorker: return "RegisterWorker";
     case Method::kHeartbeat: return "Heartbeat";
     case Method::kAssignTask: return "AssignTask";

@@ -1,8 +1,22 @@
 // The only file that includes zmq.hpp. cppzmq exceptions stop here and become a Status.
 #include "stagefarm/common/transport.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
+#include <thread>
 #include <zmq.hpp>
 
 namespace stagefarm {
@@ -24,15 +38,30 @@ bool IsLocalEndpoint(const std::string& endpoint) {
 }
 
 // Receives all parts of one message. Returns false if none was waiting.
+// `user_id`, if given, gets the ZAP user id the message's connection was authenticated with
+// (empty without one).
+// A readable `wake_fd` (an eventfd; -1 for none) is drained and makes it return false.
 StatusOr<bool> RecvMultipart(zmq::socket_t& s, std::vector<std::string>* parts,
-                             std::chrono::milliseconds timeout) {
+                             std::chrono::milliseconds timeout, std::string* user_id = nullptr,
+                             int wake_fd = -1) {
   try {
-    zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-    if (zmq::poll(&item, 1, timeout) == 0) return false;
+    zmq::pollitem_t items[2] = {{s.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
+    if (zmq::poll(items, wake_fd >= 0 ? 2 : 1, timeout) == 0) return false;
+    if (wake_fd >= 0 && (items[1].revents & ZMQ_POLLIN)) {
+      uint64_t n;
+      // Nonblocking: a failed read means the counter was drained already; still a wake.
+      if (read(wake_fd, &n, sizeof n) < 0) n = 0;
+      return false;
+    }
     parts->clear();
+    if (user_id) user_id->clear();
     for (;;) {
       zmq::message_t msg;
       if (!s.recv(msg, zmq::recv_flags::none)) return false;
+      if (user_id && user_id->empty()) {
+        // ROUTER's routing-id frame has no metadata; the frames from the wire do.
+        if (const char* u = zmq_msg_gets(msg.handle(), "User-Id")) *user_id = u;
+      }
       parts->emplace_back(static_cast<const char*>(msg.data()), msg.size());
       if (!msg.more()) break;
     }
@@ -57,7 +86,18 @@ Status SendMultipart(zmq::socket_t& s, const std::vector<std::string>& parts) {
 class ZmqServerSocket : public ServerSocket {
  public:
   ZmqServerSocket(zmq::socket_t socket, std::string endpoint)
-      : socket_(std::move(socket)), endpoint_(std::move(endpoint)) {}
+      : socket_(std::move(socket)),
+        endpoint_(std::move(endpoint)),
+        wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~ZmqServerSocket() override {
+    if (wake_fd_ >= 0) close(wake_fd_);
+  }
+
+  void Wake() override {
+    uint64_t one = 1;
+    // Fails only if the counter would overflow, and then a wake is pending anyway.
+    if (write(wake_fd_, &one, sizeof one) < 0) return;
+  }
 
   const std::string& endpoint() const override { return endpoint_; }
 
@@ -74,9 +114,13 @@ class ZmqServerSocket : public ServerSocket {
       std::vector<std::string> parts;
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
-      SF_ASSIGN_OR_RETURN(bool got, RecvMultipart(socket_, &parts, std::max(left, {})));
+      std::string user_id;
+      SF_ASSIGN_OR_RETURN(bool got,
+                          RecvMultipart(socket_, &parts, std::max(left, {}), &user_id, wake_fd_));
       if (!got) return false;
       if (parts.empty()) continue;
+      StatusOr<PeerRole> role = ParsePeerRole(user_id);
+      peer_role_ = role.ok() ? *role : PeerRole::kAny;
       *peer = std::move(parts[0]);
       parts.erase(parts.begin());
       Status s = DecodeFrames(std::move(parts), m);
@@ -89,9 +133,13 @@ class ZmqServerSocket : public ServerSocket {
     }
   }
 
+  PeerRole last_peer_role() const override { return peer_role_; }
+
  private:
   zmq::socket_t socket_;
   std::string endpoint_;
+  PeerRole peer_role_ = PeerRole::kAny;
+  int wake_fd_;  // eventfd written by Wake(); -1 if it could not be made (Wake is then a no-op)
 };
 
 class ZmqClientSocket : public ClientSocket {
@@ -112,10 +160,204 @@ class ZmqClientSocket : public ClientSocket {
   zmq::socket_t socket_;
 };
 
+// --- CURVE keys -------------------------------------------------------------------------------
+
+constexpr size_t kZ85KeyChars = 40;
+
+bool IsZ85Key(const std::string& k) {
+  if (k.size() != kZ85KeyChars) return false;
+  uint8_t raw[32];
+  return zmq_z85_decode(raw, k.c_str()) != nullptr;
+}
+
+StatusOr<std::string> ReadKeyFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return PermissionDeniedError("cannot read " + path + ": " + std::strerror(errno));
+  std::string key;
+  in >> key;
+  if (!IsZ85Key(key)) return InvalidArgumentError(path + ": not a Z85 CURVE key");
+  return key;
+}
+
+Status WriteKeyFile(const std::string& path, const std::string& key, mode_t mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) {
+    int e = errno;
+    if (e == EEXIST) return AlreadyExistsError(path + " exists; not overwriting a key");
+    return PermissionDeniedError("open " + path + ": " + std::strerror(e));
+  }
+  std::string text = key + "\n";
+  ssize_t n = ::write(fd, text.data(), text.size());
+  int e = errno;
+  ::close(fd);  // not retried on error (POSIX leaves the fd state unspecified)
+  if (n != static_cast<ssize_t>(text.size())) {
+    return UnavailableError("write " + path + ": " + std::strerror(e));
+  }
+  return Status();
+}
+
+// Answers ZAP requests (RFC 27) on inproc://zeromq.zap.01 of one context: a CURVE key listed in
+// `authorized` is accepted with its role as user id, anything else is refused.
+class ZapHandler {
+ public:
+  ZapHandler(zmq::context_t& context, std::map<std::string, PeerRole> authorized)
+      : socket_(context, zmq::socket_type::rep), authorized_(std::move(authorized)) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.bind("inproc://zeromq.zap.01");
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~ZapHandler() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  void Loop() {
+    while (!stop_) {
+      std::vector<std::string> req;
+      StatusOr<bool> got = RecvMultipart(socket_, &req, std::chrono::milliseconds(100));
+      if (!got.ok() || !*got) continue;
+      // version, request id, domain, address, routing id, mechanism, credentials...
+      std::string status = "400", text = "unknown key", user;
+      if (req.size() >= 7 && req[5] == "CURVE" && req[6].size() == 32) {
+        char z85[kZ85KeyChars + 1];
+        zmq_z85_encode(z85, reinterpret_cast<const uint8_t*>(req[6].data()), 32);
+        if (auto it = authorized_.find(z85); it != authorized_.end()) {
+          status = "200";
+          text = "OK";
+          user = std::string(PeerRoleName(it->second));
+        }
+      } else if (req.size() >= 6) {
+        text = "mechanism " + req[5] + " not allowed";
+      }
+      std::string version = req.empty() ? "1.0" : req[0];
+      std::string id = req.size() > 1 ? req[1] : "";
+      // The REP socket must answer before the next request; a send failure only delays the
+      // handshake, which the client retries.
+      SendMultipart(socket_, {version, id, status, text, user, ""}).IgnoreError();
+    }
+  }
+
+  zmq::socket_t socket_;
+  std::map<std::string, PeerRole> authorized_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 }  // namespace
+
+std::string_view PeerRoleName(PeerRole role) {
+  switch (role) {
+    case PeerRole::kAny: return "any";
+    case PeerRole::kServer: return "server";
+    case PeerRole::kWorker: return "worker";
+    case PeerRole::kClient: return "client";
+  }
+  return "any";
+}
+
+StatusOr<PeerRole> ParsePeerRole(std::string_view name) {
+  if (name == "server") return PeerRole::kServer;
+  if (name == "worker") return PeerRole::kWorker;
+  if (name == "client") return PeerRole::kClient;
+  return InvalidArgumentError("unknown role \"" + std::string(name) +
+                              "\" (server, worker or client)");
+}
+
+StatusOr<CurveKeys> LoadCurveKeys(const std::string& dir, PeerRole role) {
+  if (role == PeerRole::kAny) return InvalidArgumentError("LoadCurveKeys needs a role");
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec) return FailedPreconditionError("--curve-keys " + dir + ": " + ec.message());
+  CurveKeys keys;
+  keys.role = role;
+  std::vector<std::string> own, servers;
+  for (const auto& entry : it) {
+    std::string name = entry.path().filename().string();
+    if (name.empty() || name[0] == '.') continue;
+    size_t dot = name.find('.');
+    size_t last = name.rfind('.');
+    if (dot == std::string::npos || last == dot) continue;
+    StatusOr<PeerRole> r = ParsePeerRole(name.substr(0, dot));
+    std::string kind = name.substr(last + 1);
+    if (!r.ok() || (kind != "pub" && kind != "secret")) continue;
+    SF_ASSIGN_OR_RETURN(std::string key, ReadKeyFile(entry.path().string()));
+    std::string pub = key;
+    if (kind == "secret") {
+      char z85[kZ85KeyChars + 1];
+      if (zmq_curve_public(z85, key.c_str()) != 0) {
+        return InvalidArgumentError(entry.path().string() + ": not a CURVE secret key");
+      }
+      pub = z85;
+      if (*r == role) {
+        own.push_back(name);
+        keys.secret_key = key;
+        keys.public_key = pub;
+      }
+    }
+    keys.authorized[pub] = *r;
+    if (*r == PeerRole::kServer) servers.push_back(pub);
+  }
+  std::string role_name(PeerRoleName(role));
+  if (own.empty()) {
+    return FailedPreconditionError("--curve-keys " + dir + ": no " + role_name +
+                                   ".*.secret (stagefarm keys generate " + dir + " --role " +
+                                   role_name + " NAME)");
+  }
+  if (own.size() > 1) {
+    return FailedPreconditionError("--curve-keys " + dir + ": several " + role_name +
+                                   " secret keys (" + own[0] + ", " + own[1] +
+                                   "); keep only this process's");
+  }
+  std::sort(servers.begin(), servers.end());
+  servers.erase(std::unique(servers.begin(), servers.end()), servers.end());
+  if (servers.size() != 1) {
+    return FailedPreconditionError("--curve-keys " + dir + ": needs exactly one server key, has " +
+                                   std::to_string(servers.size()));
+  }
+  keys.server_public_key = servers[0];
+  return keys;
+}
+
+StatusOr<std::string> GenerateCurveKeyPair(const std::string& dir, PeerRole role,
+                                           const std::string& name) {
+  if (role == PeerRole::kAny) return InvalidArgumentError("a key needs a role");
+  if (name.empty() || name.find('/') != std::string::npos || name[0] == '.') {
+    return InvalidArgumentError("bad key name \"" + name + "\"");
+  }
+  char pub[kZ85KeyChars + 1], sec[kZ85KeyChars + 1];
+  if (zmq_curve_keypair(pub, sec) != 0) {
+    return FailedPreconditionError(std::string("zmq_curve_keypair: ") + zmq_strerror(zmq_errno()));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return PermissionDeniedError("mkdir " + dir + ": " + ec.message());
+  std::string base = dir + "/" + std::string(PeerRoleName(role)) + "." + name;
+  if (std::filesystem::exists(base + ".pub") || std::filesystem::exists(base + ".secret")) {
+    return AlreadyExistsError(base + ".pub/.secret exist; not overwriting a key");
+  }
+  SF_RETURN_IF_ERROR(WriteKeyFile(base + ".secret", sec, 0600));
+  SF_RETURN_IF_ERROR(WriteKeyFile(base + ".pub", pub, 0644));
+  return std::string(pub);
+}
 
 struct Transport::Impl {
   zmq::context_t context;
+  std::optional<CurveKeys> curve;
+  std::unique_ptr<ZapHandler> zap;  // declared after context: stopped before it is closed
+
+  void Secure(zmq::socket_t& s, bool server) {
+    if (!curve) return;
+    if (server) {
+      s.set(zmq::sockopt::curve_server, 1);
+      s.set(zmq::sockopt::curve_secretkey, curve->secret_key);
+      s.set(zmq::sockopt::zap_domain, "stagefarm");
+    } else {
+      s.set(zmq::sockopt::curve_serverkey, curve->server_public_key);
+      s.set(zmq::sockopt::curve_publickey, curve->public_key);
+      s.set(zmq::sockopt::curve_secretkey, curve->secret_key);
+    }
+  }
 };
 
 Transport::Transport() : impl_(std::make_unique<Impl>()) {}
@@ -123,17 +365,37 @@ Transport::~Transport() = default;
 
 void* Transport::context() { return impl_->context.handle(); }
 
+bool Transport::curve_enabled() const { return impl_->curve.has_value(); }
+
+Status Transport::EnableCurve(CurveKeys keys) {
+  if (!zmq_has("curve")) return FailedPreconditionError("this libzmq was built without CURVE");
+  if (impl_->curve) return FailedPreconditionError("CURVE is already enabled");
+  try {
+    if (keys.role == PeerRole::kServer) {
+      impl_->zap = std::make_unique<ZapHandler>(impl_->context, keys.authorized);
+    }
+  } catch (const zmq::error_t& e) {
+    return ZmqError("ZAP handler", e);
+  }
+  impl_->curve = std::move(keys);
+  return Status();
+}
+
 StatusOr<std::unique_ptr<ServerSocket>> Transport::Bind(const std::string& endpoint,
                                                         bool insecure) {
-  if (!insecure && !IsLocalEndpoint(endpoint)) {
+  if (!insecure && !impl_->curve && !IsLocalEndpoint(endpoint)) {
     return PermissionDeniedError("refusing to listen on " + endpoint +
                                  " without --curve-keys; pass --insecure to allow it");
+  }
+  if (impl_->curve && impl_->curve->role != PeerRole::kServer) {
+    return FailedPreconditionError("listening with CURVE needs the server key");
   }
   try {
     zmq::socket_t s(impl_->context, zmq::socket_type::router);
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::maxmsgsize, kMaxFrameBytes);
     s.set(zmq::sockopt::router_mandatory, 0);
+    impl_->Secure(s, /*server=*/true);
     s.bind(endpoint);
     std::string bound = s.get(zmq::sockopt::last_endpoint);
     return std::unique_ptr<ServerSocket>(new ZmqServerSocket(std::move(s), bound));
@@ -147,6 +409,7 @@ StatusOr<std::unique_ptr<ClientSocket>> Transport::Connect(const std::string& en
     zmq::socket_t s(impl_->context, zmq::socket_type::dealer);
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::maxmsgsize, kMaxFrameBytes);
+    impl_->Secure(s, /*server=*/false);
     s.connect(endpoint);
     return std::unique_ptr<ClientSocket>(new ZmqClientSocket(std::move(s)));
   } catch (const zmq::error_t& e) {

@@ -26,6 +26,8 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx);  // cache, coordinat
 void AddBuildCommand(CLI::App& app, CommandContext& ctx);    // build
 void AddImageCommands(CLI::App& app, CommandContext& ctx);   // image import|ls|inspect
 void AddDebugCommands(CLI::App& app, CommandContext& ctx);   // debug dockerfile
+void AddStoreCommands(CLI::App& app, CommandContext& ctx);   // du, prune
+void AddOpsCommands(CLI::App& app, CommandContext& ctx);     // health, keys generate
 
 // Prints "stagefarm: <message>" to stderr and returns `code`.
 int Fail(const class Status& s, int code = 1);

@@ -16,6 +16,7 @@ struct FarmTarget {
   std::string cache;  // cache endpoint; empty: STAGEFARM_CACHE, then asked of the coordinator
   std::string home;   // embedded store; empty: DefaultHome()
   int embedded_workers = 0;  // 0: nproc
+  std::string curve_keys;    // CURVE key directory; empty: STAGEFARM_CURVE_KEYS, then none
 };
 
 struct FarmConnection {

@@ -29,10 +29,15 @@ enum class Method : uint16_t {
   kPutRef = 9,
   kListRefs = 10,
   kCacheStats = 11,
+  kPruneCache = 12,
   // coordinator, from clients (build_protocol.h)
   kSubmitBuild = 100,
   kCancelBuild = 101,
   kBuildEvent = 102,  // coordinator -> client, unsolicited, request_id = the SubmitBuild's
+  // client -> coordinator about once a second while it waits (body: CancelBuildRequest naming the
+  // build): a build whose client goes silent is cancelled; NotFound means the coordinator no
+  // longer knows the build (it restarted).
+  kKeepAlive = 103,
   // coordinator <-> worker (worker_protocol.h)
   kRegisterWorker = 200,
   kHeartbeat = 201,

@@ -2,6 +2,12 @@
 // workers connect DEALER sockets. Endpoints are ZeroMQ's: tcp://127.0.0.1:0 (port chosen by the
 // system; see ServerSocket::endpoint()), inproc://name (same Transport only).
 //
+// Security: a Transport given CurveKeys (EnableCurve) runs ZeroMQ CURVE on every tcp/ipc socket:
+// servers accept only the public keys listed in the key directory (a ZAP handler on its own
+// thread checks them) and tag each message with the role the peer's key is listed under; clients
+// present their own key and check the server's. inproc:// connections stay in the process and
+// carry no mechanism (their role is kAny).
+//
 // Thread-safety: a Transport may be shared by all threads; each socket belongs to one thread at a
 // time. No ZeroMQ type or exception leaves this header's implementation.
 #pragma once
@@ -11,11 +17,40 @@
 #include <set>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "stagefarm/common/message.h"
 #include "stagefarm/common/status.h"
 
 namespace stagefarm {
+
+// Who a peer is, from the key directory its CURVE public key is listed under. Without CURVE
+// (or over inproc) every peer is kAny: the transport knows nothing and allows everything.
+enum class PeerRole { kAny, kServer, kWorker, kClient };
+std::string_view PeerRoleName(PeerRole role);  // "any", "server", "worker", "client"
+StatusOr<PeerRole> ParsePeerRole(std::string_view name);  // "server"|"worker"|"client"
+
+// The keys one process uses, loaded from a --curve-keys directory. The directory holds files
+// written by GenerateCurveKeyPair, named by role:
+//   <role>.<name>.pub     the Z85 public key (40 characters)
+//   <role>.<name>.secret  the Z85 secret key (mode 0600); its public key is listed too
+// Every key in the directory is accepted by a server, with the role in its file name. Files
+// starting with "." (Kubernetes' ..data links) and other names are ignored.
+struct CurveKeys {
+  PeerRole role = PeerRole::kAny;      // this process's
+  std::string public_key, secret_key;  // this process's pair, Z85
+  std::string server_public_key;       // what clients expect servers to present, Z85
+  std::map<std::string, PeerRole> authorized;  // Z85 public key -> role
+};
+
+// Loads the keys of a process acting as `role` (kServer for the coordinator and the cache server,
+// which share one server key pair). Needs exactly one <role>.*.secret and exactly one server key
+// (server.*.pub or server.*.secret). FailedPrecondition with what to do when files are missing.
+StatusOr<CurveKeys> LoadCurveKeys(const std::string& dir, PeerRole role);
+// Makes a new key pair and writes <dir>/<role>.<name>.pub and .secret (0600), creating `dir`.
+// Refuses to overwrite an existing key (AlreadyExists). Returns the public key.
+StatusOr<std::string> GenerateCurveKeyPair(const std::string& dir, PeerRole role,
+                                           const std::string& name);
 
 class ServerSocket {
  public:
@@ -29,6 +64,13 @@ class ServerSocket {
   // answered with an InvalidArgument error reply here and not returned.
   virtual StatusOr<bool> Receive(std::string* peer, Message* m,
                                  std::chrono::milliseconds timeout) = 0;
+  // The role of the peer the last message returned by Receive came from (see PeerRole): what a
+  // server checks before a method only some roles may call.
+  virtual PeerRole last_peer_role() const { return PeerRole::kAny; }
+  // Makes the Receive in progress, or else the next one, return false at once. The one method
+  // other threads may call: a server whose replies are made on worker threads wakes the thread
+  // that owns the socket to send them.
+  virtual void Wake() {}
 };
 
 class ClientSocket {
@@ -47,7 +89,13 @@ class Transport {
   Transport(const Transport&) = delete;
   Transport& operator=(const Transport&) = delete;
 
-  // Binds a ROUTER socket. Without `insecure`, only loopback and inproc endpoints are accepted.
+  // From now on every Bind and Connect uses CURVE with `keys`. Call it before the first Bind or
+  // Connect. A process whose role is kServer also starts the ZAP handler that checks clients.
+  Status EnableCurve(CurveKeys keys);
+  bool curve_enabled() const;
+
+  // Binds a ROUTER socket. Without `insecure` or CURVE, only loopback and inproc endpoints are
+  // accepted. With CURVE the process must hold the server key.
   StatusOr<std::unique_ptr<ServerSocket>> Bind(const std::string& endpoint, bool insecure = false);
   // Connects a DEALER socket. Connecting never fails for a peer that is not up yet; requests
   // then time out.
