@@ -10,6 +10,7 @@
 #include <regex>
 #include <thread>
 
+#include "support/images.h"
 #include "support/process.h"
 
 namespace stagefarm::testing {
@@ -70,28 +71,6 @@ nlohmann::json SkopeoRaw(const std::string& ref) {
   std::string out, err;
   EXPECT_EQ(RunCommand({"skopeo", "inspect", "--raw", ref}, &out, &err), 0) << ref << ": " << err;
   return nlohmann::json::parse(out, nullptr, false);
-}
-
-// Copies an image with skopeo into an OCI layout, unpacks it with umoci and runs it with crun.
-std::string RunImage(const std::string& src_ref, const std::string& dir) {
-  std::string out, err;
-  std::filesystem::create_directories(dir);
-  EXPECT_EQ(RunCommand({"skopeo", "copy", src_ref, "oci:" + dir + "/layout:run"}, &out, &err), 0)
-      << err;
-  EXPECT_EQ(RunCommand({"umoci", "unpack", "--image", dir + "/layout:run", dir + "/bundle"}, &out,
-                       &err),
-            0)
-      << err;
-  std::string config_path = dir + "/bundle/config.json";
-  nlohmann::json config = nlohmann::json::parse(ReadFileOrEmpty(config_path));
-  config["process"]["terminal"] = false;
-  std::ofstream(config_path) << config.dump();
-  EXPECT_EQ(RunCommand({"crun", "run", "--bundle", dir + "/bundle",
-                        "stagefarm-cli-test-" + std::to_string(getpid())},
-                       &out, &err),
-            0)
-      << err;
-  return out;
 }
 
 TEST_F(CliOutputsTest, EveryOutputTypeIsReadableByOtherTools) {

@@ -17,26 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "support/images.h"
 #include "support/process.h"
 
 namespace stagefarm::testing {
 
 inline const std::string kBin = STAGEFARM_BINARY;
 inline const std::string kSrc = STAGEFARM_SOURCE_DIR;
-
-// The busybox OCI layout, made once per test binary.
-inline const std::string& BusyboxLayout() {
-  static TempDir* dir = [] {
-    auto* d = new TempDir();
-    std::string err;
-    int rc = RunCommand({kSrc + "/scripts/make-busybox-image", d->path() + "/busybox-oci"}, nullptr,
-                        &err);
-    EXPECT_EQ(rc, 0) << err;
-    return d;
-  }();
-  static const std::string path = dir->path() + "/busybox-oci";
-  return path;
-}
 
 // Pids of processes whose command line contains `marker`.
 inline std::vector<pid_t> PidsWith(const std::string& marker) {

@@ -11,6 +11,7 @@
 #include <regex>
 #include <sstream>
 
+#include "support/images.h"
 #include "support/process.h"
 
 namespace stagefarm::testing {
@@ -21,28 +22,12 @@ using namespace std::chrono_literals;
 const std::string kBin = STAGEFARM_BINARY;
 const std::string kSrc = STAGEFARM_SOURCE_DIR;
 
-// One busybox OCI layout for every test in this file.
 class FarmTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    fixtures_ = new TempDir();
-    std::string err;
-    int rc = RunCommand({kSrc + "/scripts/make-busybox-image", busybox()}, nullptr, &err);
-    ASSERT_EQ(rc, 0) << err;
-  }
-  static void TearDownTestSuite() {
-    delete fixtures_;
-    fixtures_ = nullptr;
-  }
-  static std::string busybox() { return fixtures_->path() + "/busybox-oci"; }
+  static std::string busybox() { return BusyboxLayout(); }
 
   TempDir tmp_;
-
- private:
-  static TempDir* fixtures_;
 };
-
-TempDir* FarmTest::fixtures_ = nullptr;
 
 struct StepRun {
   std::string stage, worker;
@@ -79,29 +64,6 @@ BuildOutput ParseBuildOutput(const std::string& out) {
     }
   }
   return b;
-}
-
-// Unpacks an OCI archive with skopeo and umoci and runs its default command with crun.
-std::string RunImage(const std::string& archive, const std::string& dir) {
-  std::string out, err;
-  std::filesystem::create_directories(dir);
-  EXPECT_EQ(RunCommand({"skopeo", "copy", "oci-archive:" + archive, "oci:" + dir + "/layout:run"},
-                       &out, &err),
-            0)
-      << err;
-  EXPECT_EQ(RunCommand({"umoci", "unpack", "--image", dir + "/layout:run", dir + "/bundle"}, &out,
-                       &err),
-            0)
-      << err;
-  std::string config_path = dir + "/bundle/config.json";
-  nlohmann::json config = nlohmann::json::parse(ReadFileOrEmpty(config_path));
-  config["process"]["terminal"] = false;
-  std::ofstream(config_path) << config.dump();
-  int rc = RunCommand({"crun", "run", "--bundle", dir + "/bundle",
-                       "stagefarm-test-" + std::to_string(getpid())},
-                      &out, &err);
-  EXPECT_EQ(rc, 0) << err;
-  return out;
 }
 
 TEST_F(FarmTest, MultiStageBuildRunsIndependentStagesInParallelAndRebuildIsCached) {
@@ -154,7 +116,7 @@ TEST_F(FarmTest, MultiStageBuildRunsIndependentStagesInParallelAndRebuildIsCache
   EXPECT_GE(one->seconds, 1.0);  // the RUN sleeps a second
 
   // The image is real: skopeo, umoci and crun accept it and it prints what the Dockerfile says.
-  std::string ran = RunImage(t + "/hello.tar", t + "/run1");
+  std::string ran = RunImage("oci-archive:" + t + "/hello.tar", t + "/run1");
   EXPECT_EQ(ran, "hello from stage one\nhello from stage two\n");
 
   // Building again: every step cached, nothing run on a worker, the same manifest.
@@ -177,7 +139,7 @@ TEST_F(FarmTest, EmbeddedFarmBuildsWithoutDaemons) {
   ASSERT_EQ(RunCommand(build, &out, &err, env), 0) << err;
   BuildOutput first = ParseBuildOutput(err);
   EXPECT_EQ(first.steps.size(), 4u) << err;
-  EXPECT_EQ(RunImage(t + "/hello.tar", t + "/run"),
+  EXPECT_EQ(RunImage("oci-archive:" + t + "/hello.tar", t + "/run"),
             "hello from stage one\nhello from stage two\n");
 
   ASSERT_EQ(RunCommand(build, &out, &err, env), 0) << err;

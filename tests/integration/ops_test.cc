@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "support/images.h"
 #include "support/process.h"
 
 namespace stagefarm::testing {
@@ -102,17 +103,7 @@ bool Has(const std::map<std::string, double>& m, const std::string& name) {
 
 class OpsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    fixtures_ = new TempDir();
-    std::string err;
-    int rc = RunCommand({kSrc + "/scripts/make-busybox-image", busybox()}, nullptr, &err);
-    ASSERT_EQ(rc, 0) << err;
-  }
-  static void TearDownTestSuite() {
-    delete fixtures_;
-    fixtures_ = nullptr;
-  }
-  static std::string busybox() { return fixtures_->path() + "/busybox-oci"; }
+  static std::string busybox() { return BusyboxLayout(); }
 
   // A build context whose Dockerfile carries kMarker.
   std::string MarkerContext() {
@@ -138,12 +129,8 @@ class OpsTest : public ::testing::Test {
   }
 
   TempDir tmp_;
-
- private:
-  static TempDir* fixtures_;
 };
 
-TempDir* OpsTest::fixtures_ = nullptr;
 
 // A cache server, a coordinator and one worker; with `keys` (a directory from `keys generate`
 // holding the server pair and every accepted public key) they run CURVE.
