@@ -205,7 +205,7 @@ TEST(ImageImport, ExportThenReimportKeepsManifestDigest) {
 }
 
 TEST(ImageImport, SkopeoReadsExportedArchive) {
-  if (Shell("command -v skopeo > /dev/null") != 0) GTEST_SKIP() << "skopeo not installed";
+  ASSERT_EQ(Shell("command -v skopeo > /dev/null"), 0) << "skopeo is missing: run scripts/install-deps";
   TempDir t;
   ASSERT_EQ(Shell(kScript + " " + t / "bb" + " > /dev/null"), 0);
   FakeCacheClient cache;
