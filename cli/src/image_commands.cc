@@ -19,31 +19,54 @@
 namespace stagefarm::cli {
 namespace {
 
-int RunImageImport(const FarmTarget& target, const std::string& src, const std::string& name) {
+// The farm's store as the image commands use it. Members are destroyed in reverse order: the
+// client before the (possibly embedded) farm, the farm before the transport.
+struct Store {
   Transport transport;
-  StatusOr<FarmConnection> conn = ConnectFarm(transport, target, /*need_coordinator=*/false);
-  if (!conn.ok()) return Fail(conn.status());
-  std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
-  StatusOr<Digest> manifest = ImportImage(*cache, src);
+  FarmConnection conn;
+  std::unique_ptr<CacheClient> cache;
+};
+
+StatusOr<std::unique_ptr<Store>> OpenStore(const FarmTarget& target) {
+  auto store = std::make_unique<Store>();
+  SF_ASSIGN_OR_RETURN(store->conn,
+                      ConnectFarm(store->transport, target, /*need_coordinator=*/false));
+  store->cache = ConnectCache(store->transport, store->conn.cache_endpoint);
+  return store;
+}
+
+// The image a name (as docker writes it) points at.
+StatusOr<ImageRecord> LoadNamedImage(CacheClient& cache, const std::string& name) {
+  SF_ASSIGN_OR_RETURN(std::optional<Digest> manifest, cache.GetRef(NormalizeImageRef(name)));
+  if (!manifest) {
+    return NotFoundError("no image " + name + " in the store; see `stagefarm image ls`");
+  }
+  return LoadImage(cache, *manifest);
+}
+
+int RunImageImport(const FarmTarget& target, const std::string& src, const std::string& name) {
+  StatusOr<std::unique_ptr<Store>> store = OpenStore(target);
+  if (!store.ok()) return Fail(store.status());
+  CacheClient& cache = *(*store)->cache;
+  StatusOr<Digest> manifest = ImportImage(cache, src);
   if (!manifest.ok()) return Fail(manifest.status().Annotate("import " + src));
   std::string ref = NormalizeImageRef(name);
-  if (Status s = cache->PutRef(ref, *manifest); !s.ok()) return Fail(s);
+  if (Status s = cache.PutRef(ref, *manifest); !s.ok()) return Fail(s);
   std::printf("imported %s as %s (%s)\n", src.c_str(), FamiliarImageRef(ref).c_str(),
               manifest->str().c_str());
   return 0;
 }
 
 int RunImageLs(const FarmTarget& target) {
-  Transport transport;
-  StatusOr<FarmConnection> conn = ConnectFarm(transport, target, false);
-  if (!conn.ok()) return Fail(conn.status());
-  std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
-  auto refs = cache->ListRefs();
+  StatusOr<std::unique_ptr<Store>> store = OpenStore(target);
+  if (!store.ok()) return Fail(store.status());
+  CacheClient& cache = *(*store)->cache;
+  auto refs = cache.ListRefs();
   if (!refs.ok()) return Fail(refs.status());
   std::printf("%-40s %-20s %10s\n", "REPOSITORY:TAG", "IMAGE ID", "SIZE");
   for (const auto& [name, manifest] : *refs) {
     if (name.starts_with(kInternalRefPrefix)) continue;  // the farm's bookkeeping
-    StatusOr<ImageRecord> image = LoadImage(*cache, manifest);
+    StatusOr<ImageRecord> image = LoadImage(cache, manifest);
     if (!image.ok()) {
       std::printf("%-40s %-20s %10s\n", FamiliarImageRef(name).c_str(), "(missing)", "-");
       continue;
@@ -57,16 +80,12 @@ int RunImageLs(const FarmTarget& target) {
 }
 
 int RunImageInspect(const FarmTarget& target, const std::string& name) {
-  Transport transport;
-  StatusOr<FarmConnection> conn = ConnectFarm(transport, target, false);
-  if (!conn.ok()) return Fail(conn.status());
-  std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
-  auto manifest = cache->GetRef(NormalizeImageRef(name));
-  if (!manifest.ok()) return Fail(manifest.status());
-  if (!*manifest) return Fail(NotFoundError("no image " + name));
-  StatusOr<ImageRecord> image = LoadImage(*cache, **manifest);
+  StatusOr<std::unique_ptr<Store>> store = OpenStore(target);
+  if (!store.ok()) return Fail(store.status());
+  CacheClient& cache = *(*store)->cache;
+  StatusOr<ImageRecord> image = LoadNamedImage(cache, name);
   if (!image.ok()) return Fail(image.status());
-  StatusOr<std::string> config = cache->ReadBytes(image->config_digest);
+  StatusOr<std::string> config = cache.ReadBytes(image->config_digest);
   if (!config.ok()) return Fail(config.status());
   nlohmann::json j = nlohmann::json::parse(*config, nullptr, false);
   j["Id"] = image->config_digest.str();
@@ -78,16 +97,10 @@ int RunImageInspect(const FarmTarget& target, const std::string& name) {
 // Like `docker history`: newest first, one row per history entry, with the size of the layer it
 // made ("0 B" for metadata-only instructions).
 int RunImageHistory(const FarmTarget& target, const std::string& name, bool no_trunc) {
-  Transport transport;
-  StatusOr<FarmConnection> conn = ConnectFarm(transport, target, false);
-  if (!conn.ok()) return Fail(conn.status());
-  std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
-  auto manifest = cache->GetRef(NormalizeImageRef(name));
-  if (!manifest.ok()) return Fail(manifest.status());
-  if (!*manifest) {
-    return Fail(NotFoundError("no image " + name + " in the store; see `stagefarm image ls`"));
-  }
-  StatusOr<ImageRecord> image = LoadImage(*cache, **manifest);
+  StatusOr<std::unique_ptr<Store>> store = OpenStore(target);
+  if (!store.ok()) return Fail(store.status());
+  CacheClient& cache = *(*store)->cache;
+  StatusOr<ImageRecord> image = LoadNamedImage(cache, name);
   if (!image.ok()) return Fail(image.status());
   struct Row {
     std::string layer, created_by, size, comment;
