@@ -447,6 +447,10 @@ TEST_F(OpsTest, MetricsMoveDuringAndAfterABuild) {
   EXPECT_EQ(Sum(coord1, "stagefarm_stages_total", {"outcome=\"executed\""}), 1);
   EXPECT_EQ(Sum(coord1, "stagefarm_queue_depth"), 0);
   EXPECT_EQ(Sum(worker1, "stagefarm_worker_slots_busy"), 0);
+  // The one RUN step, counted by the executor through the worker's registry.
+  EXPECT_EQ(Sum(worker1, "stagefarm_worker_steps_total", {"kind=\"run\""}), 1);
+  EXPECT_EQ(Sum(worker1, "stagefarm_worker_step_duration_seconds_count", {"kind=\"run\""}), 1);
+  EXPECT_GT(Sum(worker1, "stagefarm_worker_layer_bytes_total"), 0);
   EXPECT_GT(Sum(cache1, "stagefarm_cache_ops_total"), Sum(cache0, "stagefarm_cache_ops_total"));
   EXPECT_GT(Sum(cache1, "stagefarm_cache_bytes"), Sum(cache0, "stagefarm_cache_bytes"));  // layer
   EXPECT_GT(Sum(cache1, "stagefarm_cache_transfer_bytes_total", {"direction"}),
