@@ -7,42 +7,14 @@
 #include <cerrno>
 #include <optional>
 
+#include "stagefarm/common/clean_path.h"
+
 #include "stagefarm/common/unique_fd.h"
 
 namespace stagefarm {
 namespace {
 
 using Token = DockerIgnore::Token;
-
-// Go's filepath.Clean for slash paths: no "." parts, ".." removes the part before it (kept at
-// the start of a relative path, dropped at the root), no duplicate or trailing slashes; "" is ".".
-std::string GoClean(std::string_view p) {
-  const bool rooted = !p.empty() && p[0] == '/';
-  std::vector<std::string_view> parts;
-  size_t i = 0;
-  while (i <= p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string_view::npos) j = p.size();
-    std::string_view part = p.substr(i, j - i);
-    i = j + 1;
-    if (part.empty() || part == ".") continue;
-    if (part == "..") {
-      if (!parts.empty() && parts.back() != "..") {
-        parts.pop_back();
-      } else if (!rooted) {
-        parts.push_back(part);
-      }
-      continue;
-    }
-    parts.push_back(part);
-  }
-  std::string out = rooted ? "/" : "";
-  for (size_t k = 0; k < parts.size(); ++k) {
-    if (k) out += '/';
-    out += parts[k];
-  }
-  return out.empty() ? "." : out;
-}
 
 std::string_view Trim(std::string_view s) {
   constexpr std::string_view kSpace = " \t\r\n\v\f";
@@ -255,7 +227,7 @@ StatusOr<DockerIgnore> DockerIgnore::Parse(std::string_view text, std::string_vi
       return InvalidArgumentError(std::string(filename) + ":" + std::to_string(n) + ": " + why);
     };
     if (line.empty()) return error("illegal exclusion pattern: \"!\"");
-    std::string cleaned = GoClean(line);
+    std::string cleaned = CleanSlashPath(line);
     if (cleaned.size() > 1 && cleaned[0] == '/') cleaned.erase(0, 1);
     StatusOr<std::vector<Token>> tokens = Compile(cleaned);
     if (!tokens.ok()) return error(tokens.status().message());
@@ -295,7 +267,7 @@ bool DockerIgnore::MatchesOrParentMatches(const Pattern& p, std::string_view pat
 }
 
 bool DockerIgnore::Excluded(std::string_view raw) const {
-  std::string path = GoClean(raw);
+  std::string path = CleanSlashPath(raw);
   while (path.size() > 1 && path[0] == '/') path.erase(0, 1);
   bool excluded = false;
   for (const Pattern& pat : patterns_) {
@@ -308,7 +280,7 @@ bool DockerIgnore::Excluded(std::string_view raw) const {
 }
 
 bool DockerIgnore::MayReincludeUnder(std::string_view raw) const {
-  std::string dir = GoClean(raw);
+  std::string dir = CleanSlashPath(raw);
   while (dir.size() > 1 && dir[0] == '/') dir.erase(0, 1);
   std::string prefix = dir == "." ? "" : dir + "/";
   for (const Pattern& pat : patterns_) {

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "frontend/unicode_util.h"
+#include "stagefarm/common/clean_path.h"
 #include "stagefarm/common/dockerfile_parser.h"
 #include "stagefarm/common/shell_words.h"
 
@@ -109,26 +110,6 @@ std::optional<int64_t> ParseGoDuration(std::string_view s) {
     total += v * mult;
   }
   return static_cast<int64_t>(neg ? -total : total);
-}
-
-// path.Clean for absolute slash paths.
-std::string CleanPath(const std::string& p) {
-  std::vector<std::string> parts;
-  size_t i = 0;
-  while (i <= p.size()) {
-    size_t j = p.find('/', i);
-    if (j == std::string::npos) j = p.size();
-    std::string part = p.substr(i, j - i);
-    if (part == "..") {
-      if (!parts.empty()) parts.pop_back();
-    } else if (!part.empty() && part != ".") {
-      parts.push_back(part);
-    }
-    i = j + 1;
-  }
-  std::string out;
-  for (const auto& part : parts) out += "/" + part;
-  return out.empty() ? "/" : out;
 }
 
 struct Platform {
@@ -1096,7 +1077,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     SF_ASSIGN_OR_RETURN(std::string p, expand(node.args[0]));
     if (p.empty()) return Error(node, "WORKDIR requires a non-empty path");
     std::string base = config.working_dir.empty() ? "/" : config.working_dir;
-    config.working_dir = CleanPath(p[0] == '/' ? p : base + "/" + p);
+    config.working_dir = CleanSlashPath(p[0] == '/' ? p : base + "/" + p);
     step.created_by = "WORKDIR " + config.working_dir;
     canon["args"] = {config.working_dir};
   } else if (cmd == "shell") {
