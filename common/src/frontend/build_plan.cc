@@ -174,7 +174,9 @@ StatusOr<std::vector<std::string>> CsvFields(std::string_view s) {
 class Flags {
  public:
   enum Kind { kString, kBool, kStrings };
-  void Add(const std::string& name, Kind kind) { kinds_[name] = kind; }
+  using Kinds = std::map<std::string, Kind>;
+  // `kinds` must outlive this object.
+  explicit Flags(const Kinds& kinds) : kinds_(kinds) {}
 
   Status Parse(const std::vector<std::string>& flags) {
     for (const std::string& arg : flags) {
@@ -224,39 +226,53 @@ class Flags {
   }
 
  private:
-  std::map<std::string, Kind> kinds_;
+  const Kinds& kinds_;
   std::map<std::string, std::vector<std::string>> values_;
 };
 
 // The flags of every instruction; an instruction missing here takes none.
-Flags FlagsFor(const std::string& cmd) {
-  Flags f;
+Flags::Kinds FlagKindsFor(const std::string& cmd) {
+  Flags::Kinds f;
   if (cmd == "copy" || cmd == "add") {
-    f.Add("chown", Flags::kString);
-    f.Add("chmod", Flags::kString);
-    f.Add("link", Flags::kBool);
-    f.Add("exclude", Flags::kStrings);
+    f["chown"] = Flags::kString;
+    f["chmod"] = Flags::kString;
+    f["link"] = Flags::kBool;
+    f["exclude"] = Flags::kStrings;
   }
   if (cmd == "copy") {
-    f.Add("from", Flags::kString);
-    f.Add("parents", Flags::kBool);
+    f["from"] = Flags::kString;
+    f["parents"] = Flags::kBool;
   } else if (cmd == "add") {
-    f.Add("keep-git-dir", Flags::kBool);
-    f.Add("checksum", Flags::kString);
-    f.Add("unpack", Flags::kBool);
+    f["keep-git-dir"] = Flags::kBool;
+    f["checksum"] = Flags::kString;
+    f["unpack"] = Flags::kBool;
   } else if (cmd == "run") {
-    f.Add("mount", Flags::kStrings);
-    f.Add("network", Flags::kString);
-    f.Add("security", Flags::kString);
-    f.Add("device", Flags::kStrings);
+    f["mount"] = Flags::kStrings;
+    f["network"] = Flags::kString;
+    f["security"] = Flags::kString;
+    f["device"] = Flags::kStrings;
   } else if (cmd == "from") {
-    f.Add("platform", Flags::kString);
+    f["platform"] = Flags::kString;
   } else if (cmd == "healthcheck") {
     for (const char* n : {"interval", "timeout", "start-period", "start-interval", "retries"}) {
-      f.Add(n, Flags::kString);
+      f[n] = Flags::kString;
     }
   }
   return f;
+}
+
+const std::set<std::string>& KnownInstructions();
+
+// A parser for the flags of `cmd` (lower case); the tables are built once.
+Flags FlagsFor(const std::string& cmd) {
+  static const std::map<std::string, Flags::Kinds> kTables = [] {
+    std::map<std::string, Flags::Kinds> t;
+    for (const std::string& c : KnownInstructions()) t[c] = FlagKindsFor(c);
+    return t;
+  }();
+  static const Flags::Kinds kNone;
+  auto it = kTables.find(cmd);
+  return Flags(it == kTables.end() ? kNone : it->second);
 }
 
 const std::set<std::string>& KnownInstructions() {
@@ -329,22 +345,108 @@ std::optional<std::string> NearestName(std::string_view word,
   return best;
 }
 
-// The instruction as an error quotes it: keyword in upper case, one line, at most ~60 bytes.
-std::string QuoteInstruction(const Node& node) {
-  std::string q(internal::TrimSpace(node.original));
-  if (q.size() < node.keyword.size() || ToLower(q.substr(0, node.keyword.size())) != node.command())
-    q = node.keyword;
-  q = ToUpper(node.keyword) + q.substr(node.keyword.size());
-  for (char& c : q) {
-    if (c == '\n' || c == '\t' || c == '\r') c = ' ';
+// Appends `s` as a JSON string, byte for byte as nlohmann::json::dump() writes it. Returns false
+// when `s` is not valid UTF-8 (dump() would throw).
+bool AppendJsonString(std::string* out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out->push_back('"');
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t run = i;
+    while (run < s.size()) {
+      unsigned char c = static_cast<unsigned char>(s[run]);
+      if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
+      ++run;
+    }
+    out->append(s.data() + i, run - i);
+    i = run;
+    if (i == s.size()) break;
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      size_t width = 0;
+      if (internal::DecodeRune(s, i, &width) == 0xFFFD && width == 1) return false;
+      out->append(s.data() + i, width);
+      i += width;
+      continue;
+    }
+    out->push_back('\\');
+    switch (c) {
+      case '"': out->push_back('"'); break;
+      case '\\': out->push_back('\\'); break;
+      case '\b': out->push_back('b'); break;
+      case '\f': out->push_back('f'); break;
+      case '\n': out->push_back('n'); break;
+      case '\r': out->push_back('r'); break;
+      case '\t': out->push_back('t'); break;
+      default:
+        out->append("u00");
+        out->push_back(kHex[c >> 4]);
+        out->push_back(kHex[c & 0xF]);
+    }
+    ++i;
   }
-  constexpr size_t kMax = 60;
-  if (q.size() > kMax) {
-    size_t cut = kMax - 3;
-    while (cut > 0 && (static_cast<unsigned char>(q[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
-    q = q.substr(0, cut) + "...";
+  out->push_back('"');
+  return true;
+}
+
+// A step's canonical JSON object, the same bytes nlohmann::json::dump() gives (keys sorted), but
+// long string lists (RUN's env and argv) are written straight out instead of copied into a tree.
+class CanonicalJson {
+ public:
+  explicit CanonicalJson(const std::string& kind) : small_({{"kind", kind}}) {}
+  Json& operator[](const char* key) { return small_[key]; }
+  void update(const Json& fields) { small_.update(fields); }
+  void SetStrings(const char* key, const std::vector<std::string>& values) {
+    std::string& out = large_[key];
+    out = "[";
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (i > 0) out.push_back(',');
+      valid_ = AppendJsonString(&out, values[i]) && valid_;
+    }
+    out.push_back(']');
   }
-  return q;
+  // nullopt when a string is not valid UTF-8.
+  std::optional<std::string> Dump() const {
+    if (!valid_) return std::nullopt;
+    std::string out = "{";
+    // One serializer for every small value (json::dump() would set one up for each).
+    nlohmann::detail::serializer<Json> serializer(
+        nlohmann::detail::output_adapter<char, std::string>(out), ' ');
+    auto small = small_.items().begin();
+    auto large = large_.begin();
+    while (small != small_.items().end() || large != large_.end()) {
+      if (out.size() > 1) out.push_back(',');
+      bool take_small = large == large_.end() ||
+                        (small != small_.items().end() && small.key() < large->first);
+      const std::string& key = take_small ? small.key() : large->first;
+      AppendJsonString(&out, key);
+      out.push_back(':');
+      if (take_small) {
+        try {
+          serializer.dump(small.value(), false, false, 0);
+        } catch (const Json::type_error&) {
+          return std::nullopt;
+        }
+        ++small;
+      } else {
+        out += large->second;
+        ++large;
+      }
+    }
+    return out + "}";
+  }
+
+ private:
+  Json small_;
+  std::map<std::string, std::string> large_;  // key -> JSON text; never a key of small_
+  bool valid_ = true;
+};
+
+// The instruction as an error quotes it (see QuoteInstruction).
+std::string QuoteNode(const Node& node) {
+  std::string_view line = internal::TrimSpace(node.original);
+  if (ToLower(line.substr(0, node.keyword.size())) != node.command()) line = node.keyword;
+  return QuoteInstruction(line);
 }
 
 // One FROM and the instructions under it.
@@ -368,10 +470,28 @@ class Resolver {
     return options_.filename + ":" + std::to_string(node.start_line) + ": ";
   }
   Status Error(const Node& node, const std::string& msg) const {
-    return InvalidArgumentError(Place(node) + QuoteInstruction(node) + ": " + msg);
+    return InvalidArgumentError(Place(node) + Quote(node) + ": " + msg);
   }
   Status Wrap(const Node& node, const Status& s) const {
-    return Status(s.code(), Place(node) + QuoteInstruction(node) + ": " + s.message());
+    return Status(s.code(), Place(node) + Quote(node) + ": " + s.message());
+  }
+  // The instruction an error quotes; a base image's trigger is quoted with the FROM running it.
+  std::string Quote(const Node& node) const {
+    auto it = trigger_quotes_.find(&node);
+    return it != trigger_quotes_.end() ? it->second : QuoteNode(node);
+  }
+  // A trigger ParseDockerfile refused: "ONBUILD:1: ENV A: <msg>" becomes
+  // "Dockerfile:3: FROM base (ONBUILD ENV A): <msg>".
+  static constexpr char kTriggerFile[] = "ONBUILD";
+  Status TriggerParseError(const Node& from, const std::string& quote, const Status& s) const {
+    std::string msg = s.message();
+    size_t place_end = msg.find(": ");
+    if (msg.rfind(kTriggerFile, 0) == 0 && place_end != std::string::npos) {
+      msg = msg.substr(place_end + 2);
+      size_t quote_end = msg.find(": ");
+      if (quote_end != std::string::npos) msg = msg.substr(quote_end + 2);
+    }
+    return Status(s.code(), Place(from) + quote + ": " + msg);
   }
   // An image reference that is no stage was not found: suggests the nearest stage name that
   // `current` could use (those before it). `quote` is what the error quotes ("COPY --from=x").
@@ -381,7 +501,8 @@ class Resolver {
     for (const auto& [name, idx] : by_name_) {
       if (idx < current) names.push_back(name);
     }
-    std::string msg = Place(node) + quote + ": no stage or image named " + GoQuote(ref);
+    std::string msg = Place(node) + (trigger_quotes_.count(&node) ? Quote(node) : quote) +
+                      ": no stage or image named " + GoQuote(ref);
     if (std::optional<std::string> near = NearestName(ref, names)) {
       msg += " (did you mean " + GoQuote(*near) + "?)";
     } else {
@@ -398,6 +519,22 @@ class Resolver {
     if (!cfg.ok()) return cfg.status();
     return image_cache_.emplace(ref, *cfg).first->second;
   }
+
+  // Build checks (`# check=skip=A,B;error=true`, or the build arg BUILDKIT_DOCKERFILE_CHECK), as
+  // docker build runs them: each finding is a warning; with error=true the build fails.
+  Status ReadCheckConfig(std::string_view value);
+  bool CheckEnabled(std::string_view rule) const {
+    return !skip_all_checks_ && !skip_checks_.count(ToLower(rule));
+  }
+  void Warn(const Node& node, std::string_view rule, const std::string& msg) {
+    if (!CheckEnabled(rule)) return;
+    std::string w = Place(node) + std::string(rule) + ": " + msg;
+    if (std::find(check_warnings_.begin(), check_warnings_.end(), w) == check_warnings_.end()) {
+      check_warnings_.push_back(std::move(w));
+    }
+  }
+  void CheckStatically();
+  void CheckStage(const StageSource& stage);
 
   Status UnknownInstruction(const Node& node) const {
     std::vector<std::string> known;
@@ -434,12 +571,18 @@ class Resolver {
   std::set<int> in_progress_;
   std::vector<std::string> external_;
   std::map<std::string, ImageConfig> image_cache_;
+  std::map<const Node*, std::string> trigger_quotes_;  // see Quote()
+  bool skip_all_checks_ = false, checks_are_errors_ = false;
+  std::set<std::string> skip_checks_;        // lower case rule names
+  std::vector<std::string> check_warnings_;  // "Dockerfile:3: Rule: message", in order
 
   friend struct StageState;
 };
 
 struct StageState {
   ImageConfig config;
+  // `config` as the last step that changed it left it, shared by the steps after it.
+  std::shared_ptr<const ImageConfig> snapshot;
   // ARGs declared in the stage, in order: name -> value.
   std::vector<std::pair<std::string, std::optional<std::string>>> args;
   bool cmd_set = false;
@@ -491,6 +634,9 @@ Status Resolver::CheckStructure(const Node& node, bool in_onbuild) {
   }
   size_t n = node.args.size();
   auto need = [&](bool ok, const std::string& msg) { return ok ? Status::Ok() : Error(node, msg); };
+  if (in_onbuild && (cmd == "onbuild" || cmd == "from" || cmd == "maintainer")) {
+    return Error(node, ToUpper(cmd) + " isn't allowed as an ONBUILD trigger");
+  }
   if (cmd == "onbuild") {
     if (node.children.empty()) return Error(node, "ONBUILD requires at least one argument");
     std::string trigger = node.children[0].command();
@@ -502,7 +648,6 @@ Status Resolver::CheckStructure(const Node& node, bool in_onbuild) {
     }
     return CheckStructure(node.children[0], true);
   }
-  (void)in_onbuild;
   if (cmd == "env" || cmd == "label" || cmd == "expose" || cmd == "volume" || cmd == "arg" ||
       cmd == "healthcheck") {
     SF_RETURN_IF_ERROR(need(n > 0, ToUpper(cmd) + " requires at least one argument"));
@@ -639,13 +784,17 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
   ResolvedStep step;
   step.line = node.start_line;
   step.text = std::string(internal::TrimSpace(node.original));
-  Json canon = {{"kind", ToUpper(cmd)}};
+  CanonicalJson canon(ToUpper(cmd));
   Flags flags = FlagsFor(cmd);
-  SF_RETURN_IF_ERROR(flags.Parse(node.flags));  // checked before; cannot fail here
+  if (Status s = flags.Parse(node.flags); !s.ok()) return Wrap(node, s);  // checked before
   const EnvLookup env = st->Env();
   auto expand = [&](const std::string& word) -> StatusOr<std::string> {
-    StatusOr<std::string> v = lex_.ProcessWord(word, env);
+    WordMatches matches;
+    StatusOr<std::string> v = lex_.ProcessWord(word, env, &matches);
     if (!v.ok()) return Wrap(node, v.status());
+    for (const std::string& name : matches.unmatched) {
+      Warn(node, "UndefinedVar", "Usage of undefined variable '$" + name + "'");
+    }
     return v;
   };
   ImageConfig& config = st->config;
@@ -877,8 +1026,8 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     for (const std::string& p : parts) step.created_by += " " + p;
     step.created_by += " # buildkit";
     canon.update(ConfigJson(config));
-    canon["argv"] = step.argv;
-    canon["env"] = step.env;
+    canon.SetStrings("argv", step.argv);
+    canon.SetStrings("env", step.env);
     canon["network"] = step.network;
     canon["security"] = step.security;
     canon["mounts"] = mounts;
@@ -1076,6 +1225,11 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     step.kind = StepKind::kWorkdir;
     SF_ASSIGN_OR_RETURN(std::string p, expand(node.args[0]));
     if (p.empty()) return Error(node, "WORKDIR requires a non-empty path");
+    if (p[0] != '/' && config.working_dir.empty()) {
+      Warn(node, "WorkdirRelativePath",
+           "Relative workdir " + GoQuote(p) + " can have unexpected results if the base image "
+                                              "changes");
+    }
     std::string base = config.working_dir.empty() ? "/" : config.working_dir;
     config.working_dir = CleanSlashPath(p[0] == '/' ? p : base + "/" + p);
     step.created_by = "WORKDIR " + config.working_dir;
@@ -1156,13 +1310,15 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
   } else {
     return UnknownInstruction(node);
   }
-  try {
-    step.canonical = canon.dump();
-  } catch (const Json::type_error&) {
-    // The key must be injective, so invalid bytes are refused rather than replaced.
-    return Error(node, "the instruction is not valid UTF-8");
-  }
-  step.config = config;
+  std::optional<std::string> canonical = canon.Dump();
+  // The key must be injective, so invalid bytes are refused rather than replaced.
+  if (!canonical) return Error(node, "the instruction is not valid UTF-8");
+  step.canonical = std::move(*canonical);
+  // RUN, COPY, ADD, ARG and MAINTAINER leave the config as it was: share the last copy.
+  const bool keeps_config =
+      cmd == "run" || cmd == "copy" || cmd == "add" || cmd == "arg" || cmd == "maintainer";
+  if (!keeps_config || !st->snapshot) st->snapshot = std::make_shared<ImageConfig>(config);
+  step.set_config(st->snapshot);
   stage.steps.push_back(std::move(step));
   return Status::Ok();
 }
@@ -1196,7 +1352,7 @@ Status Resolver::ResolveStage(int index) {
     return Error(from, "base name (" + from.args[0] + ") should not be blank");
   }
   Flags flags = FlagsFor("from");
-  SF_RETURN_IF_ERROR(flags.Parse(from.flags));
+  if (Status s = flags.Parse(from.flags); !s.ok()) return Wrap(from, s);  // checked before
   std::string platform;
   if (flags.Used("platform")) {
     StatusOr<std::string> p = lex_.ProcessWord(flags.String("platform"), global);
@@ -1215,7 +1371,7 @@ Status Resolver::ResolveStage(int index) {
     SF_RETURN_IF_ERROR(ResolveStage(base_stage));
     stage.base_stage = base_stage;
     const ResolvedStage& parent = resolved_[base_stage];
-    stage.base_config = parent.steps.empty() ? parent.base_config : parent.steps.back().config;
+    stage.base_config = parent.steps.empty() ? parent.base_config : parent.steps.back().config();
     stage.platform = platform.empty() ? parent.platform : platform;
     st.deps.insert(base_stage);
   } else {
@@ -1224,7 +1380,7 @@ Status Resolver::ResolveStage(int index) {
       AddExternal(stage.base);
       StatusOr<ImageConfig> image = ImageConfigOf(from, stage.base);
       if (!image.ok() && image.status().code() == StatusCode::kNotFound) {
-        return NoStageOrImage(from, QuoteInstruction(from), stage.base, index, image.status());
+        return NoStageOrImage(from, QuoteNode(from), stage.base, index, image.status());
       }
       if (!image.ok()) return Wrap(from, image.status());
       stage.base_config = *image;
@@ -1232,17 +1388,30 @@ Status Resolver::ResolveStage(int index) {
   }
   if (!stage.base_config.GetEnv("PATH")) stage.base_config.SetEnv("PATH", kDefaultPath);
 
-  // The base image's ONBUILD triggers run first, as docker build does.
+  // The base image's ONBUILD triggers run first, as docker build does. Their errors name the FROM
+  // and the trigger: "Dockerfile:3: FROM base (ONBUILD COPY a b): ...".
   std::vector<Node> triggers;
   for (const std::string& expr : stage.base_config.on_build) {
-    StatusOr<ParsedDockerfile> t = ParseDockerfile(expr, options_.filename);
-    if (!t.ok()) return Wrap(from, t.status());
+    const std::string quote = QuoteNode(from) + " (ONBUILD " + QuoteInstruction(expr) + ")";
+    StatusOr<ParsedDockerfile> t = ParseDockerfile(expr, kTriggerFile);
+    if (!t.ok()) return TriggerParseError(from, quote, t.status());
     for (Node& n : t->nodes) {
       n.start_line = n.end_line = from.start_line;
-      SF_RETURN_IF_ERROR(CheckStructure(n, true));
       triggers.push_back(std::move(n));
     }
+    for (size_t i = triggers.size() - t->nodes.size(); i < triggers.size(); ++i) {
+      trigger_quotes_[&triggers[i]] = quote;
+    }
   }
+  // The entries name nodes of `triggers`, which dies with this call.
+  struct ForgetTriggers {
+    std::map<const Node*, std::string>& quotes;
+    const std::vector<Node>& nodes;
+    ~ForgetTriggers() {
+      for (const Node& n : nodes) quotes.erase(&n);
+    }
+  } forget{trigger_quotes_, triggers};
+  for (const Node& n : triggers) SF_RETURN_IF_ERROR(CheckStructure(n, true));
   stage.base_config.on_build.clear();
   st.config = stage.base_config;
   resolved_[index] = std::move(stage);
@@ -1255,6 +1424,131 @@ Status Resolver::ResolveStage(int index) {
   in_progress_.erase(index);
   order_.push_back(index);
   return Status::Ok();
+}
+
+Status Resolver::ReadCheckConfig(std::string_view value) {
+  // "skip=A,B;error=true", parts in any order.
+  size_t start = 0;
+  while (start <= value.size()) {
+    size_t end = std::min(value.find(';', start), value.size());
+    std::string_view part = internal::TrimSpace(value.substr(start, end - start));
+    start = end + 1;
+    if (part.empty()) continue;
+    size_t eq = part.find('=');
+    std::string key = ToLower(internal::TrimSpace(part.substr(0, eq)));
+    std::string val(eq == std::string_view::npos ? "" : internal::TrimSpace(part.substr(eq + 1)));
+    if (key == "skip") {
+      skip_checks_.clear();
+      skip_all_checks_ = false;
+      size_t s = 0;
+      while (s <= val.size()) {
+        size_t e = std::min(val.find(',', s), val.size());
+        std::string rule = ToLower(internal::TrimSpace(std::string_view(val).substr(s, e - s)));
+        s = e + 1;
+        if (rule == "all") skip_all_checks_ = true;
+        if (!rule.empty()) skip_checks_.insert(rule);
+      }
+    } else if (key == "error") {
+      std::string v = ToLower(val);
+      if (v != "true" && v != "false") {
+        return InvalidArgumentError("invalid check directive: error must be true or false, not " +
+                                    GoQuote(val));
+      }
+      checks_are_errors_ = v == "true";
+    } else {
+      return InvalidArgumentError("invalid check directive: unknown key " + GoQuote(key) +
+                                  " (skip=..., error=...)");
+    }
+  }
+  return Status::Ok();
+}
+
+bool IsUpper(std::string_view s) { return ToUpper(s) == s; }
+bool IsLower(std::string_view s) { return ToLower(s) == s; }
+
+// BuildKit's SecretsUsedInArgOrEnv: a name with a word (split on "_") that names a secret.
+bool LooksSecret(const std::string& name) {
+  static const std::set<std::string> kWords = {"apikey", "auth",   "credential", "credentials",
+                                               "key",    "password", "pword",    "passwd",
+                                               "secret", "token"};
+  std::string lower = ToLower(name);
+  size_t start = 0;
+  while (start <= lower.size()) {
+    size_t end = std::min(lower.find('_', start), lower.size());
+    if (kWords.count(lower.substr(start, end - start))) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
+// The checks that need only the parse tree, over every instruction of the file.
+void Resolver::CheckStatically() {
+  size_t upper = 0, lower = 0;
+  for (const Node& node : parsed_.nodes) {
+    upper += IsUpper(node.keyword);
+    lower += IsLower(node.keyword);
+  }
+  const bool majority_upper = upper >= lower;
+  for (const Node& node : parsed_.nodes) {
+    const std::string cmd = node.command();
+    if (majority_upper ? !IsUpper(node.keyword) : !IsLower(node.keyword)) {
+      Warn(node, "ConsistentInstructionCasing",
+           "Command '" + node.keyword + "' should match the case of the command majority (" +
+               (majority_upper ? "uppercase" : "lowercase") + ")");
+    }
+    if (cmd == "from" && node.args.size() == 3) {
+      const std::string& as = node.args[1];
+      if ((IsUpper(node.keyword) && !IsUpper(as)) || (IsLower(node.keyword) && !IsLower(as))) {
+        Warn(node, "FromAsCasing",
+             "'" + as + "' and '" + node.keyword + "' keywords' casing do not match");
+      }
+      if (!IsLower(node.args[2])) {
+        Warn(node, "StageNameCasing", "Stage name '" + node.args[2] + "' should be lowercase");
+      }
+    }
+    if (cmd == "maintainer") {
+      Warn(node, "MaintainerDeprecated",
+           "Maintainer instruction is deprecated in favor of using label");
+    }
+    if ((cmd == "cmd" || cmd == "entrypoint") && !node.json && !node.args.empty()) {
+      Warn(node, "JSONArgsRecommended",
+           "JSON arguments recommended for " + ToUpper(cmd) +
+               " to prevent unintended behavior related to OS signals");
+    }
+    if ((cmd == "env" || cmd == "label") && node.args.size() == 3 && node.args[2].empty()) {
+      Warn(node, "LegacyKeyValueFormat",
+           "\"" + ToUpper(cmd) + " key=value\" should be used instead of legacy \"" + ToUpper(cmd) +
+               " key value\" format");
+    }
+    if (cmd == "arg" || cmd == "env") {
+      for (size_t i = 0; i < node.args.size(); i += cmd == "env" ? 3 : 1) {
+        std::string name = node.args[i].substr(0, node.args[i].find('='));
+        if (LooksSecret(name)) {
+          Warn(node, "SecretsUsedInArgOrEnv",
+               "Do not use ARG or ENV instructions for sensitive data (" + ToUpper(cmd) + " " +
+                   GoQuote(name) + ")");
+        }
+      }
+    }
+  }
+  for (const StageSource& stage : sources_) CheckStage(stage);
+}
+
+// MultipleInstructionsDisallowed: only the last CMD, ENTRYPOINT or HEALTHCHECK of a stage counts.
+void Resolver::CheckStage(const StageSource& stage) {
+  for (const char* kind : {"cmd", "entrypoint", "healthcheck"}) {
+    const Node* last = nullptr;
+    for (const Node* node : stage.commands) {
+      if (node->command() != kind) continue;
+      if (last) {
+        Warn(*last, "MultipleInstructionsDisallowed",
+             "Multiple " + ToUpper(kind) +
+                 " instructions should not be used in the same stage because only the last one "
+                 "will be used");
+      }
+      last = node;
+    }
+  }
 }
 
 StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
@@ -1299,6 +1593,22 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
     return InvalidArgumentError(options_.filename + ": no FROM instruction: nothing to build");
   }
   SF_RETURN_IF_ERROR(ResolveMetaArgs(meta));
+  for (const Directive& d : parsed_.directives) {
+    if (d.name != "check") continue;
+    if (Status s = ReadCheckConfig(d.value); !s.ok()) {
+      return InvalidArgumentError(options_.filename + ":" + std::to_string(d.line) + ": # check=" +
+                                  d.value + ": " + s.message());
+    }
+  }
+  if (auto it = options_.build_args.find("BUILDKIT_DOCKERFILE_CHECK");
+      it != options_.build_args.end()) {
+    if (Status s = ReadCheckConfig(it->second); !s.ok()) {
+      return InvalidArgumentError("--build-arg BUILDKIT_DOCKERFILE_CHECK=" + it->second + ": " +
+                                  s.message());
+    }
+  }
+  if (CheckEnabled("NoEmptyContinuation")) check_warnings_ = parsed_.warnings;
+  CheckStatically();
 
   int target_index = static_cast<int>(sources_.size()) - 1;
   if (!options_.target.empty()) {
@@ -1321,7 +1631,20 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
     plan.stages.push_back(std::move(resolved_[idx]));
   }
   plan.external_images = external_;
-  plan.warnings = parsed_.warnings;
+  if (checks_are_errors_ && !check_warnings_.empty()) {
+    // As docker build with `# check=error=true`: the findings fail the build.
+    std::set<std::string> rules;
+    for (const std::string& w : check_warnings_) {
+      size_t place = w.find(": ");
+      rules.insert(w.substr(place + 2, w.find(':', place + 2) - place - 2));
+    }
+    std::string msg = options_.filename + ": lint violation found for rules:";
+    for (const std::string& r : rules) msg += (msg.back() == ':' ? " " : ", ") + r;
+    msg += " (# check=error=true)";
+    for (const std::string& w : check_warnings_) msg += "\n  " + w;
+    return FailedPreconditionError(std::move(msg));
+  }
+  plan.warnings = check_warnings_;
   for (const auto& [key, value] : options_.build_args) {
     if (!consumed_.count(key) && !IsBuiltinArg(key) && !auto_args_.count(key)) {
       plan.warnings.push_back("build arg " + key + " was not consumed: no ARG " + key +
@@ -1374,6 +1697,17 @@ std::string_view StepKindName(StepKind kind) {
   return "?";
 }
 
+const ImageConfig& ResolvedStep::EmptyConfig() {
+  static const ImageConfig empty;
+  return empty;
+}
+
+ImageConfig& ResolvedStep::mutable_config() {
+  if (!config_ || config_.use_count() > 1) config_ = std::make_shared<ImageConfig>(config());
+  // This step is the only owner, and every config is made as a non-const ImageConfig.
+  return const_cast<ImageConfig&>(*config_);
+}
+
 int BuildPlan::PositionOf(int original_index) const {
   for (size_t i = 0; i < stages.size(); ++i) {
     if (stages[i].index == original_index) return static_cast<int>(i);
@@ -1410,9 +1744,9 @@ std::string DescribePlan(const BuildPlan& plan) {
         constexpr auto kReplace = Json::error_handler_t::replace;  // display only
         out += "    argv: " + Json(step.argv).dump(-1, ' ', false, kReplace) + "\n";
         out += "    env: " + Json(step.env).dump(-1, ' ', false, kReplace) + "\n";
-        if (!step.config.user.empty()) out += "    user: " + step.config.user + "\n";
-        if (!step.config.working_dir.empty())
-          out += "    workdir: " + step.config.working_dir + "\n";
+        if (!step.config().user.empty()) out += "    user: " + step.config().user + "\n";
+        if (!step.config().working_dir.empty())
+          out += "    workdir: " + step.config().working_dir + "\n";
       }
       if (step.from_stage >= 0) out += "    from stage " + std::to_string(step.from_stage) + "\n";
       if (!step.from_image.empty()) out += "    from image " + step.from_image + "\n";

@@ -417,10 +417,36 @@ StatusOr<std::vector<Heredoc>> HeredocsFromLine(std::string_view line) {
 Status LocatedError(std::string_view filename, int line, const Status& s) {
   return Status(s.code(), std::string(filename) + ":" + std::to_string(line) + ": " + s.message());
 }
+// "Dockerfile:3: ENV A: <message>".
+Status QuotedError(std::string_view filename, int line, std::string_view instruction,
+                   const Status& s) {
+  return LocatedError(filename, line,
+                      Status(s.code(), QuoteInstruction(instruction) + ": " + s.message()));
+}
 
 }  // namespace
 
 std::string Node::command() const { return ToLower(keyword); }
+
+std::string QuoteInstruction(std::string_view line) {
+  std::string q(TrimSpace(line));
+  size_t keyword_end = 0;
+  while (keyword_end < q.size() && !IsSeparator(q[keyword_end]) && q[keyword_end] != '\n') {
+    ++keyword_end;
+  }
+  for (size_t i = 0; i < q.size(); ++i) {
+    char& c = q[i];
+    if (i < keyword_end && c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    if (c == '\n' || c == '\t' || c == '\r') c = ' ';
+  }
+  constexpr size_t kMax = 60;
+  if (q.size() > kMax) {
+    size_t cut = kMax - 3;
+    while (cut > 0 && (static_cast<unsigned char>(q[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+    q = q.substr(0, cut) + "...";
+  }
+  return q;
+}
 
 StatusOr<std::optional<Heredoc>> ParseHeredocWord(std::string_view word) {
   // ^(\d*)<<(-?)\s*([^<]*)$
@@ -520,7 +546,7 @@ StatusOr<ParsedDockerfile> ParseDockerfile(std::string_view text, std::string_vi
     std::string line;
     Status s = process_line(raw, true, &is_directive, &line);
     if (is_directive && !comments.empty()) comments.pop_back();
-    if (!s.ok()) return LocatedError(filename, current_line + 1, s);
+    if (!s.ok()) return QuotedError(filename, current_line + 1, TrimNewline(raw), s);
     current_line++;
     int start_line = current_line;
     bool end_of_line = TrimContinuation(&line, directives.escape);
@@ -531,7 +557,7 @@ StatusOr<ParsedDockerfile> ParseDockerfile(std::string_view text, std::string_vi
       std::string_view cont = lines[next++];
       std::string part;
       Status cs = process_line(cont, false, nullptr, &part);
-      if (!cs.ok()) return LocatedError(filename, current_line + 1, cs);
+      if (!cs.ok()) return QuotedError(filename, current_line + 1, TrimNewline(cont), cs);
       current_line++;
       if (IsComment(cont)) continue;
       if (TrimLeadingWhitespace(TrimNewline(part)).empty()) {
@@ -543,13 +569,13 @@ StatusOr<ParsedDockerfile> ParseDockerfile(std::string_view text, std::string_vi
     }
     if (empty_continuation) {
       result.warnings.push_back(std::string(filename) + ":" + std::to_string(current_line) +
-                                ": empty continuation line found in: " + buf);
+                                ": NoEmptyContinuation: Empty continuation line");
     }
     StatusOr<Node> node = NodeFromLine(buf, directives.escape);
-    if (!node.ok()) return LocatedError(filename, start_line, node.status());
+    if (!node.ok()) return QuotedError(filename, start_line, buf, node.status());
     if (CanContainHeredoc(*node) && buf.find("<<") != std::string::npos) {
       StatusOr<std::vector<Heredoc>> docs = HeredocsFromLine(buf);
-      if (!docs.ok()) return LocatedError(filename, start_line, docs.status());
+      if (!docs.ok()) return QuotedError(filename, start_line, buf, docs.status());
       for (Heredoc& doc : *docs) {
         bool terminated = false;
         std::string content;
@@ -567,8 +593,8 @@ StatusOr<ParsedDockerfile> ParseDockerfile(std::string_view text, std::string_vi
           content += body;
         }
         if (!terminated) {
-          return LocatedError(filename, start_line,
-                              InvalidArgumentError("unterminated heredoc " + doc.name));
+          return QuotedError(filename, start_line, buf,
+                             InvalidArgumentError("unterminated heredoc " + doc.name));
         }
         doc.content = std::move(content);
         node->heredocs.push_back(std::move(doc));

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cctype>
 #include <map>
 #include <string>
@@ -57,8 +59,8 @@ TEST(Resolve, GlobalArgUsableInFromButNotInStageUntilRedeclared) {
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   const ResolvedStage& s = plan->target_stage();
   EXPECT_EQ(s.base, "golang:1.22");
-  EXPECT_EQ(s.steps[1].config.GetEnv("A"), "x");
-  EXPECT_EQ(s.steps[3].config.GetEnv("B"), "y1.22");
+  EXPECT_EQ(s.steps[1].config().GetEnv("A"), "x");
+  EXPECT_EQ(s.steps[3].config().GetEnv("B"), "y1.22");
   EXPECT_EQ(plan->external_images, Strings{"golang:1.22"});
 }
 
@@ -81,9 +83,77 @@ TEST(Resolve, BuildArgOverridesDefaultAndEnvWinsOverArg) {
   EXPECT_EQ(s.steps[2].created_by, "RUN |2 V=fromcli W=w1 /bin/sh -c echo $V # buildkit");
   EXPECT_EQ(s.steps[4].env,
             (Strings{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "V=fromenv", "W=w1"}));
-  EXPECT_EQ(s.steps[5].config.labels.at("v"), "fromenv");
-  EXPECT_EQ(s.steps[5].config.labels.at("w"), "w1");
+  EXPECT_EQ(s.steps[5].config().labels.at("v"), "fromenv");
+  EXPECT_EQ(s.steps[5].config().labels.at("w"), "w1");
   EXPECT_TRUE(plan->warnings.empty());
+}
+
+TEST(Resolve, BuildChecksWarnWithFileAndLine) {
+  const std::string text =
+      "FROM alpine as Builder\n"
+      "MAINTAINER me\n"
+      "ENV API_TOKEN x\n"
+      "WORKDIR src\n"
+      "RUN echo $NOPE\n"
+      "COPY a $MISSING/\n"
+      "CMD run\n"
+      "cmd [\"b\"]\n"
+      "RUN a \\\n\n  b\n";
+  auto plan = Plan(text);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->warnings,
+            (Strings{
+                "Dockerfile:11: NoEmptyContinuation: Empty continuation line",
+                "Dockerfile:1: FromAsCasing: 'as' and 'FROM' keywords' casing do not match",
+                "Dockerfile:1: StageNameCasing: Stage name 'Builder' should be lowercase",
+                "Dockerfile:2: MaintainerDeprecated: Maintainer instruction is deprecated in favor "
+                "of using label",
+                "Dockerfile:3: LegacyKeyValueFormat: \"ENV key=value\" should be used instead of "
+                "legacy \"ENV key value\" format",
+                "Dockerfile:3: SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for "
+                "sensitive data (ENV \"API_TOKEN\")",
+                "Dockerfile:7: JSONArgsRecommended: JSON arguments recommended for CMD to prevent "
+                "unintended behavior related to OS signals",
+                "Dockerfile:8: ConsistentInstructionCasing: Command 'cmd' should match the case "
+                "of the command majority (uppercase)",
+                "Dockerfile:7: MultipleInstructionsDisallowed: Multiple CMD instructions should not "
+                "be used in the same stage because only the last one will be used",
+                "Dockerfile:4: WorkdirRelativePath: Relative workdir \"src\" can have unexpected "
+                "results if the base image changes",
+                "Dockerfile:6: UndefinedVar: Usage of undefined variable '$MISSING'",
+            }));
+
+  // skip= names rules (any case); skip=all silences every one.
+  auto skipped = Plan("# check=skip=JSONArgsRecommended,maintainerdeprecated\n" + text);
+  ASSERT_TRUE(skipped.ok());
+  EXPECT_EQ(skipped->warnings.size(), 9u);
+  for (const std::string& w : skipped->warnings) {
+    EXPECT_EQ(w.find("JSONArgs"), std::string::npos) << w;
+    EXPECT_EQ(w.find("Maintainer"), std::string::npos) << w;
+  }
+  auto all = Plan("# check=skip=all\n" + text);
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->warnings.empty()) << all->warnings[0];
+
+  // error=true: any finding fails the build; none, and it builds.
+  auto failed = Plan("# check=error=true\nFROM alpine\nCMD run\n");
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(failed.status().message(),
+            "Dockerfile: lint violation found for rules: JSONArgsRecommended (# check=error=true)\n"
+            "  Dockerfile:3: JSONArgsRecommended: JSON arguments recommended for CMD to prevent "
+            "unintended behavior related to OS signals");
+  EXPECT_TRUE(Plan("# check=skip=JSONArgsRecommended;error=true\nFROM alpine\nCMD run\n").ok());
+  EXPECT_TRUE(Plan("# check=error=true\nFROM alpine\nCMD [\"run\"]\n").ok());
+  BuildOptions via_arg;
+  via_arg.build_args = {{"BUILDKIT_DOCKERFILE_CHECK", "error=true"}};
+  EXPECT_FALSE(Plan("FROM alpine\nCMD run\n", via_arg).ok());
+
+  auto bad = Plan("# check=error=maybe\nFROM alpine\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(),
+            "Dockerfile:1: # check=error=maybe: invalid check directive: error must be true or "
+            "false, not \"maybe\"");
 }
 
 TEST(Resolve, UnusedBuildArgIsAWarning) {
@@ -107,12 +177,40 @@ TEST(Resolve, BaseImageEnvExpandsInInstructions) {
       "USER ${LANG}\n");
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   const ResolvedStage& s = plan->target_stage();
-  EXPECT_EQ(s.steps[0].config.GetEnv("PATH"), "/opt/bin:/usr/local/bin:/usr/bin:/bin");
-  EXPECT_EQ(s.steps[0].config.GetEnv("GO"), "C.UTF-8");
+  EXPECT_EQ(s.steps[0].config().GetEnv("PATH"), "/opt/bin:/usr/local/bin:/usr/bin:/bin");
+  EXPECT_EQ(s.steps[0].config().GetEnv("GO"), "C.UTF-8");
   EXPECT_EQ(s.steps[0].created_by, "ENV PATH=/opt/bin:/usr/local/bin:/usr/bin:/bin GO=C.UTF-8");
-  EXPECT_EQ(s.steps[2].config.working_dir, "/src/lib");
+  EXPECT_EQ(s.steps[2].config().working_dir, "/src/lib");
   EXPECT_EQ(s.steps[2].created_by, "WORKDIR /src/lib");
-  EXPECT_EQ(s.steps[3].config.user, "C.UTF-8");
+  EXPECT_EQ(s.steps[3].config().user, "C.UTF-8");
+}
+
+TEST(Resolve, WorkdirIsAStepThatMakesItsDirectory) {
+  // As BuildKit: WORKDIR is a step of its own with a layer (mkdir -p as the USER of the time),
+  // relative to the previous WORKDIR and expanded; WORKDIR / changes nothing on disk.
+  auto plan = Plan(
+      "FROM alpine\n"
+      "ARG SUB=lib\n"
+      "USER 1000\n"
+      "WORKDIR /a/b\n"
+      "WORKDIR ./$SUB/../c\n"
+      "WORKDIR /\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  ASSERT_EQ(s.steps.size(), 5u);
+  EXPECT_EQ(s.steps[2].kind, StepKind::kWorkdir);
+  EXPECT_TRUE(s.steps[2].makes_layer());
+  EXPECT_EQ(s.steps[2].config().working_dir, "/a/b");
+  EXPECT_EQ(s.steps[2].config().user, "1000");
+  EXPECT_EQ(s.steps[2].text, "WORKDIR /a/b");
+  EXPECT_EQ(s.steps[2].line, 4);
+  EXPECT_TRUE(s.steps[3].makes_layer());
+  EXPECT_EQ(s.steps[3].config().working_dir, "/a/b/c");
+  EXPECT_EQ(s.steps[3].created_by, "WORKDIR /a/b/c");
+  EXPECT_EQ(s.steps[4].kind, StepKind::kWorkdir);
+  EXPECT_FALSE(s.steps[4].makes_layer());
+  EXPECT_EQ(s.steps[4].created_by, "WORKDIR /");
+  EXPECT_FALSE(s.steps[1].makes_layer());  // USER
 }
 
 TEST(Resolve, ScratchGetsDefaultPathAndNeverReachesResolver) {
@@ -143,11 +241,11 @@ TEST(Resolve, RunArgvForShellExecAndShellInstruction) {
   EXPECT_EQ(s.steps[1].created_by, "RUN echo hi there # buildkit");
   EXPECT_EQ(s.steps[2].created_by, "SHELL [/bin/bash -eo pipefail -c]");
   EXPECT_EQ(s.steps[3].argv, (Strings{"/bin/bash", "-eo", "pipefail", "-c", "make"}));
-  EXPECT_EQ(s.steps[4].config.cmd, (Strings{"/bin/bash", "-eo", "pipefail", "-c", "run me"}));
+  EXPECT_EQ(s.steps[4].config().cmd, (Strings{"/bin/bash", "-eo", "pipefail", "-c", "run me"}));
   EXPECT_EQ(s.steps[4].created_by, "CMD [\"/bin/bash\" \"-eo\" \"pipefail\" \"-c\" \"run me\"]");
   // CMD set in this stage survives ENTRYPOINT.
-  EXPECT_EQ(s.steps[5].config.entrypoint, Strings{"tini"});
-  EXPECT_EQ(s.steps[5].config.cmd.size(), 5u);
+  EXPECT_EQ(s.steps[5].config().entrypoint, Strings{"tini"});
+  EXPECT_EQ(s.steps[5].config().cmd.size(), 5u);
   EXPECT_TRUE(s.steps[0].makes_layer());
   EXPECT_FALSE(s.steps[2].makes_layer());
 }
@@ -155,7 +253,7 @@ TEST(Resolve, RunArgvForShellExecAndShellInstruction) {
 TEST(Resolve, EntrypointResetsInheritedCmd) {
   auto plan = Plan("FROM alpine\nENTRYPOINT [\"tini\"]\n");
   ASSERT_TRUE(plan.ok());
-  EXPECT_TRUE(plan->target_stage().steps[0].config.cmd.empty());
+  EXPECT_TRUE(plan->target_stage().steps[0].config().cmd.empty());
   EXPECT_EQ(plan->target_stage().steps[0].created_by, "ENTRYPOINT [\"tini\"]");
 }
 
@@ -174,14 +272,14 @@ TEST(Resolve, CreatedByStrings) {
   EXPECT_EQ(s.steps[0].created_by, "COPY --chown=1:1 a b /dst/ # buildkit");
   EXPECT_EQ(s.steps[0].sources, (Strings{"a", "b"}));
   EXPECT_EQ(s.steps[1].created_by, "EXPOSE [53/udp 80/tcp]");
-  EXPECT_EQ(s.steps[1].config.exposed_ports, (std::set<std::string>{"80/tcp", "53/udp"}));
+  EXPECT_EQ(s.steps[1].config().exposed_ports, (std::set<std::string>{"80/tcp", "53/udp"}));
   EXPECT_EQ(s.steps[2].created_by, "VOLUME [/data /logs]");
   EXPECT_EQ(s.steps[3].created_by, "STOPSIGNAL SIGTERM");
   EXPECT_EQ(s.steps[4].created_by, "ARG X=1 Y");
   EXPECT_EQ(s.steps[5].created_by,
             "HEALTHCHECK {Test:[CMD-SHELL curl -f localhost] Interval:30s Timeout:0s "
             "StartPeriod:0s StartInterval:0s Retries:3}");
-  EXPECT_EQ(s.steps[6].config.on_build, Strings{"RUN echo later"});
+  EXPECT_EQ(s.steps[6].config().on_build, Strings{"RUN echo later"});
 }
 
 TEST(Resolve, StagesInheritPruneAndOrderByDeps) {
@@ -208,7 +306,7 @@ TEST(Resolve, StagesInheritPruneAndOrderByDeps) {
   EXPECT_EQ(test.base_stage, 0);
   EXPECT_EQ(test.base_config.GetEnv("CGO_ENABLED"), "0");
   EXPECT_EQ(test.base_config.working_dir, "/src");
-  EXPECT_EQ(test.steps[0].config.working_dir, "/src");
+  EXPECT_EQ(test.steps[0].config().working_dir, "/src");
   const ResolvedStage& last = plan->target_stage();
   EXPECT_EQ(last.display_name, "stage-4");
   EXPECT_EQ(last.deps, (std::vector<int>{0, 2, 3}));
@@ -250,8 +348,8 @@ TEST(Resolve, PlatformArgsAvailableWhenDeclared) {
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   const ResolvedStage& s = plan->target_stage();
   EXPECT_EQ(s.platform, "linux/arm64/v8");
-  EXPECT_EQ(s.steps[0].config.GetEnv("BEFORE"), "x");
-  EXPECT_EQ(s.steps[2].config.GetEnv("AFTER"), "arm64/v8");
+  EXPECT_EQ(s.steps[0].config().GetEnv("BEFORE"), "x");
+  EXPECT_EQ(s.steps[2].config().GetEnv("AFTER"), "arm64/v8");
 }
 
 TEST(Resolve, HeredocCopyAndRun) {
@@ -289,6 +387,46 @@ TEST(Resolve, CanonicalChangesWithExpandedArgsAndEnv) {
   EXPECT_EQ(Step(*pa, 0, 2).canonical, Step(*pb, 0, 2).canonical);  // COPY does not
 }
 
+TEST(Resolve, CanonicalIsExactlyWhatNlohmannJsonDumps) {
+  // The canonical form is written without a JSON tree; it must stay the sorted-key dump.
+  auto plan = Plan(
+      "FROM alpine\n"
+      "ENV CTRL=\"a\\tb\" UNI=caf\xc3\xa9\\\"q\\\\ E=\x7f\n"
+      "ARG X=\"\x01\"\n"
+      "RUN --mount=type=cache,target=/c echo \"$CTRL\" $UNI $X \u00e9\n"
+      "COPY --chown=1:1 a b /dst/\n"
+      "EXPOSE 80\nLABEL k=v\nHEALTHCHECK --interval=5s CMD true\nWORKDIR sub\nUSER u\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  int runs = 0;
+  for (const ResolvedStep& step : plan->target_stage().steps) {
+    nlohmann::json parsed = nlohmann::json::parse(step.canonical);
+    EXPECT_EQ(parsed.dump(), step.canonical);
+    runs += step.kind == StepKind::kRun;
+    if (step.kind == StepKind::kRun) {
+      EXPECT_EQ(parsed["env"].get<Strings>(), step.env);
+      EXPECT_EQ(parsed["argv"].get<Strings>(), step.argv);
+    }
+  }
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(Resolve, StepsThatKeepTheConfigShareIt) {
+  auto plan = Plan("FROM alpine\nENV A=1\nRUN a\nCOPY x /y\nENV B=2\nRUN b\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(&s.steps[0].config(), &s.steps[1].config());
+  EXPECT_EQ(&s.steps[1].config(), &s.steps[2].config());
+  EXPECT_NE(&s.steps[2].config(), &s.steps[3].config());
+  EXPECT_EQ(s.steps[2].config().GetEnv("B"), std::nullopt);
+  EXPECT_EQ(s.steps[4].config().GetEnv("B"), "2");
+  // Writing through one step copies first: the others keep theirs.
+  ResolvedStep copy = s.steps[1];
+  copy.mutable_config().user = "changed";
+  EXPECT_EQ(s.steps[1].config().user, "");
+  EXPECT_EQ(copy.config().user, "changed");
+  EXPECT_EQ(ResolvedStep().config(), ImageConfig());
+}
+
 TEST(Resolve, ErrorsNameFileLineAndQuoteTheInstruction) {
   struct Case {
     std::string text;
@@ -310,6 +448,18 @@ TEST(Resolve, ErrorsNameFileLineAndQuoteTheInstruction) {
       // A long instruction is quoted up to 60 bytes.
       {"FROM alpine\nRUN --network=bad " + std::string(100, 'x') + "\n",
        "Dockerfile:2: RUN --network=bad " + std::string(39, 'x') + "...: unsupported network..."},
+      {"FROM alpine AS build\nFROM alpine\n\nCOPY --from=biuld a b\n",
+       "Dockerfile:4: COPY --from=biuld: no stage or image named \"biuld\" (did you mean "
+       "\"build\"?)"},
+      {"FROM alpine AS build\nRUN --mount=from=buidl,target=/x true\n",
+       "Dockerfile:2: RUN --mount=from=buidl: no stage or image named \"buidl\": no image buidl"},
+      {"FROM alpine\nSTOPSIGNAL SIGNOPE\n", "Dockerfile:2: STOPSIGNAL SIGNOPE: Invalid signal: SIGNOPE"},
+      {"FROM alpine\nHEALTHCHECK --interval=1x CMD true\n",
+       "Dockerfile:2: HEALTHCHECK --interval=1x CMD true: time: invalid duration \"1x\""},
+      {"FROM alpine\nEXPOSE 80/xyz\n", "Dockerfile:2: EXPOSE 80/xyz: invalid proto: xyz"},
+      {"FROM alpine\nWORKDIR\n", "Dockerfile:2: WORKDIR: WORKDIR requires exactly one argument"},
+      {"FROM alpine\nRUM make\n", "Dockerfile:2: RUM make: unknown instruction: RUM (did you mean RUN?)"},
+      {"FROM alpine\nENV A\n", "Dockerfile:2: ENV A: ENV must have two arguments"},
       // Lower-case keywords are quoted in upper case.
       {"from alpine\ncopy --from=nope a b\n",
        "Dockerfile:2: COPY --from=nope: no stage or image named \"nope\": no image nope"},
@@ -471,10 +621,10 @@ TEST(Resolve, OnbuildTriggersOfTheBaseRunFirstInFrom) {
   EXPECT_EQ(first.steps[0].line, 1);
   EXPECT_EQ(first.steps[1].argv, (Strings{"/bin/sh", "-c", "echo triggered"}));
   EXPECT_EQ(first.steps[1].line, 1);
-  EXPECT_EQ(first.steps[1].config.GetEnv("FROM_TRIGGER"), "yes");
+  EXPECT_EQ(first.steps[1].config().GetEnv("FROM_TRIGGER"), "yes");
   EXPECT_EQ(first.steps[2].argv, (Strings{"/bin/sh", "-c", "echo mine"}));
   // Triggers are consumed: the resulting image does not carry them on.
-  EXPECT_TRUE(first.steps.back().config.on_build.empty());
+  EXPECT_TRUE(first.steps.back().config().on_build.empty());
 
   plan = Resolve(
       "FROM alpine AS parent\n"
@@ -490,14 +640,37 @@ TEST(Resolve, OnbuildTriggersOfTheBaseRunFirstInFrom) {
   EXPECT_EQ(child.steps[0].line, 3);
   EXPECT_EQ(child.steps[1].argv, (Strings{"/bin/sh", "-c", "echo child"}));
 
-  // A bad trigger fails the build at the FROM that runs it.
-  ImageConfig bad;
-  bad.on_build = {"COPPY a b"};
-  images.images["bad-onbuild"] = bad;
-  auto failed = Resolve("FROM bad-onbuild\n", {}, images.resolver());
-  ASSERT_FALSE(failed.ok());
-  EXPECT_EQ(failed.status().message().rfind("Dockerfile:1: COPPY a b: unknown instruction", 0), 0u)
-      << failed.status().message();
+  // A bad trigger fails the build at the FROM that runs it, and the error says it came from the
+  // base image's ONBUILD.
+  struct Case {
+    std::string trigger, error;
+  } cases[] = {
+      {"COPPY a b",
+       "Dockerfile:2: FROM bad-onbuild (ONBUILD COPPY a b): unknown instruction: COPPY (did you "
+       "mean COPY?)"},
+      {"ENV A", "Dockerfile:2: FROM bad-onbuild (ONBUILD ENV A): ENV must have two arguments"},
+      {"COPY --from=nope a b",
+       "Dockerfile:2: FROM bad-onbuild (ONBUILD COPY --from=nope a b): no stage or image named "
+       "\"nope\": no image nope"},
+      {"RUN --network=wifi x",
+       "Dockerfile:2: FROM bad-onbuild (ONBUILD RUN --network=wifi x): unsupported network mode "
+       "\"wifi\""},
+      {"FROM alpine",
+       "Dockerfile:2: FROM bad-onbuild (ONBUILD FROM alpine): FROM isn't allowed as an ONBUILD "
+       "trigger"},
+      {"WORKDIR ${X?unset}",
+       "Dockerfile:2: FROM bad-onbuild (ONBUILD WORKDIR ${X?unset}): failed to process..."},
+  };
+  for (const Case& c : cases) {
+    ImageConfig bad;
+    bad.on_build = {"RUN true", c.trigger};
+    images.images["bad-onbuild"] = bad;
+    auto failed = Resolve("# a comment\nFROM bad-onbuild\n", {}, images.resolver());
+    ASSERT_FALSE(failed.ok()) << c.trigger;
+    std::string msg = failed.status().message();
+    if (c.error.ends_with("...")) msg = msg.substr(0, c.error.size() - 3) + "...";
+    EXPECT_EQ(msg, c.error);
+  }
 }
 
 TEST(Resolve, InvalidUtf8InAnInstructionIsAnErrorNotACrash) {

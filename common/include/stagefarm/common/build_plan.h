@@ -15,6 +15,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -108,12 +109,22 @@ struct ResolvedStep {
   std::vector<std::string> excludes;
 
   // The image config after this step (USER, WORKDIR... apply to later steps; for RUN and
-  // COPY they are what this step runs with).
-  ImageConfig config;
+  // COPY they are what this step runs with). Steps that do not change it share one immutable
+  // copy; mutable_config() copies it first if another step shares it.
+  const ImageConfig& config() const { return config_ ? *config_ : EmptyConfig(); }
+  ImageConfig& mutable_config();
+  // `config` must point to a non-const ImageConfig (std::make_shared<ImageConfig>).
+  void set_config(std::shared_ptr<const ImageConfig> config) { config_ = std::move(config); }
 
+  // WORKDIR makes its directory (mkdir -p, as BuildKit does), except WORKDIR /.
   bool makes_layer() const {
-    return kind == StepKind::kRun || kind == StepKind::kCopy || kind == StepKind::kAdd;
+    return kind == StepKind::kRun || kind == StepKind::kCopy || kind == StepKind::kAdd ||
+           (kind == StepKind::kWorkdir && config().working_dir != "/");
   }
+
+ private:
+  static const ImageConfig& EmptyConfig();
+  std::shared_ptr<const ImageConfig> config_;
 };
 
 struct ResolvedStage {

@@ -58,11 +58,13 @@ struct ParsedDockerfile {
   std::vector<Node> nodes;
   std::vector<Directive> directives;
   char escape_token = '\\';
-  std::vector<std::string> warnings;  // e.g. empty continuation lines
+  // Build-check warnings the parser finds: "Dockerfile:7: NoEmptyContinuation: ...".
+  std::vector<std::string> warnings;
 };
 
-// Parses Dockerfile text. Errors are InvalidArgument and start with "<filename>:<line>: ".
-// A file without instructions is an error.
+// Parses Dockerfile text. Errors are InvalidArgument, start with "<filename>:<line>: " and quote
+// the instruction or directive: `Dockerfile:3: ENV A: ENV must have two arguments`. A file
+// without instructions is an error.
 StatusOr<ParsedDockerfile> ParseDockerfile(std::string_view text,
                                            std::string_view filename = "Dockerfile");
 
@@ -71,6 +73,10 @@ StatusOr<ParsedDockerfile> ParseDockerfile(std::string_view text,
 std::string DumpParseTree(const ParsedDockerfile& parsed);
 // One node without the surrounding parentheses: `run "echo hi"`.
 std::string DumpNode(const Node& node);
+
+// An instruction as errors quote it: `line` (a logical line, e.g. Node::original) trimmed, on one
+// line, its keyword in upper case, cut to about 60 bytes with "...".
+std::string QuoteInstruction(std::string_view line);
 
 // Parses a heredoc word such as "<<-EOF" or `<<"EOF"`; nullopt when the word is not one.
 StatusOr<std::optional<Heredoc>> ParseHeredocWord(std::string_view word);
