@@ -1,34 +1,37 @@
-// Cache server throughput on loopback: a real CacheService (RocksDB in a temp dir under $TMPDIR)
-// served on tcp://127.0.0.1, driven by the remote client. bench/cache_bench.sh prints the
-// machine's single-core SHA-256 rate and raw disk write rate beside these figures.
+// Cache server throughput on loopback, driven by the remote client. The server is the one at
+// $STAGEFARM_CACHE_BENCH_ENDPOINT (bench/cache_bench.sh starts `stagefarm cache` as its own
+// process, so that its memory can be measured apart from the client's), or else a CacheService
+// in this process on a temp dir under $TMPDIR. bench/cache_bench.sh prints the machine's
+// single-core SHA-256 rate and raw disk write rate beside these figures.
+//
+// Blobs are streamed from a generator (tests/support/blob_generator.h), never held whole in
+// memory, so the 1 GiB cases measure the server and not the client's allocator.
 #include <benchmark/benchmark.h>
 
-#include <cstring>
+#include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <future>
-#include <random>
 #include <thread>
 
 #include "stagefarm/cache/cache_service.h"
 #include "stagefarm/common/cache_client.h"
 #include "stagefarm/common/cache_protocol.h"
+#include "stagefarm/common/transport.h"
+#include "support/blob_generator.h"
 
 namespace stagefarm::cache {
 namespace {
 
-std::string Bytes(size_t n, uint64_t seed) {
-  std::string out(n, '\0');
-  std::mt19937_64 rng(seed);
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(out.data() + i, &v, 8);
-  }
-  return out;
-}
+using Generator = testing::BlobGenerator;
 
-// One server for the whole run.
+// The server: external if the script started one, else in this process.
 struct Fixture {
   Fixture() {
+    if (const char* e = std::getenv("STAGEFARM_CACHE_BENCH_ENDPOINT"); e != nullptr && *e) {
+      endpoint = e;
+      return;
+    }
     std::string tmpl = (std::filesystem::temp_directory_path() / "sf-cache-bench-XXXXXX").string();
     if (mkdtemp(tmpl.data()) == nullptr) std::abort();
     dir = tmpl;
@@ -47,6 +50,7 @@ struct Fixture {
     endpoint = bound.get();
   }
   ~Fixture() {
+    if (!service) return;
     service->Stop();
     thread.join();
     service.reset();
@@ -63,29 +67,42 @@ Fixture& F() {
   return f;
 }
 
-uint64_t seed_counter = 1;
+// Fresh per process and run, so a reused external server never dedups a Put.
+uint64_t NextSeed() {
+  static uint64_t seed = static_cast<uint64_t>(
+      std::chrono::system_clock::now().time_since_epoch().count());
+  return ++seed;
+}
+
+// 1 MiB, 64 MiB and 1 GiB, three times each, in wall-clock milliseconds.
+void BlobSizes(benchmark::internal::Benchmark* b) {
+  b->Arg(1 << 20)->Arg(64 << 20)->Arg(1 << 30)->Iterations(3);
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
 
 void BM_Put(benchmark::State& state) {
   auto client = ConnectCache(F().transport, F().endpoint);
-  const size_t size = state.range(0);
+  const uint64_t size = state.range(0);
   for (auto _ : state) {
     state.PauseTiming();
-    std::string blob = Bytes(size, seed_counter++);  // fresh bytes: no dedup
+    uint64_t seed = NextSeed();
+    Digest d = Generator(seed, size).digest();
+    Generator source(seed, size);
     state.ResumeTiming();
-    Status s = client->PutBytes(blob);
+    Status s = client->Put(d, std::ref(source));
     if (!s.ok()) state.SkipWithError(s.ToString().c_str());
   }
   state.SetBytesProcessed(state.iterations() * size);
 }
-BENCHMARK(BM_Put)->Arg(1 << 20)->Arg(64 << 20)->Arg(1 << 30)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Put)->Apply(BlobSizes);
 
 void BM_Get(benchmark::State& state) {
   auto client = ConnectCache(F().transport, F().endpoint);
-  const size_t size = state.range(0);
-  std::string blob = Bytes(size, 1000 + size);
-  Digest d;
-  if (!client->PutBytes(blob, &d).ok()) std::abort();
-  blob.clear();
+  const uint64_t size = state.range(0);
+  uint64_t seed = NextSeed();
+  Digest d = Generator(seed, size).digest();
+  Generator source(seed, size);
+  if (!client->Put(d, std::ref(source)).ok()) std::abort();
   for (auto _ : state) {
     uint64_t n = 0;
     Status s = client->Read(d, 0, 0, [&](std::string_view b) {
@@ -96,16 +113,17 @@ void BM_Get(benchmark::State& state) {
   }
   state.SetBytesProcessed(state.iterations() * size);
 }
-BENCHMARK(BM_Get)->Arg(1 << 20)->Arg(64 << 20)->Arg(1 << 30)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Get)->Apply(BlobSizes);
 
 void BM_FindMissing10k(benchmark::State& state) {
   auto client = ConnectCache(F().transport, F().endpoint);
   std::vector<Digest> digests;
+  uint64_t seed = NextSeed();
   for (int i = 0; i < 10000; ++i) {
-    std::string b = "present-" + std::to_string(i);
+    std::string b = "present-" + std::to_string(seed) + "-" + std::to_string(i);
     Digest d;
     if (i % 2 == 0 && !client->PutBytes(b, &d).ok()) std::abort();
-    digests.push_back(Digest::Of(i % 2 == 0 ? b : "absent-" + std::to_string(i)));
+    digests.push_back(Digest::Of(i % 2 == 0 ? b : "absent-" + b));
   }
   for (auto _ : state) {
     auto m = client->FindMissing(digests);
@@ -114,26 +132,71 @@ void BM_FindMissing10k(benchmark::State& state) {
 }
 BENCHMARK(BM_FindMissing10k)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void BM_ActionCacheGet(benchmark::State& state) {
-  auto client = ConnectCache(F().transport, F().endpoint);
-  static std::once_flag once;
-  std::call_once(once, [] {
+constexpr int kActions = 500;
+
+const std::vector<std::string>& ActionKeys() {
+  static const std::vector<std::string> keys = [] {
     auto c = ConnectCache(F().transport, F().endpoint);
-    for (int i = 0; i < 1000; ++i) {
-      std::string layer = "layer-" + std::to_string(i), toc = "toc-" + std::to_string(i);
+    std::vector<std::string> out;
+    uint64_t seed = NextSeed();
+    for (int i = 0; i < kActions; ++i) {
+      std::string tag = std::to_string(seed) + "-" + std::to_string(i);
+      std::string layer = "layer-" + tag, toc = "toc-" + tag;
       if (!c->PutBytes(layer).ok() || !c->PutBytes(toc).ok()) std::abort();
       ActionResult r{LayerRef{Digest::Of(layer), Digest::Of(toc)}, "RUN step", 1.0};
-      if (!c->PutAction("key-" + std::to_string(i), r).ok()) std::abort();
+      out.push_back("key-" + tag);
+      if (!c->PutAction(out.back(), r).ok()) std::abort();
     }
-  });
+    return out;
+  }();
+  return keys;
+}
+
+// One request at a time: the round-trip latency.
+void BM_ActionCacheGet(benchmark::State& state) {
+  const auto& keys = ActionKeys();
+  auto client = ConnectCache(F().transport, F().endpoint);
   uint64_t i = state.thread_index();
   for (auto _ : state) {
-    auto r = client->GetAction("key-" + std::to_string(i++ % 1000));
+    auto r = client->GetAction(keys[i++ % keys.size()]);
     if (!r.ok() || !r->has_value()) state.SkipWithError("GetAction missed");
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_ActionCacheGet)->Threads(1)->Threads(4)->UseRealTime();
+BENCHMARK(BM_ActionCacheGet)->Threads(1)->UseRealTime();
+
+// A window of requests in flight per client, as a coordinator resolving a build's steps would
+// send them: the server's capacity rather than the loopback latency.
+void BM_ActionCacheGetPipelined(benchmark::State& state) {
+  const auto& keys = ActionKeys();
+  const size_t window = state.range(0);
+  auto socket = F().transport.Connect(F().endpoint);
+  if (!socket.ok()) std::abort();
+  RpcChannel ch(std::move(socket).value());
+  std::deque<uint64_t> in_flight;
+  uint64_t i = state.thread_index() * 7919;
+  auto send = [&] {
+    Message m;
+    m.method = Method::kGetAction;
+    m.body = Encode(GetActionRequest{keys[i++ % keys.size()]});
+    auto id = ch.SendRequest(std::move(m));
+    if (!id.ok()) std::abort();
+    in_flight.push_back(*id);
+  };
+  for (auto _ : state) {
+    while (in_flight.size() < window) send();
+    auto reply = ch.AwaitReply(in_flight.front(), std::chrono::seconds(10));
+    in_flight.pop_front();
+    GetActionResponse resp;
+    if (!reply.ok() || !Decode(reply->body, &resp).ok() || !resp.result) {
+      state.SkipWithError("GetAction missed");
+      break;
+    }
+  }
+  for (uint64_t id : in_flight) ch.AwaitReply(id, std::chrono::seconds(10)).status().IgnoreError();
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ActionCacheGetPipelined)->Arg(64)->Threads(1)->Threads(4)->UseRealTime();
 
 }  // namespace
 }  // namespace stagefarm::cache

@@ -18,7 +18,8 @@ constexpr size_t kMaxFindMissing = 100000;  // digests per FindMissing request
 // Requests waiting to be handled: per peer (well above any client's credit or read window), and
 // in bytes for all peers together.
 constexpr size_t kMaxQueuedPerPeer = 64;
-constexpr size_t kMaxQueuedBytes = 256u << 20;
+// Together with RocksDB's two 64 MiB memtables this keeps the server well under 300 MiB.
+constexpr size_t kMaxQueuedBytes = 64u << 20;
 constexpr uint64_t kMaxManifestBytes = 4 << 20;
 
 // Decodes the body of `request` as T, refusing data frames (no method but UploadChunk has any).
@@ -89,7 +90,7 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
     SendReplies(*socket);
     auto now = std::chrono::steady_clock::now();
     if (now >= next_housekeeping) {
-      Housekeeping(now);
+      Housekeeping();
       next_housekeeping = now + kHousekeepingInterval;
     }
   }
@@ -173,6 +174,9 @@ void CacheService::WorkerLoop(ServerSocket& socket) {
 
     lock.lock();
     queued_bytes_ -= bytes;
+    // One wake per batch of replies: if some were waiting already, their wake is still pending
+    // (SendReplies takes them all at once), which saves a syscall per reply under load.
+    const bool wake = replies_.empty();
     replies_.emplace_back(peer, std::move(reply));
     it = peers_.find(peer);  // the map may have rehashed meanwhile
     if (it->second.pending.empty()) {
@@ -180,17 +184,11 @@ void CacheService::WorkerLoop(ServerSocket& socket) {
     } else {
       ready_.push_back(peer);  // behind the others: peers take turns
     }
-    socket.Wake();
+    if (wake) socket.Wake();
   }
 }
 
-void CacheService::Housekeeping(std::chrono::steady_clock::time_point now) {
-  store_->ExpireIdleUploads(now);
-  if (now - last_flush_ >= kAccessFlushInterval) {
-    // Retried at the next interval; access times only order eviction.
-    store_->FlushAccessTimes().IgnoreError();
-    last_flush_ = now;
-  }
+void CacheService::Housekeeping() {
   StoreStats st = store_->Stats();
   metrics_->SetStoreSize(st.bytes, st.blobs);
   if (st.max_bytes != 0 && st.bytes > st.max_bytes) {
@@ -201,15 +199,27 @@ void CacheService::Housekeeping(std::chrono::steady_clock::time_point now) {
 }
 
 void CacheService::EvictLoop() {
+  // Everything that writes to the store for its own sake happens here, off the socket's thread
+  // and the workers: idle uploads expire, access times are flushed, eviction runs when wanted.
   std::unique_lock lock(evict_mu_);
+  auto last_flush = std::chrono::steady_clock::now();
   for (;;) {
-    evict_cv_.wait(lock, [&] { return evict_stop_ || evict_wanted_; });
+    evict_cv_.wait_for(lock, kHousekeepingInterval, [&] { return evict_stop_ || evict_wanted_; });
     if (evict_stop_) return;
-    evict_wanted_ = false;
+    bool evict = std::exchange(evict_wanted_, false);
     lock.unlock();
-    StatusOr<uint64_t> n = store_->EvictIfNeeded();
-    // A failed eviction is retried at the next housekeeping that finds the store too big.
-    if (n.ok() && *n > 0) metrics_->AddEvictions(*n);
+    auto now = std::chrono::steady_clock::now();
+    store_->ExpireIdleUploads(now);
+    if (now - last_flush >= kAccessFlushInterval) {
+      // Retried at the next interval; access times only order eviction.
+      store_->FlushAccessTimes().IgnoreError();
+      last_flush = now;
+    }
+    if (evict) {
+      StatusOr<uint64_t> n = store_->EvictIfNeeded();
+      // A failed eviction is retried at the next housekeeping that finds the store too big.
+      if (n.ok() && *n > 0) metrics_->AddEvictions(*n);
+    }
     lock.lock();
   }
 }
@@ -261,6 +271,7 @@ StatusOr<Message> CacheService::Prune(const Message& request) {
   resp.bytes = r.bytes;
   resp.blobs_left = r.blobs_left;
   resp.bytes_left = r.bytes_left;
+  resp.actions = r.actions;
   if (req.all && !req.dry_run) {
     for (const auto& [name, manifest] : refs) {
       if (store_->Stat(manifest.hex).ok()) continue;
@@ -365,6 +376,12 @@ StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message&
       SF_RETURN_IF_ERROR(DecodeBody(request, &req));
       SF_RETURN_IF_ERROR(store_->PutRef(req.name, req.digest));
       return request.Reply(Encode(PutRefResponse{}));
+    }
+    case Method::kDeleteRef: {
+      DeleteRefRequest req;
+      SF_RETURN_IF_ERROR(DecodeBody(request, &req));
+      SF_RETURN_IF_ERROR(store_->DeleteRef(req.name));
+      return request.Reply(Encode(DeleteRefResponse{}));
     }
     case Method::kListRefs: {
       ListRefsRequest req;

@@ -10,6 +10,7 @@
 #include "stagefarm/cli/farm_connection.h"
 #include "stagefarm/cli/progress.h"
 #include "stagefarm/common/build_plan.h"
+#include "stagefarm/common/cache_protocol.h"
 #include "stagefarm/common/dockerfile_parser.h"
 #include "stagefarm/common/image_export.h"
 #include "stagefarm/common/image_import.h"
@@ -134,6 +135,27 @@ int RunImageHistory(const FarmTarget& target, const std::string& name, bool no_t
   return 0;
 }
 
+// Like `docker image rm`: removes each name; the blobs stay until `stagefarm prune` or eviction
+// takes them. Goes on past a name that is not there and fails at the end if any was.
+int RunImageRm(const FarmTarget& target, const std::vector<std::string>& names) {
+  StatusOr<std::unique_ptr<Store>> store = OpenStore(target);
+  if (!store.ok()) return Fail(store.status());
+  int rc = 0;
+  for (const std::string& name : names) {
+    std::string ref = NormalizeImageRef(name);
+    Status s = DeleteCacheRef((*store)->transport, (*store)->conn.cache_endpoint, ref);
+    if (s.code() == StatusCode::kNotFound) {
+      s = NotFoundError("no such image: " + name + "; see `stagefarm image ls`");
+    }
+    if (!s.ok()) {
+      rc = Fail(s);
+      continue;
+    }
+    std::printf("Untagged: %s\n", FamiliarImageRef(ref).c_str());
+  }
+  return rc;
+}
+
 int RunDebugDockerfile(const std::string& file, bool dump,
                        const std::vector<std::string>& build_args, const std::string& target) {
   std::ifstream in(file, std::ios::binary);
@@ -191,6 +213,12 @@ void AddImageCommands(CLI::App& app, CommandContext& ctx) {
   history_cmd->callback([&ctx, name, no_trunc] {
     ctx.run = [&ctx, name, no_trunc] { return RunImageHistory(ctx.farm, *name, *no_trunc); };
   });
+  auto rm_names = std::make_shared<std::vector<std::string>>();
+  CLI::App* rm_cmd = image_cmd->add_subcommand("rm", "remove image names (blobs go on prune)");
+  rm_cmd->add_option("NAME", *rm_names, "image names")->required();
+  AddFarmFlags(rm_cmd, ctx);
+  rm_cmd->callback(
+      [&ctx, rm_names] { ctx.run = [&ctx, rm_names] { return RunImageRm(ctx.farm, *rm_names); }; });
 }
 
 void AddDebugCommands(CLI::App& app, CommandContext& ctx) {

@@ -49,6 +49,9 @@ int RunPrune(const FarmTarget& target, bool all, const std::string& keep, bool d
   std::printf("%s %lu blobs", dry_run ? "Would delete" : "Deleted",
               static_cast<unsigned long>(r->blobs));
   if (r->refs > 0) std::printf(" and %lu image refs", static_cast<unsigned long>(r->refs));
+  if (r->actions > 0) {
+    std::printf(", and %lu cached steps that used them", static_cast<unsigned long>(r->actions));
+  }
   std::printf("\nTotal reclaimed space: %s\n", HumanSize(r->bytes).c_str());
   std::printf("Left: %lu blobs, %s\n", static_cast<unsigned long>(r->blobs_left),
               HumanSize(r->bytes_left).c_str());

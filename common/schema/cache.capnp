@@ -117,4 +117,10 @@ struct PruneCacheResponse {
   refs @2 :UInt64;
   blobsLeft @3 :UInt64;
   bytesLeft @4 :UInt64;
+  actions @5 :UInt64;
 }
+
+struct DeleteRefRequest {
+  name @0 :Text;
+}
+struct DeleteRefResponse {}

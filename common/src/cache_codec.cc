@@ -352,6 +352,7 @@ std::string Encode(const PruneCacheResponse& m) {
     b.setRefs(m.refs);
     b.setBlobsLeft(m.blobs_left);
     b.setBytesLeft(m.bytes_left);
+    b.setActions(m.actions);
   });
 }
 Status Decode(std::string_view bytes, PruneCacheResponse* m) {
@@ -361,8 +362,27 @@ Status Decode(std::string_view bytes, PruneCacheResponse* m) {
     m->refs = r.getRefs();
     m->blobs_left = r.getBlobsLeft();
     m->bytes_left = r.getBytesLeft();
+    m->actions = r.getActions();
     return Status();
   });
+}
+
+// --- DeleteRef
+
+std::string Encode(const DeleteRefRequest& m) {
+  return Build<schema::DeleteRefRequest>([&](auto b) { b.setName(m.name); });
+}
+Status Decode(std::string_view bytes, DeleteRefRequest* m) {
+  return codec::Read<schema::DeleteRefRequest>(bytes, [&](auto r) -> Status {
+    m->name = codec::Str(r.getName());
+    return Status();
+  });
+}
+std::string Encode(const DeleteRefResponse&) {
+  return Build<schema::DeleteRefResponse>([](auto) {});
+}
+Status Decode(std::string_view bytes, DeleteRefResponse*) {
+  return codec::Read<schema::DeleteRefResponse>(bytes, [](auto) { return Status(); });
 }
 
 }  // namespace stagefarm

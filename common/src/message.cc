@@ -24,6 +24,7 @@ std::string_view MethodName(Method m) {
     case Method::kListRefs: return "ListRefs";
     case Method::kCacheStats: return "CacheStats";
     case Method::kPruneCache: return "PruneCache";
+    case Method::kDeleteRef: return "DeleteRef";
     case Method::kSubmitBuild: return "SubmitBuild";
     case Method::kCancelBuild: return "CancelBuild";
     case Method::kBuildEvent: return "BuildEvent";

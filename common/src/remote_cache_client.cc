@@ -367,4 +367,11 @@ StatusOr<PruneCacheResponse> PruneCache(Transport& transport, const std::string&
   return resp;
 }
 
+Status DeleteCacheRef(Transport& transport, const std::string& endpoint, const std::string& name,
+                      const RemoteCacheOptions& options) {
+  RemoteCacheClient client(transport, endpoint, options);
+  DeleteRefResponse resp;
+  return client.Admin(Method::kDeleteRef, Encode(DeleteRefRequest{name}), &resp);
+}
+
 }  // namespace stagefarm

@@ -58,6 +58,7 @@ void DecodeEveryBody(std::string_view b) {
   TryDecode<ListRefsRequest>(b);
   TryDecode<CacheStatsRequest>(b);
   TryDecode<PruneCacheRequest>(b);
+  TryDecode<DeleteRefRequest>(b);
   // Replies too: the client decodes what a (hostile) server sends.
   TryDecode<FindMissingResponse>(b);
   TryDecode<BeginUploadResponse>(b);
@@ -99,7 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Method::kUnknown,     Method::kFindMissing, Method::kBeginUpload, Method::kUploadChunk,
       Method::kCommitUpload, Method::kReadBlob,   Method::kGetAction,   Method::kPutAction,
       Method::kGetRef,      Method::kPutRef,      Method::kListRefs,    Method::kCacheStats,
-      Method::kPruneCache,  Method::kPing,        Method::kSubmitBuild};
+      Method::kPruneCache,  Method::kPing,        Method::kSubmitBuild, Method::kDeleteRef};
   Message m;
   m.method = kMethods[data[1] % (sizeof kMethods / sizeof kMethods[0])];
   m.request_id = data[0];

@@ -255,6 +255,13 @@ TEST_P(CacheServiceTest, Refs) {
   auto list = client_->ListRefs();
   ASSERT_TRUE(list.ok());
   EXPECT_EQ(*list, (std::vector<std::pair<std::string, Digest>>{{"app:latest", m}}));
+  // DeleteRef: the name goes; a second delete is NotFound.
+  ASSERT_TRUE(DeleteCacheRef(transport_, server_->endpoint(), "app:latest", FastOptions()).ok());
+  got = client_->GetRef("app:latest");
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+  EXPECT_EQ(DeleteCacheRef(transport_, server_->endpoint(), "app:latest", FastOptions()).code(),
+            StatusCode::kNotFound);
 }
 
 // Sends a request on a raw socket and returns the reply.
@@ -369,6 +376,13 @@ TEST(CacheProtocol, CodecRoundTrips) {
   GetActionResponse a2;
   ASSERT_TRUE(Decode(Encode(a), &a2).ok());
   EXPECT_EQ(a2.result, a.result);
+  PruneCacheResponse p{1, 2, 3, 4, 5, 6}, p2;
+  ASSERT_TRUE(Decode(Encode(p), &p2).ok());
+  EXPECT_EQ(p2.actions, 6u);
+  EXPECT_EQ(p2.bytes_left, 5u);
+  DeleteRefRequest d{"app:1"}, d2;
+  ASSERT_TRUE(Decode(Encode(d), &d2).ok());
+  EXPECT_EQ(d2.name, "app:1");
   FindMissingRequest bad;
   EXPECT_EQ(Decode("1234567", &bad).code(), StatusCode::kInvalidArgument);
 }

@@ -4,6 +4,8 @@
 // Column families:
 //   blobs   (generation u64 BE, chunk index u64 BE) -> chunk bytes (RocksDB blob files)
 //   meta    digest hex -> BlobMeta (size, chunk size, chunk count, generation, last access)
+//   atime   (last access u64 BE, digest hex) -> size: meta ordered by last access, so that
+//           eviction and prune read the least recently used blobs first without a full scan
 //   ac      step key -> encoded ActionResult
 //   refs    name -> "sha256:<hex>" and size
 //   uploads generation u64 BE -> digest of an upload in progress
@@ -12,11 +14,22 @@
 // meta entry (the other upload's commit then finds the blob and drops its own chunks). A blob
 // becomes visible in one atomic WriteBatch written with sync, and only then is it acknowledged.
 //
-// Thread-safety: all methods may be called from any thread. Uploads are owned by an `owner` tag
-// (the server passes the peer's routing id) so one peer cannot write into another's upload.
+// Large uploads (at least options.unlogged_upload_bytes) write their chunks without the WAL, so
+// the bytes reach the disk once (in a blob file) instead of twice (WAL, then blob file); their
+// commit first flushes the blobs column family and waits for it, then writes the meta batch with
+// sync. Their upload record is written with sync before any chunk, so a crash never leaves chunks
+// the next Open cannot find and remove.
+//
+// Access times are kept in memory (a read or FindMissing costs no write) and written to meta and
+// atime by FlushAccessTimes, which the server calls in the background.
+//
+// Thread-safety: all methods may be called from any thread; different uploads proceed in
+// parallel. Uploads are owned by an `owner` tag (the server passes the peer's routing id) so one
+// peer cannot write into another's upload.
 // Memory: never a whole blob; reads and writes go chunk by chunk.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -49,6 +62,11 @@ struct BlobStoreOptions {
   uint32_t upload_credit = 8;  // chunks a client may have in flight per upload
   size_t max_uploads = 1024;   // uploads in progress at once; more are ResourceExhausted
   std::chrono::seconds upload_idle_timeout{300};
+  // Uploads of at least this many bytes bypass the WAL (see above); smaller ones are logged.
+  uint64_t unlogged_upload_bytes = 8 << 20;
+  // EvictIfNeeded leaves blobs read (ReadRange) within this window alone, so that a client
+  // reading a blob in many requests does not lose it half-way.
+  std::chrono::milliseconds eviction_pin{30000};
 };
 
 struct BlobMeta {
@@ -68,6 +86,7 @@ struct StoreStats {
   uint64_t max_bytes = 0;
   uint64_t bytes_received = 0;  // upload bytes accepted since Open (dedup is visible here)
   uint64_t evicted_blobs = 0;   // since Open
+  uint64_t stale_actions_removed = 0;  // by Prune, since Open
 };
 
 enum class ActionLookup { kHit, kMiss, kIncomplete };
@@ -138,8 +157,9 @@ class BlobStore {
   StatusOr<uint64_t> EvictIfNeeded();
 
   // Removes least recently used blobs until the committed bytes are at most options.keep_bytes,
-  // skipping those in options.keep (by hex). Never touches uploads in progress. With dry_run,
-  // only counts what would go.
+  // skipping those in options.keep (by hex). Never touches uploads in progress. Action-cache
+  // entries that name a blob no longer stored are removed with them (they could never be
+  // answered again unless the blob came back). With dry_run, only counts what would go.
   struct PruneOptions {
     uint64_t keep_bytes = 0;
     std::unordered_set<std::string> keep;
@@ -150,35 +170,58 @@ class BlobStore {
     uint64_t bytes = 0;
     uint64_t blobs_left = 0;
     uint64_t bytes_left = 0;
+    uint64_t actions = 0;  // stale action-cache entries removed
   };
   StatusOr<PruneResult> Prune(const PruneOptions& options);
+  // Removes the action-cache entries that name a blob not stored. Returns how many.
+  StatusOr<uint64_t> RemoveStaleActions();
+  // Removes an image ref; the blobs it named stay until pruned or evicted. NotFound if absent.
   Status DeleteRef(const std::string& name);
 
   const BlobStoreOptions& options() const { return options_; }
 
  private:
   struct Upload {
+    std::mutex mu;  // serializes this upload's chunks, commit and abort
     Digest digest;
     std::string owner;
+    bool logged = true;  // chunks go through the WAL (small uploads)
+    bool done = false;   // committed or aborted: no more chunks
     uint64_t received = 0;
     std::unique_ptr<Sha256> hasher;
-    std::chrono::steady_clock::time_point last_activity;
+    std::atomic<int64_t> last_activity{0};  // steady_clock ticks
+  };
+  // Blob hex -> what the least-recently-used walk needs.
+  struct AgedBlob {
+    uint64_t last_access = 0;
+    std::string hex;
+    uint64_t size = 0;
   };
 
   BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
             std::vector<rocksdb::ColumnFamilyHandle*> handles);
   Status RemoveUnfinishedUploads();
   Status LoadCounters();
+  Status BuildAccessIndexIfMissing();
   StatusOr<std::optional<BlobMeta>> GetMeta(std::string_view hex);
-  void Touch(std::string_view hex);
+  // Meta of many blobs in one MultiGet; absent ones are nullopt.
+  StatusOr<std::vector<std::optional<BlobMeta>>> GetMetas(const std::vector<std::string_view>& hexes);
+  void TouchAll(const std::vector<std::string_view>& hexes);
+  void NoteRead(std::string_view hex);
   Status FlushAccessTimesLocked();
   StatusOr<uint64_t> AllocateGeneration();  // requires mu_
-  void AbortLocked(uint64_t upload_id);     // requires mu_
+  std::shared_ptr<Upload> FindUpload(uint64_t upload_id, std::string_view owner);
+  // Ends `u` (whose mu the caller holds) and removes its chunks.
+  void AbortHeld(uint64_t upload_id, Upload& u);
   Status CheckNamedBlobs(const ActionResult& result, bool* complete);
-  // Blobs oldest first: (last access, hex, size) of every committed blob.
-  StatusOr<std::vector<std::tuple<uint64_t, std::string, uint64_t>>> ScanByAge();
-  // Deletes one committed blob (meta, chunks, counters); false if it was gone. Requires mu_.
+  // Up to `limit` blobs, least recently used first, from the atime index.
+  StatusOr<std::vector<AgedBlob>> OldestBlobs(size_t limit, const std::string& after);
+  // Deletes one committed blob (meta, index, chunks, counters); false if it was gone. Requires mu_.
   StatusOr<bool> DeleteBlobLocked(const std::string& hex);
+  // Removes least recently used blobs, except `keep` and (with pin) recently read ones, while
+  // the committed bytes exceed `target`. Returns (blobs, bytes) removed or, dry run, that would be.
+  StatusOr<std::pair<uint64_t, uint64_t>> RemoveOldest(
+      uint64_t target, const std::unordered_set<std::string>& keep, bool pin, bool dry_run);
 
   const BlobStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
@@ -189,16 +232,20 @@ class BlobStore {
   rocksdb::ColumnFamilyHandle* ac_cf_;
   rocksdb::ColumnFamilyHandle* refs_cf_;
   rocksdb::ColumnFamilyHandle* uploads_cf_;
+  rocksdb::ColumnFamilyHandle* atime_cf_;
 
-  std::mutex mu_;  // guards everything below and serializes writes of meta/stats
-  std::unordered_map<uint64_t, Upload> uploads_;
+  std::mutex mu_;  // guards everything below and serializes writes of meta/atime/counters
+  std::unordered_map<uint64_t, std::shared_ptr<Upload>> uploads_;
   std::unordered_map<std::string, uint64_t> touched_;  // hex -> last access (unix ms)
+  // hex -> last ReadRange (steady ticks), for eviction_pin; pruned by EvictIfNeeded.
+  std::unordered_map<std::string, int64_t> reads_;
   uint64_t next_generation_ = 0;
   uint64_t reserved_generation_ = 0;  // generations below this are reserved on disk
   uint64_t bytes_ = 0;
   uint64_t blobs_ = 0;
-  uint64_t bytes_received_ = 0;
   uint64_t evicted_blobs_ = 0;
+  uint64_t stale_actions_removed_ = 0;
+  std::atomic<uint64_t> bytes_received_{0};
 };
 
 }  // namespace stagefarm::cache

@@ -85,14 +85,14 @@ class CacheService {
   void WorkerLoop(ServerSocket& socket);
   StatusOr<Message> Dispatch(const std::string& peer, const Message& request);
   StatusOr<Message> Prune(const Message& request);
-  void Housekeeping(std::chrono::steady_clock::time_point now);
-  void EvictLoop();  // the background eviction thread, while Serve runs
+  void Housekeeping();  // on the socket thread: metrics, and wakes eviction when wanted
+  // The background thread while Serve runs: idle uploads, access times, eviction.
+  void EvictLoop();
 
   std::unique_ptr<BlobStore> store_;
   std::unique_ptr<CacheMetrics> metrics_;
   const int threads_;
   std::atomic<bool> stop_{false};
-  std::chrono::steady_clock::time_point last_flush_{};
 
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;

@@ -1,4 +1,4 @@
-// Messages of the cache server (Method::kFindMissing ... kCacheStats, kPruneCache). Encode/Decode are the
+// Messages of the cache server (Method::kFindMissing ... kCacheStats, kPruneCache, kDeleteRef). Encode/Decode are the
 // Cap'n Proto codec (common/schema/cache.capnp); Decode fails with InvalidArgument on malformed
 // bytes and never throws.
 //
@@ -140,7 +140,15 @@ struct PruneCacheResponse {
   uint64_t refs = 0;   // refs removed with their manifest (all only)
   uint64_t blobs_left = 0;
   uint64_t bytes_left = 0;
+  uint64_t actions = 0;  // action-cache entries removed because a blob they name went
 };
+
+// Removes an image ref (`stagefarm image rm`). NotFound if there is no such name. The blobs it
+// named stay until prune or eviction takes them.
+struct DeleteRefRequest {
+  std::string name;
+};
+struct DeleteRefResponse {};
 
 std::string Encode(const FindMissingRequest& m);
 std::string Encode(const FindMissingResponse& m);
@@ -166,6 +174,8 @@ std::string Encode(const CacheStatsRequest& m);
 std::string Encode(const CacheStatsResponse& m);
 std::string Encode(const PruneCacheRequest& m);
 std::string Encode(const PruneCacheResponse& m);
+std::string Encode(const DeleteRefRequest& m);
+std::string Encode(const DeleteRefResponse& m);
 
 Status Decode(std::string_view bytes, FindMissingRequest* m);
 Status Decode(std::string_view bytes, FindMissingResponse* m);
@@ -191,6 +201,8 @@ Status Decode(std::string_view bytes, CacheStatsRequest* m);
 Status Decode(std::string_view bytes, CacheStatsResponse* m);
 Status Decode(std::string_view bytes, PruneCacheRequest* m);
 Status Decode(std::string_view bytes, PruneCacheResponse* m);
+Status Decode(std::string_view bytes, DeleteRefRequest* m);
+Status Decode(std::string_view bytes, DeleteRefResponse* m);
 
 // Tuning of the remote client (remote_cache_client.cc). ConnectCache(transport, endpoint) in
 // cache_client.h uses the defaults; tests and daemons may shorten them.
@@ -210,5 +222,8 @@ StatusOr<CacheStatsResponse> QueryCacheStats(Transport& transport, const std::st
 StatusOr<PruneCacheResponse> PruneCache(Transport& transport, const std::string& endpoint,
                                         const PruneCacheRequest& request,
                                         const RemoteCacheOptions& options = {});
+// Removes the image ref `name` (NotFound if there is none).
+Status DeleteCacheRef(Transport& transport, const std::string& endpoint, const std::string& name,
+                      const RemoteCacheOptions& options = {});
 
 }  // namespace stagefarm

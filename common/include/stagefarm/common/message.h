@@ -30,6 +30,7 @@ enum class Method : uint16_t {
   kListRefs = 10,
   kCacheStats = 11,
   kPruneCache = 12,
+  kDeleteRef = 13,
   // coordinator, from clients (build_protocol.h)
   kSubmitBuild = 100,
   kCancelBuild = 101,
