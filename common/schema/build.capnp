@@ -19,6 +19,8 @@ struct BuildRequest {
   tenant @10 :Text;
   network @11 :Text;
   priority @12 :Int32;
+  secrets @13 :List(Common.Secret);
+  workerConstraints @14 :List(Common.KeyValue);
 }
 
 struct SubmitBuildResponse {

@@ -17,3 +17,9 @@ struct KeyValue {
   key @0 :Text;
   value @1 :Text;
 }
+
+# A build secret (any bytes).
+struct Secret {
+  id @0 :Text;
+  value @1 :Data;
+}

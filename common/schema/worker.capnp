@@ -7,7 +7,7 @@ using Common = import "common.capnp";
 
 struct StepSpec {
   key @0 :Text;
-  kind @1 :UInt8;           # stagefarm::StepKind
+  kind @1 :UInt8;           # stagefarm::StepKind: 0 run, 1 copy, 2 add, 3 workdir
   line @2 :Int32;
   text @3 :Text;
   createdBy @4 :Text;
@@ -22,6 +22,24 @@ struct StepSpec {
   chmod @13 :Text;
   contextRoot @14 :Common.Digest;
   fromLayers @15 :List(Common.LayerRef);
+  mounts @16 :List(MountSpec);
+}
+
+struct MountSpec {
+  type @0 :UInt8;           # stagefarm::MountSpec::Type
+  target @1 :Text;
+  source @2 :Text;
+  readonly @3 :Bool;
+  contextRoot @4 :Common.Digest;
+  fromLayers @5 :List(Common.LayerRef);
+  id @6 :Text;
+  sharing @7 :Text;
+  mode @8 :Int64;
+  uid @9 :Int64;
+  gid @10 :Int64;
+  required @11 :Bool;
+  env @12 :Text;
+  sizeLimit @13 :Int64;
 }
 
 struct StageTask {
@@ -32,6 +50,7 @@ struct StageTask {
   steps @4 :List(StepSpec);
   sourceDateEpoch @5 :Int64;
   timeoutSeconds @6 :UInt32;
+  secrets @7 :List(Common.Secret);
 }
 
 struct RegisterWorkerRequest {
@@ -47,6 +66,7 @@ struct HeartbeatRequest {
   busySlots @1 :UInt32;
   runningTasks @2 :List(Text);
   layers @3 :List(Text);
+  draining @4 :Bool;  # shutting down: no new tasks; with no running tasks, it is leaving
 }
 
 struct TaskEvent {
@@ -67,6 +87,7 @@ struct TaskDone {
   layers @5 :List(Common.LayerRef);
   seconds @6 :List(Float64);
   logTail @7 :Data;
+  handedBack @8 :Bool;  # not run to the end: the worker is shutting down; run it elsewhere
 }
 
 struct CancelTaskRequest {

@@ -39,6 +39,8 @@ std::string Encode(const BuildRequest& m) {
   b.setTenant(m.tenant);
   b.setNetwork(m.network);
   b.setPriority(m.priority);
+  codec::WriteSecrets(b.initSecrets(m.secrets.size()), m.secrets);
+  codec::WriteMap(b.initWorkerConstraints(m.worker_constraints.size()), m.worker_constraints);
   return codec::ToBytes(mb);
 }
 
@@ -57,6 +59,8 @@ Status Decode(std::string_view bytes, BuildRequest* m) {
     m->tenant = codec::Str(r.getTenant());
     m->network = codec::Str(r.getNetwork());
     m->priority = r.getPriority();
+    m->secrets = codec::ReadSecrets(r.getSecrets());
+    m->worker_constraints = codec::ReadMap(r.getWorkerConstraints());
     if (m->dockerfile.empty()) return InvalidArgumentError("build request without a Dockerfile");
     return Status();
   });

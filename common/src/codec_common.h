@@ -63,4 +63,22 @@ std::map<std::string, std::string> ReadMap(ListReader r) {
   return out;
 }
 
+// Build secrets: id -> value (any bytes).
+template <typename ListBuilder>
+void WriteSecrets(ListBuilder b, const std::map<std::string, std::string>& m) {
+  size_t i = 0;
+  for (const auto& [id, value] : m) {
+    b[i].setId(id);
+    b[i].setValue(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(value.data()), value.size()));
+    ++i;
+  }
+}
+
+template <typename ListReader>
+std::map<std::string, std::string> ReadSecrets(ListReader r) {
+  std::map<std::string, std::string> out;
+  for (auto s : r) out[Str(s.getId())] = Bytes(s.getValue());
+  return out;
+}
+
 }  // namespace stagefarm::codec

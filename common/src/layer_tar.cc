@@ -188,9 +188,12 @@ class LayerWriter {
     a_.reset(archive_write_new());
     SF_CHECK(a_ != nullptr);
     // pax_restricted writes plain ustar headers and adds a PAX header only when an entry needs
-    // one (long names, large ids or sizes, xattrs).
+    // one (long names, large ids or sizes, xattrs). Names are bytes, as on Linux and in Docker's
+    // layers: hdrcharset=BINARY writes them untranslated, whatever the locale and even when they
+    // are not UTF-8.
     if (archive_write_set_format_pax_restricted(a_.get()) != ARCHIVE_OK ||
         archive_write_set_format_option(a_.get(), "pax", "xattrheader", "SCHILY") != ARCHIVE_OK ||
+        archive_write_set_format_option(a_.get(), "pax", "hdrcharset", "BINARY") != ARCHIVE_OK ||
         archive_write_add_filter_none(a_.get()) != ARCHIVE_OK ||
         archive_write_set_bytes_per_block(a_.get(), 0) != ARCHIVE_OK ||
         archive_write_set_bytes_in_last_block(a_.get(), 1) != ARCHIVE_OK) {
@@ -396,13 +399,16 @@ long OpenAt2(int dirfd, const char* path, uint64_t flags, uint64_t resolve) {
 
 class LayerExtractor {
  public:
-  explicit LayerExtractor(UniqueFd root) : root_(std::move(root)) {}
+  LayerExtractor(UniqueFd root, const ExtractOptions& options)
+      : root_(std::move(root)), options_(options) {}
 
   Status Run(const std::string& tar_path) {
     ArchiveReadPtr a(archive_read_new());
     SF_CHECK(a != nullptr);
     archive_read_support_filter_gzip(a.get());
     archive_read_support_filter_zstd(a.get());
+    archive_read_support_filter_bzip2(a.get());
+    archive_read_support_filter_xz(a.get());
     archive_read_support_filter_none(a.get());
     archive_read_support_format_tar(a.get());
     if (archive_read_open_filename(a.get(), tar_path.c_str(), kIoChunk) != ARCHIVE_OK) {
@@ -563,13 +569,13 @@ class LayerExtractor {
     SF_ASSIGN_OR_RETURN(UniqueFd parent, OpenDir(parent_rel, /*create=*/true));
     const auto times = Times(e);
 
-    if (leaf == kOpaqueMarker) {
+    if (options_.whiteouts && leaf == kOpaqueMarker) {
       if (::fsetxattr(parent.get(), kOverlayOpaqueXattr, "y", 1, 0) != 0) {
         return ErrnoError("set opaque xattr on " + parent_rel, errno);
       }
       return Status();
     }
-    if (std::string_view(leaf).starts_with(kWhiteoutPrefix)) {
+    if (options_.whiteouts && std::string_view(leaf).starts_with(kWhiteoutPrefix)) {
       std::string target = leaf.substr(kWhiteoutPrefix.size());
       if (target.empty() || target == "." || target == "..") {
         return InvalidArgumentError("bad whiteout " + path);
@@ -700,6 +706,7 @@ class LayerExtractor {
   }
 
   UniqueFd root_;
+  ExtractOptions options_;
   std::map<std::string, std::array<timespec, 2>> dir_times_;
 };
 
@@ -726,10 +733,11 @@ StatusOr<WrittenLayer> WriteLayer(const std::string& dir, const std::string& tar
   return writer.Finish();
 }
 
-Status ExtractLayer(const std::string& tar_path, const std::string& dir) {
+Status ExtractLayer(const std::string& tar_path, const std::string& dir,
+                    const ExtractOptions& options) {
   UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root) return ErrnoError("open " + dir, errno);
-  LayerExtractor extractor(std::move(root));
+  LayerExtractor extractor(std::move(root), options);
   return extractor.Run(tar_path);
 }
 

@@ -21,6 +21,57 @@ StatusOr<std::vector<LayerRef>> ReadLayers(ListReader r) {
   return out;
 }
 
+void WriteMounts(capnp::List<schema::MountSpec>::Builder b, const std::vector<MountSpec>& mounts) {
+  for (size_t i = 0; i < mounts.size(); ++i) {
+    const MountSpec& m = mounts[i];
+    auto mb = b[i];
+    mb.setType(static_cast<uint8_t>(m.type));
+    mb.setTarget(m.target);
+    mb.setSource(m.source);
+    mb.setReadonly(m.readonly);
+    codec::Write(mb.initContextRoot(), m.context_root);
+    WriteLayers(mb.initFromLayers(m.from_layers.size()), m.from_layers);
+    mb.setId(m.id);
+    mb.setSharing(m.sharing);
+    mb.setMode(m.mode);
+    mb.setUid(m.uid);
+    mb.setGid(m.gid);
+    mb.setRequired(m.required);
+    mb.setEnv(m.env);
+    mb.setSizeLimit(m.size_limit);
+  }
+}
+
+StatusOr<std::vector<MountSpec>> ReadMounts(capnp::List<schema::MountSpec>::Reader r) {
+  std::vector<MountSpec> out;
+  for (auto mr : r) {
+    MountSpec m;
+    if (mr.getType() > static_cast<uint8_t>(MountSpec::Type::kSecret)) {
+      return InvalidArgumentError("unknown mount type " + std::to_string(mr.getType()));
+    }
+    m.type = static_cast<MountSpec::Type>(mr.getType());
+    m.target = codec::Str(mr.getTarget());
+    m.source = codec::Str(mr.getSource());
+    m.readonly = mr.getReadonly();
+    SF_ASSIGN_OR_RETURN(m.context_root, codec::ReadDigest(mr.getContextRoot()));
+    SF_ASSIGN_OR_RETURN(m.from_layers, ReadLayers(mr.getFromLayers()));
+    m.id = codec::Str(mr.getId());
+    m.sharing = codec::Str(mr.getSharing());
+    m.mode = mr.getMode();
+    m.uid = mr.getUid();
+    m.gid = mr.getGid();
+    m.required = mr.getRequired();
+    m.env = codec::Str(mr.getEnv());
+    m.size_limit = mr.getSizeLimit();
+    if (m.mode < -1 || m.uid < -1 || m.gid < -1 || m.mode > 07777 || m.uid > 0xFFFFFFFF ||
+        m.gid > 0xFFFFFFFF) {
+      return InvalidArgumentError("mount " + m.target + ": mode, uid or gid out of range");
+    }
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string Encode(const StageTask& m) {
@@ -50,9 +101,11 @@ std::string Encode(const StageTask& m) {
     sb.setChmod(s.chmod);
     codec::Write(sb.initContextRoot(), s.context_root);
     WriteLayers(sb.initFromLayers(s.from_layers.size()), s.from_layers);
+    WriteMounts(sb.initMounts(s.mounts.size()), s.mounts);
   }
   b.setSourceDateEpoch(m.source_date_epoch);
   b.setTimeoutSeconds(m.timeout_seconds);
+  codec::WriteSecrets(b.initSecrets(m.secrets.size()), m.secrets);
   return codec::ToBytes(mb);
 }
 
@@ -66,7 +119,7 @@ Status Decode(std::string_view bytes, StageTask* m) {
     for (auto sr : r.getSteps()) {
       StepSpec s;
       s.key = codec::Str(sr.getKey());
-      if (sr.getKind() > static_cast<uint8_t>(StepKind::kAdd)) {
+      if (sr.getKind() > static_cast<uint8_t>(StepKind::kWorkdir)) {
         return InvalidArgumentError("unknown step kind " + std::to_string(sr.getKind()));
       }
       s.kind = static_cast<StepKind>(sr.getKind());
@@ -84,10 +137,12 @@ Status Decode(std::string_view bytes, StageTask* m) {
       s.chmod = codec::Str(sr.getChmod());
       SF_ASSIGN_OR_RETURN(s.context_root, codec::ReadDigest(sr.getContextRoot()));
       SF_ASSIGN_OR_RETURN(s.from_layers, ReadLayers(sr.getFromLayers()));
+      SF_ASSIGN_OR_RETURN(s.mounts, ReadMounts(sr.getMounts()));
       m->steps.push_back(std::move(s));
     }
     m->source_date_epoch = r.getSourceDateEpoch();
     m->timeout_seconds = r.getTimeoutSeconds();
+    m->secrets = codec::ReadSecrets(r.getSecrets());
     return Status();
   });
 }
@@ -126,6 +181,7 @@ std::string Encode(const HeartbeatRequest& m) {
   b.setBusySlots(m.busy_slots);
   codec::WriteStrings(b.initRunningTasks(m.running_tasks.size()), m.running_tasks);
   codec::WriteStrings(b.initLayers(m.layers.size()), m.layers);
+  b.setDraining(m.draining);
   return codec::ToBytes(mb);
 }
 
@@ -137,6 +193,7 @@ Status Decode(std::string_view bytes, HeartbeatRequest* m) {
                                                  m->running_tasks =
                                                      codec::ReadStrings(r.getRunningTasks());
                                                  m->layers = codec::ReadStrings(r.getLayers());
+                                                 m->draining = r.getDraining();
                                                  return Status();
                                                });
 }
@@ -181,6 +238,7 @@ std::string Encode(const TaskDone& m) {
   for (size_t i = 0; i < m.seconds.size(); ++i) secs.set(i, m.seconds[i]);
   b.setLogTail(
       capnp::Data::Reader(reinterpret_cast<const kj::byte*>(m.log_tail.data()), m.log_tail.size()));
+  b.setHandedBack(m.handed_back);
   return codec::ToBytes(mb);
 }
 
@@ -197,6 +255,7 @@ Status Decode(std::string_view bytes, TaskDone* m) {
     m->seconds.clear();
     for (double sec : r.getSeconds()) m->seconds.push_back(sec);
     m->log_tail = codec::Bytes(r.getLogTail());
+    m->handed_back = r.getHandedBack();
     return Status();
   });
 }

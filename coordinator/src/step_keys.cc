@@ -36,13 +36,21 @@ std::string StepKey(const std::string& parent, const frontend::ResolvedStep& ste
     // What the command sees beyond its text.
     j["argv"] = step.argv;
     j["env"] = step.env;
-    j["user"] = step.config.user;
-    j["workdir"] = step.config.working_dir;
+    j["user"] = step.config().user;
+    j["workdir"] = step.config().working_dir;
     j["network"] = step.network;
+    // The content RUN --mount=type=bind mounts (the mount specs are in the instruction; secret
+    // values never are).
+    if (!sources_digest.empty()) j["mount_sources"] = sources_digest;
   }
   if (step.kind == frontend::StepKind::kCopy || step.kind == frontend::StepKind::kAdd) {
     j["sources"] = sources_digest;
-    j["workdir"] = step.config.working_dir;  // relative destinations depend on it
+    j["workdir"] = step.config().working_dir;  // relative destinations depend on it
+  }
+  if (step.kind == frontend::StepKind::kWorkdir) {
+    // The directories it creates are owned by the USER of the time.
+    j["workdir"] = step.config().working_dir;
+    j["user"] = step.config().user;
   }
   return HashJson(j);
 }

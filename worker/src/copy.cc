@@ -1,5 +1,7 @@
 #include "stagefarm/worker/copy.h"
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -14,7 +16,6 @@
 #include "stagefarm/common/context_tree.h"
 #include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/unique_fd.h"
-#include "stagefarm/worker/child_process.h"
 #include "stagefarm/worker/fs_util.h"
 #include "stagefarm/worker/user_db.h"
 
@@ -410,6 +411,29 @@ StatusOr<uint32_t> ParseChmod(const std::string& text) {
   return mode;
 }
 
+struct ArchiveDeleter {
+  void operator()(struct archive* a) const { archive_read_free(a); }
+};
+
+// Whether the file at `path` is a tar, plain or compressed with gzip, bzip2, xz or zstd (told by
+// its content, as docker's ADD does): its first header reads as a tar entry.
+StatusOr<bool> IsTar(const std::string& path) {
+  std::unique_ptr<struct archive, ArchiveDeleter> a(archive_read_new());
+  if (!a) return InternalError("archive_read_new");
+  for (auto filter : {archive_read_support_filter_gzip, archive_read_support_filter_bzip2,
+                      archive_read_support_filter_xz, archive_read_support_filter_zstd,
+                      archive_read_support_filter_none}) {
+    filter(a.get());
+  }
+  archive_read_support_format_tar(a.get());
+  // Opening picks the decompressor and the format: failing means the content is no archive,
+  // and ADD copies it as it is (the file was just written by us, so it is readable).
+  if (archive_read_open_filename(a.get(), path.c_str(), 1 << 16) != ARCHIVE_OK) return false;
+  archive_entry* e;
+  int r = archive_read_next_header(a.get(), &e);
+  return r == ARCHIVE_OK || r == ARCHIVE_WARN;
+}
+
 // ADD's archive detection (Docker's: by content). Writes the file at `path` of `source` under
 // `scratch`, decompresses it, and when the result is a tar unpacks it into a fresh directory whose
 // path is returned; an empty string when the file is not an archive (ADD then copies it as is).
@@ -422,41 +446,12 @@ StatusOr<std::string> UnpackIfArchive(CopySource& source, const std::string& pat
     if (!out) return ErrnoError("create " + raw, errno);
     SF_RETURN_IF_ERROR(source.WriteContent(path, file, out.get()));
   }
-  SF_ASSIGN_OR_RETURN(std::string head, ReadFile(raw, 1 << 20));
-  auto starts = [&](std::string_view magic) { return head.compare(0, magic.size(), magic) == 0; };
-  const char* decompressor = nullptr;
-  if (starts("\x1f\x8b")) {
-    decompressor = "gzip";
-  } else if (starts("BZh")) {
-    decompressor = "bzip2";
-  } else if (starts(std::string_view("\xfd"
-                                     "7zXZ\x00",
-                                     6))) {
-    decompressor = "xz";
-  } else if (starts("\x28\xb5\x2f\xfd")) {
-    decompressor = "zstd";
-  }
-  std::string tar = raw;
-  if (decompressor) {
-    tar = raw + ".tar";
-    UniqueFd out(::open(tar.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!out) return ErrnoError("create " + tar, errno);
-    // The decompressor's stderr shares the output; on failure the output is not used.
-    SF_ASSIGN_OR_RETURN(ChildProcess child,
-                        ChildProcess::Spawn({decompressor, "-dc", raw}, out.get()));
-    if (child.Wait() != 0) return std::string();  // not really compressed: copy it as is
-  }
-  // A tar has "ustar" at offset 257 (POSIX and GNU formats).
-  UniqueFd in(::open(tar.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) return ErrnoError("open " + tar, errno);
-  char magic[5];
-  if (::pread(in.get(), magic, sizeof magic, 257) != static_cast<ssize_t>(sizeof magic) ||
-      std::string_view(magic, 5) != "ustar") {
-    return std::string();
-  }
+  SF_ASSIGN_OR_RETURN(bool is_tar, IsTar(raw));
+  if (!is_tar) return std::string();
   const std::string dir = raw + ".d";
   if (::mkdir(dir.c_str(), 0755) != 0) return ErrnoError("mkdir " + dir, errno);
-  Status s = ExtractLayer(tar, dir);
+  // A user's tar: entries named like whiteouts are files (BuildKit's ADD), not deletions.
+  Status s = ExtractLayer(raw, dir, ExtractOptions{.whiteouts = false});
   if (!s.ok()) return s.Annotate("unpacking " + path);
   return dir;
 }
@@ -519,6 +514,8 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
 
   int archives = 0;
   for (const auto& m : matches) {
+    // Hard links are kept within one source, not across sources (BuildKit copies each alone).
+    apply.linked.clear();
     std::string shown_base = "/" + dest_clean;
     if (req.extract_archives && m.entry.type == SourceEntry::Type::kFile) {
       SF_ASSIGN_OR_RETURN(std::string unpacked,
@@ -531,7 +528,9 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
                             MakeDirsInRoot(root.get(), dest_clean, 0755, dir_uid, dir_gid));
         UniqueFd dir_rw(::openat(dir.get(), ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
         if (!dir_rw) return ErrnoError("open " + shown_base, errno);
-        Applier unpack{*tree, apply.chown, apply.chmod, apply.default_mtime};
+        // Entries keep the tar's owners: docker applies --chown to the destination it creates,
+        // not to what it unpacks (tests/golden/fs-cases/add-tar).
+        Applier unpack{*tree, std::nullopt, apply.chmod, apply.default_mtime};
         SF_RETURN_IF_ERROR(
             unpack.CopyContents("", *top, dir_rw.get(), shown_base == "/" ? "" : shown_base));
         continue;

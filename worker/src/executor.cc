@@ -63,17 +63,26 @@ bool Lexists(const std::string& path) {
 // went to our per-step copies) and /proc, /sys, /dev when empty. Parent dirs the runtime created
 // (e.g. /etc in an image without one) go too, when they did not exist before and are empty now.
 void RemoveMountPoints(const std::string& upper, const std::vector<std::string>& missing_before) {
+  // Resolved below the upper dir without following symlinks: the step may have replaced /etc (or
+  // any directory) by a symlink to the host's files.
+  UniqueFd upper_fd(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!upper_fd) return;
+  std::string name;
   for (const auto& point : SandboxMountPoints()) {
-    std::string p = upper + "/" + point;
+    auto parent = OpenParentNoFollow(upper_fd.get(), point, &name);
     struct stat st;
-    if (::lstat(p.c_str(), &st) != 0) continue;
+    if (!parent.ok() || ::fstatat(parent->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      continue;
+    }
     if (S_ISDIR(st.st_mode)) {
-      ::rmdir(p.c_str());  // ENOTEMPTY: the step put something there, keep it
+      // ENOTEMPTY: the step put something there, keep it
+      ::unlinkat(parent->get(), name.c_str(), AT_REMOVEDIR);
     } else if (point.rfind("etc/", 0) == 0) {
-      ::unlink(p.c_str());
+      ::unlinkat(parent->get(), name.c_str(), 0);
     }
   }
-  for (const auto& dir : missing_before) ::rmdir((upper + "/" + dir).c_str());
+  // Top-level names: AT_REMOVEDIR never follows a symlink (ENOTDIR).
+  for (const auto& dir : missing_before) ::unlinkat(upper_fd.get(), dir.c_str(), AT_REMOVEDIR);
 }
 
 }  // namespace
@@ -100,7 +109,7 @@ struct Executor::Metrics {
     }
     steps = &prometheus::BuildCounter()
                  .Name("stagefarm_worker_steps_total")
-                 .Help("Steps run by this worker, by kind (run, copy, add) and outcome")
+                 .Help("Steps run by this worker, by kind (run, copy, add, workdir) and outcome")
                  .Register(*r);
     duration = &prometheus::BuildHistogram()
                     .Name("stagefarm_worker_step_duration_seconds")
@@ -118,7 +127,10 @@ struct Executor::Metrics {
                        .Add({});
   }
   void Step(StepKind kind, const Status& status, double seconds) {
-    const char* k = kind == StepKind::kRun ? "run" : kind == StepKind::kCopy ? "copy" : "add";
+    const char* k = kind == StepKind::kRun    ? "run"
+                    : kind == StepKind::kCopy ? "copy"
+                    : kind == StepKind::kAdd  ? "add"
+                                              : "workdir";
     const char* outcome = status.ok()                               ? "success"
                           : status.code() == StatusCode::kCancelled ? "cancelled"
                                                                     : "failure";
@@ -138,7 +150,8 @@ struct Executor::Metrics {
 Executor::Executor(WorkerOptions options, prometheus::Registry* registry)
     : options_(std::move(options)),
       metrics_(std::make_unique<Metrics>(registry)),
-      layers_(options_.root + "/layers") {}
+      layers_(options_.root + "/layers"),
+      caches_(options_.root + "/cache-mounts") {}
 
 Executor::~Executor() = default;
 
@@ -247,9 +260,26 @@ Status Executor::RunStep(StepContext& ctx) {
     for (const char* p : {"etc", "proc", "sys", "dev"}) {
       if (!Lexists(merged + "/" + p)) missing_before.push_back(p);
     }
+    // RUN --mount: held until the command is done; their mount points never reach the layer.
+    RunMountEnv mount_env{&layers_,       &ctx.cache,    &caches_, &ctx.task.secrets,
+                          &ctx.cancelled, d + "/mounts", workdir};
+    const uint32_t timeout =
+        ctx.task.timeout_seconds ? ctx.task.timeout_seconds : options_.step_timeout_seconds;
+    if (timeout > 0) {
+      mount_env.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
+    }
+    if (::mkdir(mount_env.scratch_dir.c_str(), 0755) != 0) {
+      return ErrnoError("mkdir " + mount_env.scratch_dir, errno);
+    }
+    auto run_mounts = PrepareRunMounts(step.mounts, mount_env);
+    if (!run_mounts.ok()) return run_mounts.status().Annotate(prefix.substr(0, prefix.size() - 2));
+    SF_ASSIGN_OR_RETURN(MountStubs stubs,
+                        MountStubs::Record(root_fd.get(), upper, run_mounts->targets()));
     SandboxConfig config;
     config.args = step.argv;
     config.env = step.env;
+    config.env.insert(config.env.end(), run_mounts->env().begin(), run_mounts->env().end());
+    config.mounts = run_mounts->sandbox_mounts();
     config.cwd = workdir;
     config.user = *user;
     config.rootfs = merged;
@@ -279,16 +309,23 @@ Status Executor::RunStep(StepContext& ctx) {
                                          "::1\tlocalhost ip6-localhost ip6-loopback\n"));
     SF_RETURN_IF_ERROR(WriteFile(config.resolv_conf_file, ResolvConf()));
     SF_RETURN_IF_ERROR(WriteFile(config.hostname_file, config.hostname + "\n"));
-    SF_RETURN_IF_ERROR(WriteFile(d + "/bundle/config.json", MakeOciConfig(config)));
+    // With secrets in its env, config.json stays on the step's private tmpfs, off the disk.
+    std::string bundle = d + "/bundle";
+    if (!run_mounts->private_dir().empty()) {
+      bundle = run_mounts->private_dir() + "/bundle";
+      SF_RETURN_IF_ERROR(MakeDirs(bundle, 0700));
+    }
+    SF_RETURN_IF_ERROR(WriteFile(bundle + "/config.json", MakeOciConfig(config), 0600));
 
     SandboxRequest run;
     run.runtime = options_.runtime;
-    run.state_root = options_.root + "/runtime";
+    // The runtime keeps a copy of the config in its state dir: that goes to the tmpfs too.
+    run.state_root = run_mounts->private_dir().empty() ? options_.root + "/runtime"
+                                                       : run_mounts->private_dir() + "/runtime";
     SF_RETURN_IF_ERROR(MakeDirs(run.state_root, 0700));
-    run.bundle_dir = d + "/bundle";
+    run.bundle_dir = bundle;
     run.container_id = container_id;
-    run.timeout_seconds =
-        ctx.task.timeout_seconds ? ctx.task.timeout_seconds : options_.step_timeout_seconds;
+    run.timeout_seconds = timeout;
     run.cancelled = &ctx.cancelled;
     run.on_output = [&](std::string_view chunk) {
       ctx.output_tail.append(chunk);
@@ -302,6 +339,7 @@ Status Executor::RunStep(StepContext& ctx) {
       ctx.on_event(log);
     };
     auto exit_code = RunSandbox(run);
+    SF_RETURN_IF_ERROR(run_mounts->Release());
     SF_RETURN_IF_ERROR(rootfs->Unmount());
     if (!exit_code.ok()) return exit_code.status().Annotate(prefix.substr(0, prefix.size() - 2));
     if (*exit_code != 0) {
@@ -316,7 +354,20 @@ Status Executor::RunStep(StepContext& ctx) {
                                               "process did not complete successfully: exit code: " +
                                               std::to_string(*exit_code));
     }
+    stubs.Remove(upper);
     RemoveMountPoints(upper, missing_before);
+  } else if (step.kind == StepKind::kWorkdir) {
+    // BuildKit's WORKDIR: mkdir -p, 0755, the directories it makes owned by USER (resolved as
+    // --chown is); an existing directory is left alone (the layer is then empty).
+    UniqueFd root_fd(::open(merged.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root_fd) return ErrnoError("open " + merged, errno);
+    auto owner = ResolveOwner(root_fd.get(), step.user);
+    if (!owner.ok()) return owner.status().Annotate(prefix + "USER " + step.user);
+    auto made = MakeDirsInRoot(root_fd.get(), step.workdir, 0755, owner->uid, owner->gid);
+    if (!made.ok()) return made.status().Annotate(prefix.substr(0, prefix.size() - 2));
+    made->reset();
+    root_fd.reset();
+    SF_RETURN_IF_ERROR(rootfs->Unmount());
   } else {
     CopyRequest copy;
     copy.sources = step.sources;
@@ -368,8 +419,10 @@ Status Executor::RunStep(StepContext& ctx) {
   if (!put.ok()) return put.Annotate(prefix + "uploading the layer's TOC");
   ctx.layer = LayerRef{written->diff_id, toc_digest};
   metrics_->layer_bytes->Increment(static_cast<double>(written->diff_id.size));
-  // The next step stacks on this layer: extract it from the local tar now rather than fetch it.
-  Status kept = layers_.Insert(written->diff_id, tar);
+  // The next step stacks on this layer. Its files are the upper dir's, unless their times were
+  // clamped in the tar: then the tar is extracted (never fetched back from the cache).
+  Status kept = ctx.task.source_date_epoch < 0 ? layers_.Adopt(written->diff_id, upper)
+                                               : layers_.Insert(written->diff_id, tar);
   if (!kept.ok()) return kept.Annotate(prefix + "storing the layer");
   return Status();
 }

@@ -68,6 +68,19 @@ Status LayerStore::Insert(const Digest& diff_id, const std::string& tar_path) {
   return ExtractInto(diff_id, tar_path);
 }
 
+Status LayerStore::Adopt(const Digest& diff_id, const std::string& dir) {
+  if (diff_id.hex.size() != 64) return InvalidArgumentError("bad layer digest " + diff_id.str());
+  auto layer_lock = LockFor(diff_id.hex);
+  std::lock_guard hold(*layer_lock);
+  if (IsDir(PathOf(diff_id))) return Status();
+  std::string into = PathOf(diff_id);
+  if (::rename(dir.c_str(), into.c_str()) != 0) {
+    return ErrnoError("rename " + dir + " to " + into, errno);
+  }
+  extracted_bytes_ += diff_id.size;
+  return Status();
+}
+
 Status LayerStore::ExtractInto(const Digest& diff_id, const std::string& tar_path) {
   SF_ASSIGN_OR_RETURN(TempDir tmp, TempDir::Make(root_ + "/.tmp", "extract-"));
   std::string into = tmp.path() + "/fs";

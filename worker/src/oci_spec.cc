@@ -88,6 +88,9 @@ std::string MakeOciConfig(const SandboxConfig& c) {
   if (!c.hostname_file.empty()) {
     mounts.push_back(Mount("/etc/hostname", "bind", c.hostname_file, {"rbind", "rprivate"}));
   }
+  for (const SandboxMount& m : c.mounts) {
+    mounts.push_back(Mount(m.destination, m.type, m.source, m.options));
+  }
 
   json namespaces =
       json::array({{{"type", "pid"}}, {{"type", "ipc"}}, {{"type", "uts"}}, {{"type", "mount"}}});

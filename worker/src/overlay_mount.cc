@@ -30,15 +30,14 @@ ScopedMount& ScopedMount::operator=(ScopedMount&& o) noexcept {
 Status ScopedMount::Unmount() {
   if (target_.empty()) return Status();
   std::string target = std::exchange(target_, {});
-  for (int attempt = 0;; ++attempt) {
+  for (;;) {
     if (::umount2(target.c_str(), UMOUNT_NOFOLLOW) == 0) return Status();
     int err = errno;
     if (err == EINTR) continue;
     if (err == EINVAL || err == ENOENT) return Status();  // not mounted (any more)
-    if (err == EBUSY && attempt < 5) {
-      ::usleep(20000);  // a just-exited sandbox may still be releasing it
-      continue;
-    }
+    // EBUSY: a just-exited sandbox's mount namespace, which the kernel tears down a moment
+    // later, still holds it. Nothing uses the mount any more (the layer is read from the upper
+    // directory), so it is detached now rather than waited for.
     if (::umount2(target.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) return Status();
     return ErrnoError("unmount " + target, errno);
   }

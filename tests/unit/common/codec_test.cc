@@ -38,7 +38,14 @@ StageTask SampleTask() {
   copy.chmod = "0755";
   copy.context_root = D('c', 99);
   copy.from_layers = {LayerRef{D('d', 1), D('e', 2)}};
-  t.steps = {run, copy};
+  StepSpec workdir;
+  workdir.key = "k3";
+  workdir.kind = StepKind::kWorkdir;
+  workdir.text = "WORKDIR /srv/app";
+  workdir.created_by = "WORKDIR /srv/app";
+  workdir.user = "1000:1000";
+  workdir.workdir = "/srv/app";
+  t.steps = {run, copy, workdir};
   t.source_date_epoch = 1700000000;
   t.timeout_seconds = 60;
   return t;
@@ -67,6 +74,21 @@ TEST(WorkerCodec, TaskDoneRoundTripsWithStatus) {
   d.seconds = {1.5};
   d.log_tail = std::string("bin\0ary", 7);
   EXPECT_EQ(RoundTrip(d), d);
+  d.handed_back = true;
+  EXPECT_TRUE(RoundTrip(d).handed_back);
+}
+
+TEST(WorkerCodec, HeartbeatCarriesDraining) {
+  HeartbeatRequest hb;
+  hb.name = "w1";
+  hb.busy_slots = 1;
+  hb.running_tasks = {"t1"};
+  hb.layers = {"ab"};
+  HeartbeatRequest back = RoundTrip(hb);
+  EXPECT_FALSE(back.draining);
+  EXPECT_EQ(back.running_tasks, hb.running_tasks);
+  hb.draining = true;
+  EXPECT_TRUE(RoundTrip(hb).draining);
 }
 
 TEST(WorkerCodec, TaskEventAndRegisterRoundTrip) {
@@ -101,6 +123,7 @@ TEST(BuildCodec, RequestAndEventRoundTrip) {
   r.no_cache = true;
   r.no_cache_filter = {"x"};
   r.network = "none";
+  r.worker_constraints = {{"size", "large"}, {"gpu", "yes"}};
   EXPECT_EQ(RoundTrip(r), r);
   BuildEvent e;
   e.kind = BuildEvent::Kind::kBuildDone;
@@ -118,6 +141,9 @@ TEST(Codec, RejectsUnknownEnumValues) {
   StageTask t = SampleTask();
   t.steps[0].kind = static_cast<StepKind>(42);
   StageTask t_out;
+  EXPECT_EQ(Decode(Encode(t), &t_out).code(), StatusCode::kInvalidArgument);
+  // The first value past the last known step kind.
+  t.steps[0].kind = static_cast<StepKind>(static_cast<uint8_t>(StepKind::kWorkdir) + 1);
   EXPECT_EQ(Decode(Encode(t), &t_out).code(), StatusCode::kInvalidArgument);
   BuildEvent be;
   be.kind = static_cast<BuildEvent::Kind>(200);
@@ -140,6 +166,67 @@ TEST(Codec, MalformedBytesAreErrorsNotCrashes) {
   EXPECT_FALSE(Decode("", &out).ok());
   EXPECT_FALSE(Decode("1234567", &out).ok());  // not whole words
   EXPECT_FALSE(Decode(std::string(64, '\xff'), &out).ok());
+}
+
+TEST(WorkerCodec, RunMountsAndSecretsRoundTrip) {
+  StageTask t = SampleTask();
+  MountSpec cache;
+  cache.type = MountSpec::Type::kCache;
+  cache.target = "/root/.cache";
+  cache.id = "go-build";
+  cache.sharing = "locked";
+  cache.mode = 0700;
+  cache.uid = 1000;
+  cache.gid = 1000;
+  cache.source = "seed";
+  cache.from_layers = {LayerRef{D('4', 4), D('5', 5)}};
+  MountSpec bind;
+  bind.target = "src";
+  bind.source = "app";
+  bind.readonly = true;
+  bind.context_root = D('6', 6);
+  MountSpec tmpfs;
+  tmpfs.type = MountSpec::Type::kTmpfs;
+  tmpfs.target = "/tmp";
+  tmpfs.size_limit = 64 << 20;
+  MountSpec secret;
+  secret.type = MountSpec::Type::kSecret;
+  secret.id = "tok";
+  secret.env = "TOKEN";
+  secret.required = true;
+  t.steps[0].mounts = {cache, bind, tmpfs, secret};
+  t.secrets = {{"tok", std::string("s3cr\0t\n", 7)}, {"other", ""}};
+  StageTask out = RoundTrip(t);
+  EXPECT_EQ(out, t);
+  EXPECT_EQ(out.secrets.at("tok").size(), 7u) << "secret values are bytes, NULs included";
+  EXPECT_EQ(out.steps[0].mounts[0].mode, 0700);
+  EXPECT_EQ(out.steps[0].mounts[2].uid, -1) << "unset uid stays unset";
+}
+
+TEST(WorkerCodec, RejectsUnknownMountTypeAndBadMode) {
+  StageTask t = SampleTask();
+  MountSpec m;
+  m.type = static_cast<MountSpec::Type>(9);
+  m.target = "/x";
+  t.steps[0].mounts = {m};
+  StageTask out;
+  Status s = Decode(Encode(t), &out);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("unknown mount type 9"), std::string::npos) << s.ToString();
+  t.steps[0].mounts[0].type = MountSpec::Type::kCache;
+  t.steps[0].mounts[0].mode = 070000;
+  s = Decode(Encode(t), &out);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("mount /x"), std::string::npos) << s.ToString();
+}
+
+TEST(BuildCodec, RequestCarriesSecrets) {
+  BuildRequest r;
+  r.dockerfile = D('2', 2);
+  r.secrets = {{"tok", "value"}, {"bin", std::string("\0\xff", 2)}};
+  BuildRequest out = RoundTrip(r);
+  EXPECT_EQ(out, r);
+  EXPECT_EQ(out.secrets.at("bin"), std::string("\0\xff", 2));
 }
 
 TEST(Envelope, FramesRoundTrip) {

@@ -31,15 +31,33 @@ TEST(StepKeys, EveryInputChangesTheKey) {
   env.env.push_back("A=1");
   EXPECT_NE(k, StepKey(parent, env, ""));
   frontend::ResolvedStep user = base;
-  user.config.user = "app";
+  user.mutable_config().user = "app";
   EXPECT_NE(k, StepKey(parent, user, ""));
   frontend::ResolvedStep wd = base;
-  wd.config.working_dir = "/src";
+  wd.mutable_config().working_dir = "/src";
   EXPECT_NE(k, StepKey(parent, wd, ""));
   frontend::ResolvedStep net = base;
   net.network = "none";
   EXPECT_NE(k, StepKey(parent, net, ""));
   EXPECT_NE(k, StepKey(parent, RunStep("make install"), ""));
+}
+
+TEST(StepKeys, WorkdirKeyIncludesPathAndUser) {
+  // WORKDIR makes a layer: its directories belong to the USER of the time.
+  frontend::ResolvedStep wd;
+  wd.kind = frontend::StepKind::kWorkdir;
+  wd.canonical = "WORKDIR app";
+  wd.mutable_config().working_dir = "/src/app";
+  std::string k = StepKey("p", wd, "");
+  EXPECT_EQ(k, StepKey("p", wd, ""));
+  frontend::ResolvedStep as_app = wd;
+  as_app.mutable_config().user = "app";
+  EXPECT_NE(k, StepKey("p", as_app, ""));
+  // The same text under another previous WORKDIR is another directory.
+  frontend::ResolvedStep elsewhere = wd;
+  elsewhere.mutable_config().working_dir = "/lib/app";
+  EXPECT_NE(k, StepKey("p", elsewhere, ""));
+  EXPECT_NE(k, StepKey("q", wd, ""));
 }
 
 TEST(StepKeys, CopyKeyFollowsSourceContentNotLayers) {

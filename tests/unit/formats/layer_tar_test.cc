@@ -91,6 +91,32 @@ TEST(LayerTar, LongNamesAndLargeIdsRoundTrip) {
   EXPECT_EQ(again->diff_id, w->diff_id);
 }
 
+// Names are bytes: UTF-8 (Debian's ca-certificates links have such names) and names that are
+// not UTF-8 at all round-trip whatever the locale, as in Docker's layers.
+TEST(LayerTar, NonAsciiAndNonUtf8NamesRoundTrip) {
+  TempDir d, out, x;
+  const std::string utf8 = "F\xc5\x91tan\xc3\xbas\xc3\xadtv\xc3\xa1ny.pem";
+  const std::string raw = "raw-\xff\xfe";
+  WriteFile(d / utf8, "cert");
+  WriteFile(d / raw, "bytes");
+  ASSERT_EQ(::symlink(utf8.c_str(), (d / "link").c_str()), 0);
+  ASSERT_EQ(::link((d / raw).c_str(), (d / "hard").c_str()), 0);
+  SetAllMtimes(d.path(), 77);
+  auto w = WriteLayer(d.path(), out / "1.tar");
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  Status s = ExtractLayer(out / "1.tar", x.path());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(ReadFile(x / utf8), "cert");
+  EXPECT_EQ(ReadFile(x / raw), "bytes");
+  EXPECT_EQ(ReadFile(x / "hard"), "bytes");
+  char target[256] = {};
+  ASSERT_GT(::readlink((x / "link").c_str(), target, sizeof target - 1), 0);
+  EXPECT_EQ(std::string(target), utf8);
+  auto again = WriteLayer(x.path(), out / "2.tar");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->diff_id, w->diff_id);
+}
+
 TEST(LayerTar, EntriesSortedDirectoriesFirstWithoutDotSlash) {
   TempDir d, out;
   MakeTree(d.path(), false);
@@ -189,6 +215,23 @@ TEST(LayerTar, HardlinksWrittenAsLinksAndRestored) {
   ASSERT_EQ(::stat((x / "z-second").c_str(), &s2), 0);
   EXPECT_EQ(s1.st_ino, s2.st_ino);
   EXPECT_EQ(ReadFile(x / "z-second"), "shared content");
+}
+
+// A user's tar (ADD) is not a layer: entries named like whiteouts are plain files, as BuildKit
+// extracts them; bzip2 and xz are detected like gzip and zstd.
+TEST(LayerTar, WhiteoutNamesInAUsersTarAreFiles) {
+  // The tars of the golden ADD case: dir/.wh.hidden and dir/sub/.wh..wh..opq are files there.
+  const std::string fixtures = std::string(STAGEFARM_SOURCE_DIR) + "/tests/golden/fs-cases/add-tar";
+  for (const char* name : {"plain.tar", "b.tar.bz2", "x.tar.xz"}) {
+    TempDir x;
+    Status s = ExtractLayer(fixtures + "/" + name, x.path(), ExtractOptions{.whiteouts = false});
+    ASSERT_TRUE(s.ok()) << name << ": " << s.ToString();
+    EXPECT_EQ(ReadFile(x / "dir/.wh.hidden"), "w\n") << name;
+    EXPECT_EQ(ReadFile(x / "dir/sub/.wh..wh..opq"), "o\n") << name;
+    EXPECT_EQ(ReadFile(x / "dir/sub/kept"), "keep\n") << name;
+    char v[4];
+    EXPECT_LT(::getxattr((x / "dir/sub").c_str(), "trusted.overlay.opaque", v, sizeof v), 0);
+  }
 }
 
 TEST(LayerTar, WhiteoutsAndOpaqueDirsRoundTrip) {

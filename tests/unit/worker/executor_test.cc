@@ -21,6 +21,7 @@
 #include "stagefarm/worker/host_check.h"
 #include "stagefarm/worker/overlay_mount.h"
 #include "support/fake_cache_client.h"
+#include "worker_fixture.h"
 
 namespace stagefarm::worker {
 namespace {
@@ -33,26 +34,12 @@ void WriteText(const std::string& path, const std::string& text) {
   std::ofstream(path) << text;
 }
 
-class ExecutorTest : public ::testing::Test {
+class ExecutorTest : public WorkerFixture {
  protected:
   void SetUp() override {
-    // The sandbox needs root (overlayfs, crun); CI runs as root, so this is a real failure.
-    ASSERT_EQ(::geteuid(), 0u) << "the worker tests need root (overlayfs, crun)";
-    auto dir = TempDir::Make("/tmp", "sf-worker-test-");
-    ASSERT_TRUE(dir.ok()) << dir.status().ToString();
-    tmp_ = std::move(*dir);
-    options_.root = tmp_.path() + "/root";
+    WorkerFixture::SetUp();
+    if (HasFatalFailure()) return;
     base_ = MakeBusyboxLayer();
-  }
-  void TearDown() override {
-    if (tmp_.path().empty()) return;
-    auto mounts = MountsUnder(tmp_.path());
-    ASSERT_TRUE(mounts.ok());
-    EXPECT_TRUE(mounts->empty()) << "left mounted: " << mounts->front();
-    // Every step's temp dir is gone.
-    if (fs::exists(options_.root + "/steps")) {
-      EXPECT_TRUE(fs::is_empty(options_.root + "/steps"));
-    }
   }
 
   // A rootfs with busybox and its applets, /etc/passwd, /etc/group and /etc/motd; no /proc,
@@ -69,20 +56,30 @@ class ExecutorTest : public ::testing::Test {
               "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n");
     WriteText(rootfs + "/etc/group", "root:x:0:\napp:x:1000:\nstaff:x:50:app\n");
     WriteText(rootfs + "/etc/motd", "welcome\n");
-    auto layer = WriteLayer(rootfs, tmp_.path() + "/busybox.tar");
-    EXPECT_TRUE(layer.ok()) << layer.status().ToString();
-    EXPECT_TRUE(cache_.PutFile(tmp_.path() + "/busybox.tar", layer->diff_id).ok());
-    Digest toc;
-    EXPECT_TRUE(cache_.PutBytes(layer->toc_blob, &toc).ok());
-    return LayerRef{layer->diff_id, toc};
+    return PutLayer(rootfs, "busybox");
+  }
+
+  // A step on line 2 of the Dockerfile.
+  static StepSpec Step(StepKind kind, const std::string& text, const std::string& key) {
+    StepSpec s;
+    s.key = key;
+    s.kind = kind;
+    s.line = 2;
+    s.text = text;
+    return s;
+  }
+
+  static StepSpec Workdir(const std::string& path, const std::string& user,
+                          const std::string& key) {
+    StepSpec s = Step(StepKind::kWorkdir, "WORKDIR " + path, key);
+    s.created_by = s.text;
+    s.user = user;
+    s.workdir = path;
+    return s;
   }
 
   static StepSpec Run(const std::string& cmd, const std::string& key) {
-    StepSpec s;
-    s.key = key;
-    s.kind = StepKind::kRun;
-    s.line = 2;
-    s.text = "RUN " + cmd;
+    StepSpec s = Step(StepKind::kRun, "RUN " + cmd, key);
     s.created_by = "RUN /bin/sh -c " + cmd;
     s.argv = {"/bin/sh", "-c", cmd};
     s.env = {"PATH=/bin"};
@@ -116,9 +113,6 @@ class ExecutorTest : public ::testing::Test {
     return out;
   }
 
-  TempDir tmp_;
-  WorkerOptions options_;
-  FakeCacheClient cache_;
   LayerRef base_;
   std::string log_;
   std::vector<TaskEvent> events_;
@@ -173,6 +167,54 @@ TEST_F(ExecutorTest, RunSeesUserEnvAndWorkdir) {
   auto toc = TocOf(done.layers[0]);
   ASSERT_TRUE(toc.count("work/dir")) << "WORKDIR is created";
   EXPECT_EQ(toc["work/dir"].uid, 1000u);
+}
+
+TEST_F(ExecutorTest, WorkdirMakesItsDirectoriesOwnedByTheUser) {
+  // BuildKit's mkdir -p: every directory it creates is 0755 and the USER's (a bare uid is also
+  // the gid, as for --chown); an existing directory (here /etc) is left as it is.
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Workdir("/a/b", "1000", "w1"), Workdir("/etc", "app", "w2"),
+                                    Workdir("/etc/sub", "app", "w3")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString();
+  ASSERT_EQ(done.layers.size(), 3u);
+  auto toc = TocOf(done.layers[0]);
+  ASSERT_EQ(toc.size(), 2u);
+  for (const char* p : {"a", "a/b"}) {
+    ASSERT_TRUE(toc.count(p)) << p;
+    EXPECT_EQ(toc[p].type, TocType::kDir) << p;
+    EXPECT_EQ(toc[p].mode, 0755u) << p;
+    EXPECT_EQ(toc[p].uid, 1000u) << p;
+    EXPECT_EQ(toc[p].gid, 1000u) << p;
+  }
+  EXPECT_TRUE(TocOf(done.layers[1]).empty()) << "an existing directory is untouched";
+  toc = TocOf(done.layers[2]);
+  ASSERT_TRUE(toc.count("etc/sub"));
+  EXPECT_EQ(toc["etc/sub"].uid, 1000u);
+  ASSERT_TRUE(toc.count("etc"));  // only as the parent overlay copied up: root's as before
+  EXPECT_EQ(toc["etc"].uid, 0u);
+  EXPECT_EQ(toc["etc"].mode, 0755u);
+  auto action = cache_.GetAction("w2");
+  ASSERT_TRUE(action.ok() && action->has_value());
+  EXPECT_EQ((*action)->created_by, "WORKDIR /etc");
+  EXPECT_EQ(events_.back().kind, TaskEvent::Kind::kStepDone);
+}
+
+TEST_F(ExecutorTest, WorkdirThroughAFileOrAsAnUnknownUserFailsNamingTheLine) {
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Workdir("/etc/motd/x", "", "w")}));
+  EXPECT_FALSE(done.status.ok());
+  EXPECT_EQ(done.failed_step, 0);
+  EXPECT_NE(done.status.message().find("Dockerfile:2: WORKDIR /etc/motd/x"), std::string::npos)
+      << done.status.ToString();
+  EXPECT_NE(done.status.message().find("/etc/motd exists and is not a directory"),
+            std::string::npos)
+      << done.status.ToString();
+  done = Execute(ex, Task({Workdir("/x", "nobody-here", "w")}));
+  EXPECT_FALSE(done.status.ok());
+  EXPECT_NE(done.status.message().find("unable to find user nobody-here"), std::string::npos)
+      << done.status.ToString();
+  auto action = cache_.GetAction("w");
+  EXPECT_TRUE(action.ok() && !action->has_value()) << "failed steps are not cached";
 }
 
 TEST_F(ExecutorTest, UnknownUserIsAnErrorNamingIt) {
@@ -253,15 +295,7 @@ Digest UploadContext(const std::string& dir, FakeCacheClient& cache) {
   WriteText(dir + "/src/b.txt", "B\n");
   WriteText(dir + "/src/sub/c.txt", "C\n");
   WriteText(dir + "/other.md", "x\n");
-  auto root = HashContextDir(
-      dir, [](const std::string&) { return false; },
-      [&](ContextBlob blob) {
-        Status s =
-            blob.path.empty() ? cache.PutBytes(blob.bytes) : cache.PutFile(blob.path, blob.digest);
-        EXPECT_TRUE(s.ok()) << s.ToString();
-      });
-  EXPECT_TRUE(root.ok()) << root.status().ToString();
-  return *root;
+  return PutContextDir(dir, cache);
 }
 
 StepSpec Copy(std::vector<std::string> sources, const std::string& dest, const Digest& context) {

@@ -28,6 +28,11 @@ struct BuildRequest {
   std::string tenant;            // for fairness; empty = "default"
   std::string network;           // --network for RUN: "default" or "none"
   int32_t priority = 0;          // higher runs first within the fair share of tenants
+  // --secret: id -> value, for RUN --mount=type=secret. Sent to the tasks that mount them only;
+  // never logged, stored or part of a cache key.
+  std::map<std::string, std::string> secrets;
+  // --worker-label: the build's tasks run only on workers that carry every one of these labels.
+  std::map<std::string, std::string> worker_constraints;
 
   friend bool operator==(const BuildRequest&, const BuildRequest&) = default;
 };

@@ -33,10 +33,18 @@ struct WrittenLayer {
 StatusOr<WrittenLayer> WriteLayer(const std::string& dir, const std::string& tar_path,
                                   const LayerWriteOptions& options = {});
 
-// Extracts the layer tar at `tar_path` (uncompressed, gzip or zstd: detected) into `dir`, which
-// must exist and be empty. OCI whiteouts become overlay whiteouts (0/0 character devices) and
-// opaque markers set the overlay opaque xattr, so `dir` can be an overlayfs lower dir. Entries
-// that would escape `dir` (.., absolute links followed) are refused with InvalidArgument.
-Status ExtractLayer(const std::string& tar_path, const std::string& dir);
+struct ExtractOptions {
+  // A layer's OCI whiteouts and opaque markers are applied; a user's tar (ADD) has none, and its
+  // entries named ".wh.*" are plain files, as docker's ADD extracts them.
+  bool whiteouts = true;
+};
+
+// Extracts the layer tar at `tar_path` (uncompressed, gzip, zstd, bzip2 or xz: detected) into
+// `dir`, which must exist and be empty. OCI whiteouts become overlay whiteouts (0/0 character
+// devices) and opaque markers set the overlay opaque xattr, so `dir` can be an overlayfs lower
+// dir. Entries that would escape `dir` (.., absolute links followed) are refused with
+// InvalidArgument.
+Status ExtractLayer(const std::string& tar_path, const std::string& dir,
+                    const ExtractOptions& options = {});
 
 }  // namespace stagefarm

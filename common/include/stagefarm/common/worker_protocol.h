@@ -15,7 +15,30 @@
 
 namespace stagefarm {
 
-enum class StepKind : uint8_t { kRun = 0, kCopy = 1, kAdd = 2 };
+// kWorkdir: mkdir -p of `workdir` (as BuildKit's WORKDIR), new directories owned by `user`.
+enum class StepKind : uint8_t { kRun = 0, kCopy = 1, kAdd = 2, kWorkdir = 3 };
+
+// One RUN --mount, resolved by the coordinator. Nothing it mounts becomes part of the layer.
+struct MountSpec {
+  enum class Type : uint8_t { kBind = 0, kCache = 1, kTmpfs = 2, kSecret = 3 };
+  Type type = Type::kBind;
+  std::string target;  // absolute, or relative to the step's workdir; secrets: may be empty (env)
+  // bind (and cache seeding): the path in the source filesystem; "" = its root.
+  std::string source;
+  bool readonly = false;  // bind: rw changes are discarded; cache: mounted read-only
+  // bind: the build context when set, else the filesystem of `from_layers` (a stage or image).
+  // cache: a new cache directory is seeded from `from_layers` at `source` when they are given.
+  Digest context_root;
+  std::vector<LayerRef> from_layers;
+  std::string id;       // cache id (default: the target) or secret id
+  std::string sharing;  // cache: "shared", "private" or "locked"
+  int64_t mode = -1, uid = -1, gid = -1;  // cache dir / secret file; -1 = the default
+  bool required = false;                  // secret: a missing value fails the step
+  std::string env;                        // secret: exposed as this variable, not as a file
+  int64_t size_limit = 0;                 // tmpfs bytes; 0 = the kernel's default
+
+  friend bool operator==(const MountSpec&, const MountSpec&) = default;
+};
 
 // One filesystem-changing step, fully resolved by the coordinator: the worker needs nothing else.
 struct StepSpec {
@@ -33,6 +56,7 @@ struct StepSpec {
   // RUN
   std::vector<std::string> argv;  // the final command, shell already prepended for shell form
   std::string network;            // "default", "none" or "host"
+  std::vector<MountSpec> mounts;  // RUN --mount, in the order written
 
   // COPY / ADD
   std::vector<std::string> sources;  // as written (after expansion), relative to the source root
@@ -54,6 +78,9 @@ struct StageTask {
   std::vector<StepSpec> steps;
   int64_t source_date_epoch = -1;   // clamp layer mtimes when >= 0
   uint32_t timeout_seconds = 0;     // per step; 0 = the worker's default
+  // Secret id -> value, only those the steps mount and the build was given. Never logged, never
+  // in a layer, an event or a cache key.
+  std::map<std::string, std::string> secrets;
 
   friend bool operator==(const StageTask&, const StageTask&) = default;
 };
@@ -71,6 +98,8 @@ struct HeartbeatRequest {
   uint32_t busy_slots = 0;
   std::vector<std::string> running_tasks;
   std::vector<std::string> layers;  // diffID hex of the layers it holds extracted (for placement)
+  // Shutting down: give it no new tasks. With no running tasks either, it is leaving the farm.
+  bool draining = false;
 };
 
 struct TaskEvent {
@@ -93,6 +122,9 @@ struct TaskDone {
   std::vector<LayerRef> layers;  // one per completed step (in order)
   std::vector<double> seconds;   // one per completed step
   std::string log_tail;          // last lines of the failing step's output
+  // The worker is shutting down and stopped the task before its end: not a failure of the task,
+  // which runs again elsewhere without counting an attempt.
+  bool handed_back = false;
 
   friend bool operator==(const TaskDone&, const TaskDone&) = default;
 };

@@ -16,8 +16,8 @@ namespace stagefarm::coordinator {
 // for scratch).
 std::string BaseKey(const Digest& manifest, const std::string& platform, const std::string& salt);
 
-// The key of `step` after `parent`. `sources_digest` is the digest of what a COPY/ADD selects
-// (empty for other steps).
+// The key of `step` after `parent`. `sources_digest` is the digest of what a COPY/ADD selects, or
+// for a RUN of what its bind mounts mount (empty when there is nothing).
 std::string StepKey(const std::string& parent, const frontend::ResolvedStep& step,
                     const std::string& sources_digest);
 

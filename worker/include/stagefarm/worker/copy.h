@@ -72,7 +72,8 @@ struct CopyRequest {
   std::string instruction = "COPY";  // for messages
   // ADD from the build context: a source file that is a tar (plain, gzip, bzip2, xz or zstd, told
   // by its content, not its name) is unpacked into dest (a directory) instead of copied, keeping
-  // the owners, modes and mtimes of its entries (--chown and --chmod still win). Needs
+  // the owners, modes and mtimes of its entries (--chmod still wins; --chown, as docker's, only
+  // owns the directories it creates). Entries named ".wh.*" are plain files. Needs
   // `scratch_dir`, an empty directory outside the rootfs for the unpacked archive.
   bool extract_archives = false;
   std::string scratch_dir;

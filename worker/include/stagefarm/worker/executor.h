@@ -16,6 +16,7 @@
 #include "stagefarm/common/cache_client.h"
 #include "stagefarm/common/worker_protocol.h"
 #include "stagefarm/worker/layer_store.h"
+#include "stagefarm/worker/run_mounts.h"
 #include "stagefarm/worker/worker_options.h"
 
 namespace prometheus {
@@ -58,6 +59,7 @@ class Executor {
   const WorkerOptions options_;
   std::unique_ptr<Metrics> metrics_;
   LayerStore layers_;
+  CacheMounts caches_;  // RUN --mount=type=cache directories, <root>/cache-mounts
   std::mutex mu_;  // guards running_
   std::multimap<std::string, std::shared_ptr<std::atomic<bool>>> running_;
 };

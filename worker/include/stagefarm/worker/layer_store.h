@@ -33,6 +33,12 @@ class LayerStore {
   // Extracts the layer `diff_id` from a local tar the caller has already verified (a layer this
   // worker just wrote), unless it is already present. Saves fetching it back from the cache.
   Status Insert(const Digest& diff_id, const std::string& tar_path);
+  // Moves `dir` (a step's overlay upper dir, on the same filesystem, whose layer tar is
+  // `diff_id`) into place as the layer, unless it is already present (then `dir` is left alone).
+  // Saves extracting the tar again: the upper dir already holds the layer's files, in overlay's
+  // own whiteout form. Only for layers whose tar keeps the files' times as they are (no
+  // SOURCE_DATE_EPOCH clamping), so that every worker sees the same bits.
+  Status Adopt(const Digest& diff_id, const std::string& dir);
   // Bytes of the layers this store extracted since it was made (their tar sizes).
   uint64_t extracted_bytes() const { return extracted_bytes_.load(); }
 

@@ -11,6 +11,14 @@
 
 namespace stagefarm::worker {
 
+// One more mount of the sandbox (RUN --mount), appended after the default ones in this order.
+struct SandboxMount {
+  std::string destination;  // absolute, inside the container
+  std::string type;         // "bind" or "tmpfs"
+  std::string source;       // host path for binds; "tmpfs" for tmpfs
+  std::vector<std::string> options;
+};
+
 struct SandboxConfig {
   std::vector<std::string> args;
   std::vector<std::string> env;  // "K=V"; PATH and HOME are added when missing, as Docker does
@@ -30,6 +38,7 @@ struct SandboxConfig {
   uint32_t pids_limit = 0;
   double cpus = 0;
   bool seccomp = true;  // Docker's default profile; false only for RUN --security=insecure
+  std::vector<SandboxMount> mounts;  // RUN --mount; the runtime creates missing mount points
 };
 
 // The paths inside the rootfs the runtime mounts over, so it may create them in the upper dir
