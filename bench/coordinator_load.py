@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Load test of the coordinator: many builds from many tenants against a few real workers.
 
     bench/coordinator_load.py --bin build/stagefarm [--builds 200] [--tenants 10] [--workers 4]
@@ -20,55 +20,13 @@ import argparse
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(path, pattern, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with open(path) as f:
-                m = re.search(pattern, f.read())
-            if m:
-                return m.group(1) if m.groups() else m.group(0)
-        except FileNotFoundError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {pattern!r} in {path}")
-
-
-def percentile(values, p):
-    v = sorted(values)
-    if not v:
-        return float("nan")
-    k = (len(v) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
-
-def metric(text, name, labels=""):
-    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.eE+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from farm import LocalFarm, cpu_seconds, metric, percentile
 
 
 def main():
@@ -85,27 +43,11 @@ def main():
     binary = os.path.abspath(args.bin)
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tmp = tempfile.mkdtemp(prefix="stagefarm-load-")
-    procs = []
-
-    def spawn(argv, log):
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-                             start_new_session=True)
-        procs.append(p)
-        return p
-
+    farm = None
     try:
-        spawn([binary, "cache", "--listen", "tcp://127.0.0.1:0", "--data", f"{tmp}/cache"],
-              f"{tmp}/cache.log")
-        cache = wait_for(f"{tmp}/cache.log", r"listening on (tcp://[0-9.]+:[0-9]+)")
-        mport = free_port()
-        coord_proc = spawn([binary, "coordinator", "--listen", "tcp://127.0.0.1:0", "--cache", cache,
-                            "--metrics-listen", f"127.0.0.1:{mport}"], f"{tmp}/coord.log")
-        coord = wait_for(f"{tmp}/coord.log", r"listening on (tcp://[0-9.]+:[0-9]+)")
-        for i in range(args.workers):
-            spawn([binary, "worker", "--coordinator", coord, "--cache", cache, "--root",
-                   f"{tmp}/w{i}", "--name", f"w{i}", "--slots", str(args.slots)], f"{tmp}/w{i}.log")
-        for i in range(args.workers):
-            wait_for(f"{tmp}/coord.log", rf"(worker w{i} registered)")
+        farm = LocalFarm(binary, tmp, workers=args.workers, slots=args.slots)
+        coord, cache, coord_proc = farm.coordinator, farm.cache, farm.coordinator_proc
+        mport = farm.metrics_port
         subprocess.run([f"{src}/scripts/make-busybox-image", f"{tmp}/busybox"], check=True,
                        stdout=subprocess.DEVNULL)
         imp = subprocess.run([binary, "image", "import", "--cache", cache, f"{tmp}/busybox",
@@ -174,16 +116,8 @@ def main():
             print(f"--- build {b} failed:\n{results[b][1][-2000:]}")
         return 0 if not failed and int(succeeded) == args.builds else 1
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        if farm:
+            farm.stop()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -40,13 +40,16 @@ bool IsLocalEndpoint(const std::string& endpoint) {
 // Receives all parts of one message. Returns false if none was waiting.
 // `user_id`, if given, gets the ZAP user id the message's connection was authenticated with
 // (empty without one).
-// A readable `wake_fd` (an eventfd; -1 for none) is drained and makes it return false.
+// A readable `wake_fd` (an eventfd; -1 for none) is drained and makes it return false, and so
+// does a signal (EINTR): the caller sees its flag (Ctrl-C) at once instead of an error.
 StatusOr<bool> RecvMultipart(zmq::socket_t& s, std::vector<std::string>* parts,
                              std::chrono::milliseconds timeout, std::string* user_id = nullptr,
                              int wake_fd = -1) {
   try {
     zmq::pollitem_t items[2] = {{s.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_fd, ZMQ_POLLIN, 0}};
-    if (zmq::poll(items, wake_fd >= 0 ? 2 : 1, timeout) == 0) return false;
+    int ready = zmq_poll(items, wake_fd >= 0 ? 2 : 1, static_cast<long>(timeout.count()));
+    if (ready < 0 && zmq_errno() != EINTR) throw zmq::error_t();
+    if (ready <= 0) return false;
     if (wake_fd >= 0 && (items[1].revents & ZMQ_POLLIN)) {
       uint64_t n;
       // Nonblocking: a failed read means the counter was drained already; still a wake.

@@ -5,6 +5,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <map>
@@ -48,6 +49,23 @@ struct WorkerInfo {
   std::set<std::string> tasks;
   std::set<std::string> layers;  // diffID hex it holds (its last heartbeat, plus what we sent it)
   Clock::time_point last_seen;
+  bool draining = false;                      // shutting down: it gets no new tasks
+  std::map<std::string, std::string> labels;  // what it offers (stagefarm worker --label)
+
+  bool HasSlot() const { return !draining && tasks.size() < slots; }
+  // It may run a task for `task_platform` that needs the labels `constraints`, busy or not.
+  bool Offers(const std::string& task_platform,
+              const std::map<std::string, std::string>& constraints) const {
+    if (draining || platform != task_platform) return false;
+    return std::all_of(constraints.begin(), constraints.end(), [&](const auto& c) {
+      auto it = labels.find(c.first);
+      return it != labels.end() && it->second == c.second;
+    });
+  }
+  bool Free(const std::string& task_platform,
+            const std::map<std::string, std::string>& constraints) const {
+    return HasSlot() && Offers(task_platform, constraints);
+  }
 };
 
 // Who waits for a task: a stage of a build.
@@ -66,6 +84,9 @@ struct Task {
   Clock::time_point queued_at;
   std::string tenant;  // of the build that first asked for it
   QueueKey queue_key;  // its place in the tenant's queue while queued
+  // Where it may run: a worker of this platform carrying these labels (part of the task's id).
+  std::string platform;
+  std::map<std::string, std::string> constraints;
 };
 
 struct StageState {
@@ -92,6 +113,7 @@ struct Build {
   std::vector<StageState> stages;             // parallel to plan.stages
   Clock::time_point started;
   bool finished = false;
+  bool told_waiting = false;  // the user knows no registered worker fits its tasks
 };
 
 }  // namespace
@@ -167,9 +189,18 @@ struct Coordinator::Impl {
   void FailBuild(Build& b, BuildEvent failure);
   void Emit(Build& b, BuildEvent e);
   StatusOr<const FsIndex*> StageFs(const std::vector<LayerRef>& layers);
+  // For a RUN's mounts: the filesystem each from= names (into `layers`, parallel to step.mounts)
+  // and the digest of what its bind mounts mount ("" when none). Refuses type=ssh.
+  StatusOr<std::string> RunMountSources(Build& b, const ResolvedStep& step,
+                                        const std::map<int, size_t>& pos, const std::string& where,
+                                        std::optional<ContextTree>& context,
+                                        std::vector<std::vector<LayerRef>>* layers);
 
   // --- scheduling -----------------------------------------------------------------------------
   void Enqueue(Build& b, size_t s, StageTask spec, std::vector<size_t> step_index);
+  // Tells the builds waiting for queued task `t`, once per build, when no registered worker can
+  // ever take it (its platform or labels): it waits for one to register.
+  void TellIfNoWorkerFits(const Task& t);
   void Schedule();
   void CheckWorkers();
   // Cancels the builds whose client has gone silent.
@@ -180,6 +211,9 @@ struct Coordinator::Impl {
   // Hands queued task `id` to worker `w` and tells the builds waiting for it.
   void Assign(const std::string& id, WorkerInfo& w, bool resumed);
   void LoseWorker(const std::string& peer, const std::string& why);
+  // Queues task `id` again (ahead of new work) after its worker `worker` lost it for `why`, or
+  // fails its builds when it has had its attempts.
+  void RetryTask(const std::string& id, const std::string& worker, const std::string& why);
   void Send(const std::string& peer, Method method, uint64_t request_id, std::string body);
   void UpdateWorkerGauge();
 
@@ -498,6 +532,39 @@ StatusOr<const FsIndex*> Coordinator::Impl::StageFs(const std::vector<LayerRef>&
   return &fs_cache.emplace(id, std::move(fs)).first->second;
 }
 
+StatusOr<std::string> Coordinator::Impl::RunMountSources(
+    Build& b, const ResolvedStep& step, const std::map<int, size_t>& pos, const std::string& where,
+    std::optional<ContextTree>& context, std::vector<std::vector<LayerRef>>* layers) {
+  std::string digests;  // one line per bind mount
+  for (const frontend::RunMount& m : step.mounts) {
+    if (m.type == "ssh") {
+      return InvalidArgumentError(where + ": RUN --mount=type=ssh is not supported: this farm " +
+                                  "does not forward SSH agents; pass credentials with --secret " +
+                                  "and RUN --mount=type=secret instead");
+    }
+    std::vector<LayerRef> from;
+    if (m.from_stage >= 0) {
+      from = b.stages[pos.at(m.from_stage)].layers;
+    } else if (!m.from.empty()) {
+      from = b.images.at(m.from).layers;
+    }
+    if (m.type == "bind") {
+      std::string mounted = where + ": --mount source";
+      if (m.from.empty()) {
+        if (!context) context.emplace(*cache, b.request.context_root);
+        SF_ASSIGN_OR_RETURN(std::string d, ContextSourcesDigest(*context, {m.source}, mounted));
+        digests += d + "\n";
+      } else {
+        SF_ASSIGN_OR_RETURN(const FsIndex* fs, StageFs(from));
+        SF_ASSIGN_OR_RETURN(std::string d, FsSourcesDigest(*fs, {m.source}, mounted));
+        digests += d + "\n";
+      }
+    }
+    layers->push_back(std::move(from));
+  }
+  return digests.empty() ? std::string() : Digest::Of(digests).hex;
+}
+
 Status Coordinator::Impl::StartStage(Build& b, size_t s) {
   const ResolvedStage& rs = b.plan.stages[s];
   StageState& st = b.stages[s];
@@ -533,6 +600,11 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
     std::string where = b.filename + ":" + std::to_string(step.line) + ": " + step.text;
     std::string sources_digest;
     std::vector<LayerRef> from_layers;
+    std::vector<std::vector<LayerRef>> mount_layers;
+    if (step.kind == frontend::StepKind::kRun && !step.mounts.empty()) {
+      SF_ASSIGN_OR_RETURN(sources_digest,
+                          RunMountSources(b, step, pos, where, context, &mount_layers));
+    }
     if (step.kind == frontend::StepKind::kCopy || step.kind == frontend::StepKind::kAdd) {
       if (step.from_stage >= 0) {
         from_layers = b.stages[pos.at(step.from_stage)].layers;
@@ -569,7 +641,8 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
       missed = true;
       spec.base_layers = st.layers;
     }
-    StepSpec w = MakeStepSpec(step, st.keys[i], b.request, std::move(from_layers));
+    StepSpec w = MakeStepSpec(step, st.keys[i], b.request, std::move(from_layers),
+                              std::move(mount_layers));
     spec.steps.push_back(std::move(w));
     step_index.push_back(i);
   }
@@ -582,12 +655,18 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
   }
   spec.build_id = b.id;
   spec.stage = rs.display_name;
+  spec.secrets = TaskSecrets(spec, b.request);
   if (auto epoch = b.request.build_args.find("SOURCE_DATE_EPOCH");
       epoch != b.request.build_args.end()) {
     spec.source_date_epoch = std::strtoll(epoch->second.c_str(), nullptr, 10);
   }
-  // Identical work (same keys from the same starting filesystem) is one task whoever asks.
-  spec.task_id = Digest::Of(spec.steps.front().key + spec.steps.back().key).hex.substr(0, 16);
+  // Identical work (same keys from the same starting filesystem, same worker constraints) is one
+  // task whoever asks.
+  std::string identity = spec.steps.front().key + spec.steps.back().key;
+  for (const auto& [k, v] : b.request.worker_constraints) {
+    identity += std::to_string(k.size()) + ":" + k + "=" + std::to_string(v.size()) + ":" + v;
+  }
+  spec.task_id = Digest::Of(identity).hex.substr(0, 16);
   st.state = StageState::State::kQueued;
   st.task_id = spec.task_id;
   Enqueue(b, s, std::move(spec), std::move(step_index));
@@ -610,7 +689,7 @@ Status Coordinator::Impl::Assemble(Build& b) {
   const ResolvedStage& rs = b.plan.stages[t];
   StageState& st = b.stages[t];
   ImageRecord image;
-  image.config = rs.steps.empty() ? rs.base_config : rs.steps.back().config;
+  image.config = rs.steps.empty() ? rs.base_config : rs.steps.back().config();
   for (const auto& [k, v] : b.request.labels) image.config.labels[k] = v;
   image.layers = st.layers;
   image.history = st.history;
@@ -671,6 +750,8 @@ void Coordinator::Impl::Enqueue(Build& b, size_t s, StageTask spec,
       e.worker = workers[it->second.worker_peer].name;
       e.text = "shared with another build";
       Emit(b, std::move(e));
+    } else {
+      TellIfNoWorkerFits(t);
     }
     return;
   }
@@ -681,8 +762,27 @@ void Coordinator::Impl::Enqueue(Build& b, size_t s, StageTask spec,
   t.queued_at = Clock::now();
   t.tenant = b.request.tenant;
   t.queue_key = QueueKey{-b.request.priority, next_seq++, t.spec.task_id};
+  t.platform = b.plan.stages[s].platform.empty() ? options.platform : b.plan.stages[s].platform;
+  t.constraints = b.request.worker_constraints;
   queue.Push(t.tenant, t.queue_key);
-  tasks.emplace(t.spec.task_id, std::move(t));
+  TellIfNoWorkerFits(tasks.emplace(t.spec.task_id, std::move(t)).first->second);
+}
+
+void Coordinator::Impl::TellIfNoWorkerFits(const Task& t) {
+  for (const auto& [peer, w] : workers) {
+    if (w.Offers(t.platform, t.constraints)) return;
+  }
+  std::string want = t.platform == options.platform ? "" : "platform=" + t.platform;
+  for (const auto& [k, v] : t.constraints) want += (want.empty() ? "" : ", ") + k + "=" + v;
+  for (const Waiter& wt : t.waiters) {
+    auto b = builds.find(wt.build_id);
+    if (b == builds.end() || b->second->told_waiting) continue;
+    b->second->told_waiting = true;
+    BuildEvent e;
+    e.kind = BuildEvent::Kind::kInfo;
+    e.text = "waiting for a worker with " + want;
+    Emit(*b->second, std::move(e));
+  }
 }
 
 void Coordinator::Impl::Unqueue(Task& t) { queue.Remove(t.tenant, t.queue_key); }
@@ -690,20 +790,28 @@ void Coordinator::Impl::Unqueue(Task& t) { queue.Remove(t.tenant, t.queue_key); 
 void Coordinator::Impl::Schedule() {
   while (!queue.empty()) {
     auto t0 = Clock::now();
-    bool any_free = false;
-    for (const auto& [peer, w] : workers) {
-      if (w.tasks.size() < w.slots && w.platform == options.platform) any_free = true;
+    std::vector<WorkerInfo*> with_slot;
+    for (auto& [peer, w] : workers) {
+      if (w.HasSlot()) with_slot.push_back(&w);
     }
-    if (!any_free) break;
+    if (with_slot.empty()) break;
+    // A task no free worker can take (its platform, its labels) waits without holding up others.
     std::string tenant;
-    std::string id = queue.Peek(&tenant)->task_id;
+    const QueueKey* next = queue.PeekRunnable(&tenant, [&](const QueueKey& k) {
+      const Task& t = tasks.at(k.task_id);
+      return std::any_of(with_slot.begin(), with_slot.end(),
+                         [&](const WorkerInfo* w) { return w->Free(t.platform, t.constraints); });
+    });
+    if (next == nullptr) break;
+    std::string id = next->task_id;
     const Task& t = tasks.at(id);
     // Most base-layer bytes already there (each layer counts at least one byte, so an empty
     // layer still counts), then most free slots, then fewest tasks.
     WorkerInfo* best = nullptr;
     uint64_t best_held = 0;
-    for (auto& [peer, w] : workers) {
-      if (w.tasks.size() >= w.slots || w.platform != options.platform) continue;
+    for (WorkerInfo* candidate : with_slot) {
+      WorkerInfo& w = *candidate;
+      if (!w.Free(t.platform, t.constraints)) continue;
       uint64_t held = 0;
       for (const LayerRef& l : t.spec.base_layers) {
         if (w.layers.count(l.diff_id.hex)) held += std::max<uint64_t>(l.diff_id.size, 1);
@@ -781,8 +889,12 @@ void Coordinator::Impl::HandleRegister(const std::string& peer, const Message& m
   w.name = req.name;
   w.slots = req.slots;
   w.platform = req.platform.empty() ? options.platform : req.platform;
+  w.labels = req.labels;
   w.last_seen = Clock::now();
-  LogInfo("worker " + req.name + " registered with " + std::to_string(req.slots) + " slots");
+  std::string labels;
+  for (const auto& [k, v] : req.labels) labels += " " + k + "=" + v;
+  LogInfo("worker " + req.name + " registered with " + std::to_string(req.slots) + " slots" +
+          (labels.empty() ? "" : ", labels" + labels));
   socket->Send(peer, m.Reply()).IgnoreError();
   Reconcile(w, req.running_tasks);
   UpdateWorkerGauge();
@@ -804,7 +916,14 @@ void Coordinator::Impl::HandleHeartbeat(const std::string& peer, const Message& 
   w.last_seen = Clock::now();
   w.layers = std::set<std::string>(hb.layers.begin(), hb.layers.end());
   socket->Send(peer, m.Reply()).IgnoreError();
+  if (hb.draining && !w.draining) LogInfo("worker " + w.name + " is shutting down: no new tasks");
+  w.draining = hb.draining;
   Reconcile(w, hb.running_tasks);
+  if (w.draining && w.tasks.empty() && hb.running_tasks.empty()) {
+    LogInfo("worker " + w.name + " left the farm");
+    workers.erase(it);
+    UpdateWorkerGauge();
+  }
 }
 
 void Coordinator::Impl::Reconcile(WorkerInfo& w, const std::vector<std::string>& running) {
@@ -840,42 +959,46 @@ void Coordinator::Impl::LoseWorker(const std::string& peer, const std::string& w
   workers.erase(wit);
   LogWarning(why + " (" + w.name + "); its " + std::to_string(w.tasks.size()) +
              " tasks go to other workers");
-  for (const std::string& id : w.tasks) {
-    auto it = tasks.find(id);
-    if (it == tasks.end()) continue;
-    Task& t = it->second;
-    t.worker_peer.clear();
-    std::vector<Waiter> waiters = t.waiters;
-    if (t.attempts >= options.max_attempts) {
-      tasks.erase(it);
-      for (const Waiter& wt : waiters) {
-        auto b = builds.find(wt.build_id);
-        if (b == builds.end()) continue;
-        BuildEvent e;
-        e.stage = b->second->plan.stages[wt.stage].display_name;
-        e.error = "stage " + e.stage + " lost its worker " + std::to_string(options.max_attempts) +
-                  " times (last: " + w.name + ", " + why + ")";
-        FailBuild(*b->second, std::move(e));
-      }
-      continue;
-    }
-    retries_total->Increment();
-    t.queued_at = Clock::now();
-    t.queue_key.seq = -(++next_retry_seq);  // ahead of new work
-    queue.Push(t.tenant, t.queue_key);
+  for (const std::string& id : w.tasks) RetryTask(id, w.name, why);
+  UpdateWorkerGauge();
+}
+
+void Coordinator::Impl::RetryTask(const std::string& id, const std::string& worker,
+                                  const std::string& why) {
+  auto it = tasks.find(id);
+  if (it == tasks.end()) return;
+  Task& t = it->second;
+  t.worker_peer.clear();
+  std::vector<Waiter> waiters = t.waiters;
+  if (t.attempts >= options.max_attempts) {
+    tasks.erase(it);
     for (const Waiter& wt : waiters) {
       auto b = builds.find(wt.build_id);
       if (b == builds.end()) continue;
       BuildEvent e;
-      e.kind = BuildEvent::Kind::kStageRetried;
       e.stage = b->second->plan.stages[wt.stage].display_name;
-      e.worker = w.name;
-      e.text = why + "; retrying elsewhere (attempt " + std::to_string(t.attempts + 1) + " of " +
-               std::to_string(options.max_attempts) + ")";
-      Emit(*b->second, std::move(e));
+      e.error = "stage " + e.stage + " lost its worker " + std::to_string(options.max_attempts) +
+                " times (last: " + worker + ", " + why + ")";
+      FailBuild(*b->second, std::move(e));
     }
+    return;
   }
-  UpdateWorkerGauge();
+  retries_total->Increment();
+  t.queued_at = Clock::now();
+  t.queue_key.seq = -(++next_retry_seq);  // ahead of new work
+  queue.Push(t.tenant, t.queue_key);
+  TellIfNoWorkerFits(t);
+  for (const Waiter& wt : waiters) {
+    auto b = builds.find(wt.build_id);
+    if (b == builds.end()) continue;
+    BuildEvent e;
+    e.kind = BuildEvent::Kind::kStageRetried;
+    e.stage = b->second->plan.stages[wt.stage].display_name;
+    e.worker = worker;
+    e.text = why + "; retrying elsewhere (attempt " + std::to_string(t.attempts + 1) + " of " +
+             std::to_string(options.max_attempts) + ")";
+    Emit(*b->second, std::move(e));
+  }
 }
 
 void Coordinator::Impl::HandleTaskEvent(const std::string& peer, const Message& m) {
@@ -921,6 +1044,14 @@ void Coordinator::Impl::HandleTaskDone(const std::string& peer, const Message& m
     w->second.last_seen = Clock::now();
   }
   if (it == tasks.end()) return;
+  if (done.handed_back) {
+    // The worker is shutting down: the stage runs again elsewhere, and this was no attempt.
+    if (it->second.worker_peer != peer) return;
+    std::string name = workers.count(peer) ? workers[peer].name : "a worker";
+    --it->second.attempts;
+    RetryTask(done.task_id, name, "worker " + name + " is shutting down and handed the stage back");
+    return;
+  }
   if (it->second.worker_peer != peer) {
     // A worker we had given up on finished it after all: a success is as good as any (its
     // layers are in the cache); a failure is not news, another attempt is under way.

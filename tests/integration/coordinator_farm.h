@@ -62,6 +62,8 @@ struct FarmOptions {
   double client_timeout = 3;
   // Where the cache server and the coordinator listen; other than loopback needs --insecure.
   std::string host = "127.0.0.1";
+  // More flags for the worker of this name, e.g. {"w2", {"--label", "size=large"}}.
+  std::map<std::string, std::vector<std::string>> worker_flags = {};
 };
 
 class Farm {
@@ -132,6 +134,9 @@ class Farm {
           std::string("--cache"), cache_ep_, std::string("--root"), worker_root(name),
           std::string("--name"), name, std::string("--slots"), std::to_string(options_.slots)}) {
       argv.push_back(std::move(a));
+    }
+    if (auto f = options_.worker_flags.find(name); f != options_.worker_flags.end()) {
+      argv.insert(argv.end(), f->second.begin(), f->second.end());
     }
     workers_[name] = std::make_unique<ChildProcess>(argv, dir_ + "/" + name + "-log");
   }

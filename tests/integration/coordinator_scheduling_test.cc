@@ -1,8 +1,10 @@
 // The coordinator's scheduling with real processes: independent stages spread over workers,
 // concurrent identical builds deduplicated, tenants served fairly, priorities honoured.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <algorithm>
+#include <set>
 #include <thread>
 
 #include "coordinator_farm.h"
@@ -141,6 +143,103 @@ TEST(CoordinatorScheduling, HigherPriorityBuildOvertakesTheQueue) {
   ASSERT_EQ(order.size(), 5u);
   size_t pos = std::find(order.begin(), order.end(), "high0") - order.begin();
   EXPECT_LE(pos, 1u) << ::testing::PrintToString(order);
+}
+
+// Two stages that could run side by side and the stage that joins them, all named `tag`.
+std::string TwoStagesAndAJoin(const std::string& tag) {
+  return "FROM busybox AS one\nRUN sleep 1; echo " + tag + " >/one\n" +
+         "FROM busybox AS two\nRUN sleep 1; echo " + tag + " >/two\n" +
+         "FROM busybox\nCOPY --from=one /one /\nCOPY --from=two /two /\nRUN cat /one /two\n";
+}
+
+// The workers each step of a build's output ran on.
+std::set<std::string> WorkersUsed(const std::string& out) {
+  std::set<std::string> used;
+  for (const StepStart& s : StepStarts(out)) used.insert(s.worker);
+  return used;
+}
+
+TEST(CoordinatorScheduling, BuildWithWorkerLabelsRunsOnlyOnWorkersThatHaveThem) {
+  TempDir tmp;
+  Farm farm(tmp.path(),
+            FarmOptions{.workers = 2,
+                        .worker_flags = {{"w1", {"--label", "size=small"}},
+                                         {"w2", {"--label", "size=large", "--label", "zone=a"}}}});
+  ASSERT_TRUE(farm.ok()) << farm.Logs();
+  // Both stages are ready at once and both workers are free: only w2 may take them.
+  std::string out, err;
+  std::string large = farm.Context("large", TwoStagesAndAJoin("large"));
+  ASSERT_EQ(RunCommand(
+                farm.BuildArgv(large, {"--worker-label", "size=large", "--worker-label", "zone=a"}),
+                &out, &err),
+            0)
+      << err << farm.Logs();
+  EXPECT_GE(StepStarts(err).size(), 3u) << err;
+  EXPECT_EQ(WorkersUsed(err), std::set<std::string>{"w2"}) << err;
+
+  std::string small = farm.Context("small", TwoStagesAndAJoin("small"));
+  ASSERT_EQ(RunCommand(farm.BuildArgv(small, {"--worker-label", "size=small"}), &out, &err), 0)
+      << err << farm.Logs();
+  EXPECT_EQ(WorkersUsed(err), std::set<std::string>{"w1"}) << err;
+
+  // A label the worker has with another value does not match.
+  std::string zone = farm.Context("zone", TwoStagesAndAJoin("zone"));
+  ChildProcess client(farm.BuildArgv(zone, {"--worker-label", "zone=b"}), tmp.path() + "/zone-log");
+  EXPECT_TRUE(client.WaitForStderr(std::regex("waiting for a worker with zone=b"), 30s))
+      << client.Stderr();
+  client.Kill(SIGINT);
+  EXPECT_TRUE(client.Wait(10s));
+  EXPECT_TRUE(StepStarts(client.Stderr()).empty()) << client.Stderr();
+
+  // A malformed constraint is a usage error naming the flag.
+  EXPECT_EQ(RunCommand(farm.BuildArgv(large, {"--worker-label", "size"}), &out, &err), 2);
+  EXPECT_NE(err.find("--worker-label size: want KEY=VALUE"), std::string::npos) << err;
+}
+
+TEST(CoordinatorScheduling, BuildNoWorkerFitsWaitsWithoutHoldingUpOthersUntilOneRegisters) {
+  TempDir tmp;
+  Farm farm(tmp.path(),
+            FarmOptions{.workers = 1, .worker_flags = {{"w2", {"--label", "gpu=yes"}}}});
+  ASSERT_TRUE(farm.ok()) << farm.Logs();
+  std::string gpu_ctx = farm.Context("gpu", TwoStagesAndAJoin("gpu"));
+  ChildProcess gpu(farm.BuildArgv(gpu_ctx, {"--worker-label", "gpu=yes"}), tmp.path() + "/gpu-log");
+  ASSERT_TRUE(gpu.WaitForStderr(std::regex("waiting for a worker with gpu=yes"), 30s))
+      << gpu.Stderr() << farm.Logs();
+
+  // Its tasks head the queue, yet builds of the same and of another tenant run past them.
+  for (std::string tenant : {"default", "other"}) {
+    std::string ctx = farm.Context("plain-" + tenant, TwoStagesAndAJoin("plain-" + tenant));
+    ChildProcess plain(farm.BuildArgv(ctx, {"--tenant", tenant}), tmp.path() + "/" + tenant);
+    ASSERT_EQ(plain.Wait(60s), 0) << plain.Stderr() << farm.Logs();
+    EXPECT_EQ(WorkersUsed(plain.Stderr()), std::set<std::string>{"w1"}) << plain.Stderr();
+  }
+  EXPECT_FALSE(gpu.Wait(0ms));
+  EXPECT_TRUE(StepStarts(gpu.Stderr()).empty()) << gpu.Stderr();
+
+  // A worker with the label arrives: the build runs there, and was told it waited once.
+  farm.StartWorker("w2");
+  ASSERT_TRUE(farm.WaitForWorker("w2")) << farm.Logs();
+  ASSERT_EQ(gpu.Wait(60s), 0) << gpu.Stderr() << farm.Logs();
+  EXPECT_EQ(WorkersUsed(gpu.Stderr()), std::set<std::string>{"w2"}) << gpu.Stderr();
+  EXPECT_EQ(CountMatches(gpu.Stderr(), std::regex("waiting for a worker")), 1) << gpu.Stderr();
+}
+
+TEST(CoordinatorScheduling, IdenticalStagesWithDifferentWorkerLabelsAreNotShared) {
+  TempDir tmp;
+  Farm farm(tmp.path(), FarmOptions{.workers = 2,
+                                    .worker_flags = {{"w1", {"--label", "size=small"}},
+                                                     {"w2", {"--label", "size=large"}}}});
+  ASSERT_TRUE(farm.ok()) << farm.Logs();
+  std::string ctx = farm.Context("ctx", "FROM busybox\nRUN sleep 3; echo same >/same\n");
+  ChildProcess small(farm.BuildArgv(ctx, {"--worker-label", "size=small"}),
+                     tmp.path() + "/small-log");
+  ChildProcess large(farm.BuildArgv(ctx, {"--worker-label", "size=large"}),
+                     tmp.path() + "/large-log");
+  ASSERT_EQ(small.Wait(60s), 0) << small.Stderr() << farm.Logs();
+  ASSERT_EQ(large.Wait(60s), 0) << large.Stderr() << farm.Logs();
+  // Each ran on its own kind of worker (neither was handed the other's run).
+  EXPECT_EQ(WorkersUsed(small.Stderr()), std::set<std::string>{"w1"}) << small.Stderr();
+  EXPECT_EQ(WorkersUsed(large.Stderr()), std::set<std::string>{"w2"}) << large.Stderr();
 }
 
 }  // namespace

@@ -2,18 +2,22 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
 #include <string>
 #include <vector>
 
 namespace stagefarm::coordinator {
 namespace {
 
-// Pops everything; returns the task ids in order.
-std::vector<std::string> Drain(FairQueue& q) {
+// Pops what the queue offers until it offers nothing; returns the task ids in order. Tasks in
+// `blocked` are ones no worker can take (PeekRunnable); with none blocked, Peek chooses.
+std::vector<std::string> Drain(FairQueue& q, const std::set<std::string>& blocked = {}) {
   std::vector<std::string> out;
-  while (!q.empty()) {
-    std::string tenant;
-    QueueKey key = *q.Peek(&tenant);
+  std::string tenant;
+  auto runnable = [&](const QueueKey& k) { return !blocked.count(k.task_id); };
+  while (const QueueKey* next =
+             blocked.empty() ? q.Peek(&tenant) : q.PeekRunnable(&tenant, runnable)) {
+    QueueKey key = *next;
     q.MarkServed(tenant);
     q.Remove(tenant, key);
     out.push_back(key.task_id);
@@ -60,6 +64,41 @@ TEST(FairQueue, RetriesGoAheadOfNewWorkAndRemoveForgets) {
   q.Remove("a", QueueKey{0, 9, "unknown"});
   EXPECT_EQ(q.size(), 2u);
   EXPECT_EQ(Drain(q), (std::vector<std::string>{"retry", "new"}));
+}
+
+TEST(FairQueue, TaskNoWorkerCanTakeHoldsUpNeitherItsTenantNorOthers) {
+  FairQueue q;
+  q.Push("a", QueueKey{0, 1, "a-large"});  // the head of the queue, waiting for a large worker
+  q.Push("a", QueueKey{0, 2, "a1"});
+  q.Push("b", QueueKey{0, 3, "b0"});
+  q.Push("b", QueueKey{0, 4, "b-large"});
+  q.Push("c", QueueKey{0, 5, "c0"});
+  EXPECT_EQ(Drain(q, {"a-large", "b-large"}), (std::vector<std::string>{"a1", "b0", "c0"}));
+  // The passed-over tasks are still there, in their places, for when a worker can take them.
+  EXPECT_EQ(q.size(), 2u);
+  std::string tenant;
+  EXPECT_EQ(q.PeekRunnable(&tenant, [](const QueueKey&) { return false; }), nullptr);
+  EXPECT_EQ(Drain(q), (std::vector<std::string>{"a-large", "b-large"}));
+}
+
+TEST(FairQueue, BlockedHighPriorityTaskLetsLowerPriorityWorkRun) {
+  FairQueue q;
+  q.Push("a", QueueKey{-5, 1, "a-high-large"});
+  q.Push("b", QueueKey{-5, 2, "b-high-large"});
+  q.Push("a", QueueKey{0, 3, "a-low"});
+  q.Push("b", QueueKey{0, 4, "b-low"});
+  q.Push("c", QueueKey{-1, 5, "c-mid"});
+  EXPECT_EQ(Drain(q, {"a-high-large", "b-high-large"}),
+            (std::vector<std::string>{"c-mid", "a-low", "b-low"}));
+}
+
+TEST(FairQueue, PeekRunnableAcceptingEveryTaskKeepsTheFairOrder) {
+  FairQueue q;
+  int64_t seq = 0;
+  for (int i = 0; i < 3; ++i) q.Push("a", QueueKey{0, seq++, "a" + std::to_string(i)});
+  q.Push("b", QueueKey{-2, seq++, "b0"});
+  q.Push("c", QueueKey{0, seq++, "c0"});
+  EXPECT_EQ(Drain(q, {"not-queued"}), (std::vector<std::string>{"b0", "c0", "a0", "a1", "a2"}));
 }
 
 }  // namespace

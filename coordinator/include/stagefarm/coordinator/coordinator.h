@@ -2,11 +2,14 @@
 // action cache, schedules the tasks on registered workers, streams events back, and assembles
 // the final image. One thread serves the ROUTER socket; everything else is driven from it.
 //
-// Scheduling: a ready task goes to a worker with a free slot and the farm's platform, preferring
-// the one that holds the most of the task's base layers (workers report them in heartbeats), then
-// the least loaded. Tasks queue per tenant; the next task is the highest priority one, and among
-// tenants with that priority they take turns (round-robin), so no tenant starves another.
-// Identical tasks of concurrent builds run once.
+// Scheduling: a ready task goes to a worker with a free slot, the task's platform and every label
+// its build asks for (BuildRequest::worker_constraints), preferring the one that holds the most of
+// the task's base layers (workers report them in heartbeats), then the least loaded. A task no
+// free worker can take is passed over, holding up no other; when no registered worker could ever
+// take it, its builds are told once that it waits for one. Tasks queue per tenant; the next task
+// is the highest priority one, and among tenants with that priority they take turns
+// (round-robin), so no tenant starves another.
+// Identical tasks of concurrent builds (same steps, same worker constraints) run once.
 //
 // Failures: a worker silent for heartbeat_timeout loses its tasks to other workers (at most
 // max_attempts runs per task); a worker that reports a task the coordinator has given to another

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <compare>
 #include <cstdint>
-#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -40,27 +39,28 @@ class FairQueue {
   bool empty() const { return size_ == 0; }
   // The next task, without removing it; its tenant in *tenant.
   const QueueKey* Peek(std::string* tenant) const {
-    if (queues_.empty()) return nullptr;
-    int32_t best = std::numeric_limits<int32_t>::max();
-    for (const auto& [t, q] : queues_) best = std::min(best, q.begin()->neg_priority);
-    // The first tenant after the last one served that has work of that priority, wrapping.
-    const std::pair<const std::string, std::set<QueueKey>>* pick = nullptr;
-    for (auto it = queues_.upper_bound(last_tenant_); it != queues_.end(); ++it) {
-      if (it->second.begin()->neg_priority == best) {
-        pick = &*it;
-        break;
+    return PeekRunnable(tenant, [](const QueueKey&) { return true; });
+  }
+  // The next task `can_run` accepts (a free worker can take it), without removing it; its tenant
+  // in *tenant; null when it accepts none. Tasks it refuses are passed over: they hold up neither
+  // their own tenant's later tasks nor other tenants'. Each tenant offers its first runnable task;
+  // the best priority among those wins, ties going to the first tenant after the one served last.
+  template <typename CanRun>
+  const QueueKey* PeekRunnable(std::string* tenant, CanRun&& can_run) const {
+    const QueueKey* best = nullptr;
+    auto offer = [&](const std::pair<const std::string, std::set<QueueKey>>& entry) {
+      for (const QueueKey& key : entry.second) {
+        if (best != nullptr && key.neg_priority >= best->neg_priority) return;  // cannot win
+        if (!can_run(key)) continue;
+        best = &key;
+        *tenant = entry.first;
+        return;
       }
-    }
-    if (pick == nullptr) {
-      for (const auto& entry : queues_) {
-        if (entry.second.begin()->neg_priority == best) {
-          pick = &entry;
-          break;
-        }
-      }
-    }
-    *tenant = pick->first;
-    return &*pick->second.begin();
+    };
+    auto start = queues_.upper_bound(last_tenant_);
+    for (auto it = start; it != queues_.end(); ++it) offer(*it);
+    for (auto it = queues_.begin(); it != start; ++it) offer(*it);
+    return best;
   }
   void MarkServed(const std::string& tenant) { last_tenant_ = tenant; }
 
