@@ -34,6 +34,7 @@ int Main(int argc, char** argv) {
   AddDaemonCommands(app, ctx);
   AddBuildCommand(app, ctx);
   AddImageCommands(app, ctx);
+  AddRegistryCommands(app, ctx);
   AddDebugCommands(app, ctx);
   AddStoreCommands(app, ctx);
   AddOpsCommands(app, ctx);

@@ -10,6 +10,9 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <thread>
+#include <mutex>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -18,7 +21,9 @@
 #include <optional>
 
 #include "stagefarm/cli/commands.h"
+#include "stagefarm/cli/label_flags.h"
 #include "stagefarm/cli/progress.h"
+#include "stagefarm/cli/registry_commands.h"
 #include "stagefarm/common/build_protocol.h"
 #include "stagefarm/common/context_tree.h"
 #include "stagefarm/common/dockerignore.h"
@@ -115,10 +120,10 @@ StatusOr<OutputSpec> CheckOutput(const std::string& spec) {
     if (!n.empty()) out.names.push_back(n);
   }
   out.push = o["push"] == "true";
-  if (out.push) {
-    return UnimplementedError("-o " + spec + ": push=true is not supported yet; export with " +
-                              "-o type=oci,dest=FILE and push it with skopeo copy");
+  if (out.push && out.type != "image") {
+    return InvalidArgumentError("-o " + spec + ": push=true applies to type=image,name=REF");
   }
+  if (out.push) out.compression = LayerCompression::kGzip;  // what registries expect by default
   out.as_tar = o["tar"] != "false";
   if (o.count("compression")) {
     SF_ASSIGN_OR_RETURN(out.compression, ParseLayerCompression(o["compression"]));
@@ -133,9 +138,14 @@ StatusOr<OutputSpec> CheckOutput(const std::string& spec) {
   return out;
 }
 
-// Hashes the context and uploads what the store lacks. Returns the root digest.
-StatusOr<Digest> UploadContext(CacheClient& cache, const std::string& dir,
-                               const std::string& dockerfile, Progress& progress) {
+// Hashes the context and uploads what the store lacks, on kUploaders connections at once (made
+// with `connect`), with a progress bar. Returns the root digest.
+constexpr int kUploaders = 4;
+constexpr uint64_t kContextBarBytes = 16 << 20;  // smaller contexts upload without a bar
+StatusOr<Digest> UploadContext(CacheClient& cache,
+                               const std::function<std::unique_ptr<CacheClient>()>& connect,
+                               const std::string& dir, const std::string& dockerfile,
+                               Progress& progress) {
   SF_ASSIGN_OR_RETURN(DockerIgnore ignore, LoadDockerIgnore(dir, dockerfile));
   std::vector<ContextBlob> blobs;
   uint64_t files = 0, bytes = 0;
@@ -163,17 +173,50 @@ StatusOr<Digest> UploadContext(CacheClient& cache, const std::string& dir,
   }
   std::set<std::string> want;
   for (const Digest& d : missing) want.insert(d.hex);
-  uint64_t sent = 0, sent_bytes = 0;
+  std::vector<const ContextBlob*> todo;
+  uint64_t total_bytes = 0;
   for (const ContextBlob& b : blobs) {
     if (!want.erase(b.digest.hex)) continue;
-    if (!b.path.empty()) {
-      SF_RETURN_IF_ERROR(cache.PutFile(b.path, b.digest).Annotate("uploading " + b.path));
-    } else {
-      SF_RETURN_IF_ERROR(cache.PutBytes(b.bytes));
-    }
-    ++sent;
-    sent_bytes += b.digest.size;
+    todo.push_back(&b);
+    total_bytes += b.digest.size;
   }
+  // Each uploader takes the next blob; the first error stops them all.
+  std::mutex mu;  // guards next, sent_bytes, failure and progress
+  size_t next = 0;
+  uint64_t sent_bytes = 0;
+  Status failure;
+  auto upload = [&](CacheClient& client) {
+    for (;;) {
+      const ContextBlob* b = nullptr;
+      {
+        std::lock_guard lock(mu);
+        if (next == todo.size() || !failure.ok()) return;
+        b = todo[next++];
+      }
+      Status s = b->path.empty() ? client.PutBytes(b->bytes)
+                                 : client.PutFile(b->path, b->digest).Annotate("uploading " + b->path);
+      std::lock_guard lock(mu);
+      if (!s.ok()) {
+        if (failure.ok()) failure = s;
+        return;
+      }
+      sent_bytes += b->digest.size;
+      if (total_bytes >= kContextBarBytes) progress.Transfer("uploading context", sent_bytes, total_bytes);
+    }
+  };
+  std::vector<std::thread> uploaders;
+  if (todo.size() > 1) {
+    for (int i = 1; i < kUploaders; ++i) {
+      uploaders.emplace_back([&] {
+        std::unique_ptr<CacheClient> client = connect();
+        upload(*client);
+      });
+    }
+  }
+  upload(cache);
+  for (std::thread& t : uploaders) t.join();
+  SF_RETURN_IF_ERROR(failure);
+  const uint64_t sent = todo.size();
   progress.Note("context: " + std::to_string(files) + " files, " + HumanSize(bytes) +
                 "; uploaded " + std::to_string(sent) + " blobs, " + HumanSize(sent_bytes));
   return root;
@@ -226,6 +269,10 @@ Status Export(CacheClient& cache, const BuildEvent& done, const BuildFlags& flag
       for (const std::string& r : refs) {
         SF_RETURN_IF_ERROR(cache.PutRef(r, done.manifest));
         progress.Note("naming to " + FamiliarImageRef(r));
+        if (!o.push) continue;
+        SF_RETURN_IF_ERROR(PushStoredImage(cache, done.manifest, r, o.compression,
+                                           flags.insecure_registries,
+                                           [&](const std::string& line) { progress.Note(line); }));
       }
     }
   }
@@ -258,6 +305,64 @@ StatusOr<std::optional<std::string>> ContextFromStdin(const std::string& dir) {
   SF_RETURN_IF_ERROR(WriteSmallFile(tar, bytes));
   SF_RETURN_IF_ERROR(ExtractLayer(tar, dir + "/context").Annotate("unpacking the context from stdin"));
   return std::optional<std::string>();
+}
+
+// --secret id=ID[,src=PATH|,env=VAR][,type=file|env] -> (id, value), as docker buildx reads it:
+// with neither src nor env, the variable named ID if set, else the file named ID.
+StatusOr<std::pair<std::string, std::string>> ReadSecret(const std::string& spec) {
+  const std::string where = "--secret " + spec + ": ";
+  std::string id, src, env, type;
+  std::stringstream ss(spec);
+  for (std::string kv; std::getline(ss, kv, ',');) {
+    size_t eq = kv.find('=');
+    std::string key = kv.substr(0, eq), value = eq == std::string::npos ? "" : kv.substr(eq + 1);
+    if (key == "id") {
+      id = value;
+    } else if (key == "src" || key == "source") {
+      src = value;
+    } else if (key == "env") {
+      env = value;
+    } else if (key == "type") {
+      type = value;
+      if (type != "file" && type != "env") {
+        return InvalidArgumentError(where + "type must be file or env, not \"" + type + "\"");
+      }
+    } else {
+      return InvalidArgumentError(where + "unknown key \"" + key +
+                                  "\"; use id=ID,src=PATH or id=ID,env=VAR");
+    }
+  }
+  if (id.empty()) {
+    if (src.empty() && env.empty()) {
+      return InvalidArgumentError(where + "needs id=ID; use id=ID,src=PATH or id=ID,env=VAR");
+    }
+    id = !env.empty() ? env : std::filesystem::path(src).filename().string();
+  }
+  if (type == "env" && env.empty()) {
+    env = src.empty() ? id : src;  // type=env,src=VAR names the variable
+    src.clear();
+  }
+  if (type == "file" && src.empty()) src = id;
+  if (src.empty() && env.empty()) {
+    if (std::getenv(id.c_str()) != nullptr) {
+      env = id;
+    } else {
+      src = id;
+    }
+  }
+  if (!env.empty()) {
+    const char* value = std::getenv(env.c_str());
+    if (value == nullptr) {
+      return InvalidArgumentError(where + "environment variable " + env + " is not set");
+    }
+    return std::make_pair(id, std::string(value));
+  }
+  StatusOr<std::string> value = ReadFile(src);
+  if (!value.ok()) {
+    return InvalidArgumentError(where + "cannot read the secret file " + src +
+                                "; check src= (or use env=VAR)");
+  }
+  return std::make_pair(id, std::move(*value));
 }
 
 }  // namespace
@@ -294,10 +399,16 @@ int RunBuild(const BuildFlags& flags) {
       flags.progress != "quiet") {
     return usage("--progress " + flags.progress + ": use auto, plain, tty or quiet");
   }
-  if (!flags.secrets.empty()) {
-    return usage("--secret is not supported by this farm yet; pass the value another way");
-  }
   BuildRequest req;
+  StatusOr<std::map<std::string, std::string>> constraints =
+      ParseLabelFlags("--worker-label", flags.worker_labels);
+  if (!constraints.ok()) return fail(constraints.status(), 2);
+  req.worker_constraints = std::move(*constraints);
+  for (const std::string& spec : flags.secrets) {
+    StatusOr<std::pair<std::string, std::string>> secret = ReadSecret(spec);
+    if (!secret.ok()) return fail(secret.status(), 2);
+    req.secrets[secret->first] = std::move(secret->second);
+  }
   for (const std::string& a : flags.build_args) {
     size_t eq = a.find('=');
     if (eq == std::string::npos) {
@@ -367,11 +478,17 @@ int RunBuild(const BuildFlags& flags) {
                                     (flags.farm.home.empty() ? DefaultHome() : flags.farm.home));
   std::unique_ptr<CacheClient> cache = ConnectCache(transport, conn->cache_endpoint);
 
-  StatusOr<Digest> root = UploadContext(*cache, context, flags.file, progress);
+  StatusOr<Digest> root = UploadContext(
+      *cache, [&] { return ConnectCache(transport, conn->cache_endpoint); }, context, flags.file,
+      progress);
   if (!root.ok()) return fail(root.status().Annotate("build context"), 1);
   req.context_root = *root;
   Status put = cache->PutBytes(dockerfile_text, &req.dockerfile);
   if (!put.ok()) return fail(put.Annotate("uploading the Dockerfile"), 1);
+  Status pulled = PullRegistryBaseImages(*cache, dockerfile_text, req.dockerfile_name,
+                                         req.build_args, req.target, flags.insecure_registries,
+                                         [&](const std::string& line) { progress.Note(line); });
+  if (!pulled.ok()) return fail(pulled, 1);
 
   StatusOr<std::unique_ptr<ClientSocket>> sock = transport.Connect(conn->coordinator_endpoint);
   if (!sock.ok()) return fail(sock.status(), 1);
@@ -469,8 +586,13 @@ void AddBuildCommand(CLI::App& app, CommandContext& ctx) {
   cmd->add_option("-o,--output", bf->outputs,
                   "type=oci|docker|local|tar|image,dest=PATH[,name=N][,compression=gzip|zstd]");
   cmd->add_option("--network", bf->network, "network for RUN: default or none");
+  cmd->add_option("--insecure-registry", bf->insecure_registries,
+                  "registry host[:port] to reach over plain http (repeatable)");
   cmd->add_option("--tenant", bf->tenant, "who the build is for; the farm shares turns fairly");
   cmd->add_option("--priority", bf->priority, "higher runs first (default 0)");
+  cmd->add_option("--worker-label", bf->worker_labels,
+                  "KEY=VALUE a worker must carry (stagefarm worker --label) to run this build's "
+                  "stages (repeatable)");
   AddFarmFlags(cmd, ctx);
   cmd->callback([&ctx, bf] {
     ctx.run = [&ctx, bf] {

@@ -60,6 +60,21 @@ void PlainProgress::Note(const std::string& text) {
   std::fflush(out_);
 }
 
+namespace {
+std::string TransferText(const std::string& what, uint64_t done, uint64_t total) {
+  int percent = total == 0 ? 100 : static_cast<int>(done * 100 / total);
+  return what + ": " + HumanSize(done) + " of " + HumanSize(total) + " (" +
+         std::to_string(percent) + "%)";
+}
+}  // namespace
+
+void PlainProgress::Transfer(const std::string& what, uint64_t done, uint64_t total) {
+  auto now = std::chrono::steady_clock::now();
+  if (done < total && now - last_transfer_ < std::chrono::seconds(1)) return;
+  last_transfer_ = now;
+  Note(TransferText(what, done, total));
+}
+
 void PlainProgress::OnEvent(const BuildEvent& e) {
   if (e.kind == BuildEvent::Kind::kBuildFailed) {
     PrintFailure(e);
@@ -190,6 +205,19 @@ TtyProgress::Step& TtyProgress::Find(const BuildEvent& e) {
   s.started = Now();
   steps_.push_back(std::move(s));
   return steps_.back();
+}
+
+void TtyProgress::Transfer(const std::string& what, uint64_t done, uint64_t total) {
+  double now = Now();
+  if (done < total && now - last_bar_ < 0.1) return;
+  last_bar_ = now;
+  const int bar = std::max(10, std::min(40, width_ - 60));
+  int filled = total == 0 ? bar : static_cast<int>(static_cast<double>(done) / total * bar);
+  std::string line = "[" + std::string(filled, '=') + std::string(bar - filled, ' ') + "] " +
+                     TransferText(what, done, total);
+  if (static_cast<int>(line.size()) > width_ - 1) line.resize(std::max(0, width_ - 1));
+  std::fprintf(out_, "\r\x1b[K%s%s", line.c_str(), done >= total ? "\n" : "");
+  std::fflush(out_);
 }
 
 void TtyProgress::Note(const std::string& text) {

@@ -239,6 +239,27 @@ TEST_F(CliOutputsTest, UnchangedLargeContextUploadsNothingTheSecondTime) {
   EXPECT_EQ(m[2], "0") << err;
 }
 
+// A context over 16 MB uploads in parallel with a progress line, and arrives whole: the image
+// holds every file with its content.
+TEST_F(CliOutputsTest, LargeContextUploadShowsProgressAndArrivesWhole) {
+  const std::string t = D();
+  const std::string ctx = t + "/fatctx";
+  std::filesystem::create_directories(ctx);
+  for (int f = 0; f < 12; ++f) {
+    std::string content(2 << 20, static_cast<char>('a' + f));
+    content += std::to_string(f);
+    std::ofstream(ctx + "/blob" + std::to_string(f)) << content;
+  }
+  std::ofstream(ctx + "/Dockerfile") << "FROM busybox\nCOPY . /ctx/\n";
+  std::string err;
+  ASSERT_EQ(Build({"-o", "type=local,dest=" + t + "/fatout", ctx}, &err), 0) << err;
+  EXPECT_NE(err.find("uploading context: 25.2 MB of 25.2 MB (100%)"), std::string::npos) << err;
+  for (int f = 0; f < 12; ++f) {
+    EXPECT_EQ(ReadFileOrEmpty(t + "/fatout/ctx/blob" + std::to_string(f)),
+              ReadFileOrEmpty(ctx + "/blob" + std::to_string(f)));
+  }
+}
+
 // The live view in a real terminal (tmux): redrawn in place, so the finished screen shows the
 // header once, the cached step as CACHED, the new step with its time, and no stray escapes.
 TEST_F(CliOutputsTest, TerminalViewRedrawsInPlace) {

@@ -25,8 +25,10 @@ struct BuildFlags {
   std::vector<std::string> secrets;     // id=..,src=.. | id=..,env=..
   std::vector<std::string> outputs;  // -o type=oci,dest=x.tar
   std::string network;
+  std::vector<std::string> insecure_registries;  // --insecure-registry: plain http
   std::string tenant;  // BuildRequest.tenant: fair shares between tenants
   int priority = 0;    // BuildRequest.priority
+  std::vector<std::string> worker_labels;  // KEY=VALUE: BuildRequest.worker_constraints
   FarmTarget farm;
 };
 

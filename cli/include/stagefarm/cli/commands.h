@@ -25,6 +25,8 @@ void AddFarmFlags(CLI::App* cmd, CommandContext& ctx);
 void AddDaemonCommands(CLI::App& app, CommandContext& ctx);  // cache, coordinator, worker, up
 void AddBuildCommand(CLI::App& app, CommandContext& ctx);    // build
 void AddImageCommands(CLI::App& app, CommandContext& ctx);   // image import|ls|inspect
+// image pull|push; after AddImageCommands (cli/src/registry_commands.cc)
+void AddRegistryCommands(CLI::App& app, CommandContext& ctx);
 void AddDebugCommands(CLI::App& app, CommandContext& ctx);   // debug dockerfile
 void AddStoreCommands(CLI::App& app, CommandContext& ctx);   // du, prune
 void AddOpsCommands(CLI::App& app, CommandContext& ctx);     // health, keys generate

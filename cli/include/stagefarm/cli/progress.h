@@ -24,6 +24,9 @@ class Progress {
   virtual void SetDockerfile(std::string name, std::string text) = 0;
   // Called a few times a second while waiting for events (timers of running steps).
   virtual void Tick() {}
+  // A transfer under way (the context upload): `done` of `total` bytes. Called often, from one
+  // thread at a time; the last call has done == total.
+  virtual void Transfer(const std::string& what, uint64_t done, uint64_t total) = 0;
 };
 
 class PlainProgress : public Progress {
@@ -31,6 +34,8 @@ class PlainProgress : public Progress {
   explicit PlainProgress(std::FILE* out, bool quiet = false) : out_(out), quiet_(quiet) {}
   void OnEvent(const BuildEvent& e) override;
   void Note(const std::string& text) override;
+  // A line at most once a second, and one at the end.
+  void Transfer(const std::string& what, uint64_t done, uint64_t total) override;
   // The Dockerfile being built, so a failure can show the lines around the failing instruction.
   void SetDockerfile(std::string name, std::string text) override {
     dockerfile_name_ = std::move(name);
@@ -51,6 +56,7 @@ class PlainProgress : public Progress {
   std::map<std::pair<std::string, int>, int> numbers_;
   std::map<std::pair<std::string, int>, std::string> partial_;  // unfinished output lines
   int next_ = 1;
+  std::chrono::steady_clock::time_point last_transfer_;
 };
 
 // The live view for a terminal, like BuildKit's: a header with the elapsed time, one line per
@@ -62,6 +68,8 @@ class TtyProgress : public Progress {
   explicit TtyProgress(std::FILE* out);
   void OnEvent(const BuildEvent& e) override;
   void Note(const std::string& text) override;
+  // A progress bar redrawn in place (before the live view of steps exists).
+  void Transfer(const std::string& what, uint64_t done, uint64_t total) override;
   void SetDockerfile(std::string name, std::string text) override {
     plain_.SetDockerfile(std::move(name), std::move(text));
   }
@@ -86,6 +94,7 @@ class TtyProgress : public Progress {
   std::chrono::steady_clock::time_point start_;
   std::vector<Step> steps_;
   int drawn_ = 0;  // lines of the live view on screen, to move back over
+  double last_bar_ = -1;  // when the transfer bar was last drawn
   int width_ = 80;
   double last_draw_ = -1;
 };
