@@ -117,6 +117,11 @@ def main():
     wc = container(worker)
     check(wc.get("securityContext", {}).get("privileged") is True, "worker: not privileged")
     check(wc.get("securityContext", {}).get("runAsUser") == 0, "worker: not root")
+    # SIGTERM drains: the pod must live longer than the drain it asks for.
+    args = wc.get("args", [])
+    drain = int(args[args.index("--drain-timeout") + 1]) if "--drain-timeout" in args else None
+    grace = worker["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+    check(drain is not None and grace > drain, "worker: grace period not above --drain-timeout")
 
     # Volumes: the cache's PVC, the worker's layer store.
     claims = cache["spec"].get("volumeClaimTemplates", [])

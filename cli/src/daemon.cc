@@ -27,9 +27,11 @@ void BlockShutdownSignals() {
 void OnShutdownSignal(std::function<void()> on_signal) {
   sigset_t set = ShutdownSignals();
   std::thread([set, on_signal = std::move(on_signal)]() {
-    int sig = 0;
-    sigwait(&set, &sig);
-    on_signal();
+    for (;;) {
+      int sig = 0;
+      sigwait(&set, &sig);
+      on_signal();
+    }
   }).detach();
 }
 

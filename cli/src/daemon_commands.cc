@@ -6,12 +6,14 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "stagefarm/cache/cache_service.h"
 #include "stagefarm/cli/curve_keys.h"
 #include "stagefarm/cli/daemon.h"
 #include "stagefarm/cli/embedded_farm.h"
+#include "stagefarm/cli/label_flags.h"
 #include "stagefarm/common/log.h"
 #include "stagefarm/coordinator/coordinator.h"
 #include "stagefarm/worker/host_check.h"
@@ -91,6 +93,8 @@ int RunWorker(const std::string& metrics_listen, const std::string& curve_keys,
               worker::WorkerDaemonOptions opts) {
   if (opts.name.empty()) opts.name = Hostname() + "/" + std::to_string(getpid());
   if (opts.executor.root.empty()) opts.executor.root = DefaultHome() + "/worker";
+  // The OCI runtime runs in another directory: every path it is given must be absolute.
+  opts.executor.root = std::filesystem::absolute(opts.executor.root).lexically_normal().string();
   StatusOr<std::string> runtime = worker::CheckHost(opts.executor);
   if (!runtime.ok()) return Fail(runtime.status());
   if (*runtime != opts.executor.runtime) {
@@ -105,7 +109,14 @@ int RunWorker(const std::string& metrics_listen, const std::string& curve_keys,
     return Fail(k, 2);
   }
   worker::WorkerDaemon daemon(transport, opts, registry.get());
-  OnShutdownSignal([&daemon] { daemon.Stop(); });
+  // The first signal drains (running tasks finish or are handed back); a second one hands back now.
+  OnShutdownSignal([&daemon, signals = 0]() mutable {
+    if (signals++ == 0) {
+      daemon.Drain();
+    } else {
+      daemon.Stop();
+    }
+  });
   LogInfo("worker " + opts.name + " (" + std::to_string(opts.slots) + " slots, " + *runtime +
           ") -> coordinator " + opts.coordinator_endpoint);
   Status st = daemon.Run();
@@ -207,16 +218,28 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
   worker_cmd->add_option("--memory", *worker_memory, "memory limit per step (e.g. 4G)");
   worker_cmd->add_option("--pids", wopts->executor.pids_limit, "pids limit per step");
   worker_cmd->add_option("--cpus", wopts->executor.cpus, "CPU limit per step");
+  worker_cmd->add_option("--drain-timeout", wopts->drain_timeout_seconds,
+                         "seconds running tasks get to finish on SIGTERM before they are handed "
+                         "back to the coordinator")
+      ->capture_default_str();
   worker_cmd->add_option("--step-timeout", wopts->executor.step_timeout_seconds,
                          "seconds before a step is killed")
       ->capture_default_str();
   worker_cmd->add_option("--metrics-listen", *worker_metrics, "HOST:PORT for Prometheus metrics");
+  auto worker_labels = std::make_shared<std::vector<std::string>>();
+  worker_cmd->add_option("--label", *worker_labels,
+                         "KEY=VALUE this worker offers (repeatable); builds with --worker-label "
+                         "KEY=VALUE run only on workers that have it");
   auto worker_keys = std::make_shared<std::string>();
   worker_cmd->add_option("--curve-keys", *worker_keys,
                          "CURVE key directory: this worker's key pair and the server public key");
-  worker_cmd->callback([&ctx, wopts, worker_metrics, worker_memory, worker_keys] {
+  worker_cmd->callback([&ctx, wopts, worker_metrics, worker_memory, worker_keys, worker_labels] {
     ctx.daemon = true;
     ctx.run = [=] {
+      StatusOr<std::map<std::string, std::string>> labels =
+          ParseLabelFlags("--label", *worker_labels);
+      if (!labels.ok()) return Fail(labels.status(), 2);
+      wopts->labels = std::move(*labels);
       if (!worker_memory->empty()) {
         StatusOr<uint64_t> n = ParseBytes(*worker_memory);
         if (!n.ok()) return Fail(n.status(), 2);

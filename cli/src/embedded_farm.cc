@@ -31,10 +31,15 @@ struct EmbeddedFarm::Impl {
   std::string cache_endpoint, coordinator_endpoint;
 
   ~Impl() {
+    // Workers first, while the coordinator still answers their farewell (threads holds the cache
+    // server's, then the coordinator's, then one per worker).
     for (auto& w : workers) w->Stop();
+    for (size_t i = threads.size(); i > threads.size() - workers.size(); --i) threads[i - 1].join();
     if (coordinator) coordinator->Stop();
     if (cache) cache->Stop();
-    for (auto& t : threads) t.join();
+    for (auto& t : threads) {
+      if (t.joinable()) t.join();
+    }
   }
 };
 

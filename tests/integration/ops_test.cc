@@ -34,6 +34,12 @@ const std::regex kListening(R"(listening on (tcp://[0-9.]+:[0-9]+))");
 // Written into a Dockerfile; must never be readable on an encrypted wire.
 const std::string kMarker = "stagefarm-wire-marker-7f3a9c";
 
+int CountOf(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
 int FreePort() {
   int s = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -354,45 +360,100 @@ TEST_F(OpsTest, HealthProbesAndGracefulShutdownOnSigterm) {
   EXPECT_NE(out.find("busybox"), std::string::npos) << out;
 }
 
-TEST_F(OpsTest, WorkerStoppedBySigtermMidStepLosesNoBuild) {
-  const std::string t = tmp_.path();
-  Farm farm(t, "", "", {}, {"--heartbeat-timeout", "2"});
-  ASSERT_TRUE(farm.Ready()) << farm.Logs();
-  ChildProcess w2({kBin, "worker", "--coordinator", farm.coord_ep, "--cache", farm.cache_ep,
-                   "--root", t + "/w2", "--name", "w2"},
-                  t + "/w2-log");
-  ASSERT_TRUE(farm.coord->WaitForStderr(std::regex("worker w2 registered"), 20s)) << w2.Stderr();
-  std::string out, err;
-  ASSERT_EQ(RunCommand({kBin, "image", "import", "--cache", farm.cache_ep, busybox(), "busybox"},
-                       &out, &err),
-            0)
-      << err;
-  std::string ctx = t + "/ctx";
-  fs::create_directories(ctx);
-  std::ofstream(ctx + "/Dockerfile") << "FROM busybox\nRUN sleep 4 && echo done > /done\n";
-  int rc = -1;
-  std::string build_err;
-  std::thread builder([&] {
-    rc = RunCommand({kBin, "build", "--farm", farm.coord_ep, "--progress=plain", ctx}, &out,
-                    &build_err);
-  });
-  // Stop whichever worker took the task, while its step runs.
-  ChildProcess* busy = nullptr;
-  for (int i = 0; i < 100 && !busy; ++i) {
-    if (farm.worker->WaitForStderr(std::regex(": task "), 50ms))
-      busy = farm.worker.get();
-    else if (w2.WaitForStderr(std::regex(": task "), 50ms))
-      busy = &w2;
+// Two workers with `drain_timeout` seconds to finish on SIGTERM, busybox imported, and a build
+// of `dockerfile` under way; `busy` is the worker that took its step. A long heartbeat timeout
+// shows that nothing below relies on the coordinator noticing a worker gone silent.
+struct DrainFixture {
+  DrainFixture(const std::string& t, int drain_timeout, const std::string& dockerfile)
+      : farm(t, "", "", {"--drain-timeout", std::to_string(drain_timeout)},
+             {"--heartbeat-timeout", "60"}) {
+    if (!farm.Ready()) return;
+    w2 = std::make_unique<ChildProcess>(
+        std::vector<std::string>{kBin, "worker", "--coordinator", farm.coord_ep, "--cache",
+                                 farm.cache_ep, "--root", t + "/w2", "--name", "w2",
+                                 "--drain-timeout", std::to_string(drain_timeout)},
+        t + "/w2-log");
+    if (!farm.coord->WaitForStderr(std::regex("worker w2 registered"), 20s)) return;
+    std::string out, err;
+    if (RunCommand({kBin, "image", "import", "--cache", farm.cache_ep, BusyboxLayout(), "busybox"}, &out,
+                   &err) != 0) {
+      return;
+    }
+    ctx = t + "/ctx";
+    fs::create_directories(ctx);
+    std::ofstream(ctx + "/Dockerfile") << dockerfile;
+    client = std::make_unique<ChildProcess>(
+        std::vector<std::string>{kBin, "build", "--farm", farm.coord_ep, "--progress=plain", ctx},
+        t + "/client-log");
+    for (int i = 0; i < 200 && !busy; ++i) {
+      if (farm.worker->WaitForStderr(std::regex(": task "), 25ms)) {
+        busy = farm.worker.get();
+        busy_name = "w1";
+      } else if (w2->WaitForStderr(std::regex(": task "), 25ms)) {
+        busy = w2.get();
+        busy_name = "w2";
+      }
+    }
   }
-  ASSERT_NE(busy, nullptr) << farm.Logs() << w2.Stderr();
-  std::this_thread::sleep_for(1s);
-  busy->Kill(SIGTERM);
-  EXPECT_EQ(busy->Wait(15s), std::optional<int>(0)) << busy->Stderr();
-  builder.join();
-  // The other worker ran the step again; the build succeeded.
-  EXPECT_EQ(rc, 0) << build_err << farm.Logs() << w2.Stderr();
-  std::string other = busy == &w2 ? "w1" : "w2";
-  EXPECT_NE(build_err.find("(on " + other + " "), std::string::npos) << build_err;
+  std::string Logs() {
+    return farm.Logs() + "--- w2\n" + (w2 ? w2->Stderr() : "") + "--- client\n" +
+           (client ? client->Stderr() : "");
+  }
+  std::string other() const { return busy_name == "w1" ? "w2" : "w1"; }
+
+  Farm farm;
+  std::unique_ptr<ChildProcess> w2, client;
+  std::string ctx, busy_name;
+  ChildProcess* busy = nullptr;
+};
+
+TEST_F(OpsTest, WorkerDrainsOnSigtermFinishingItsStepAndTakingNoNewWork) {
+  const std::string t = tmp_.path();
+  DrainFixture f(t, 60, "FROM busybox\nRUN sleep 3 && echo done > /done\n");
+  ASSERT_NE(f.busy, nullptr) << f.Logs();
+  std::this_thread::sleep_for(500ms);
+  f.busy->Kill(SIGTERM);
+  ASSERT_TRUE(f.farm.coord->WaitForStderr(
+      std::regex("worker " + f.busy_name + " is shutting down"), 10s))
+      << f.Logs();
+  // While it drains, new work goes to the other worker.
+  std::string ctx2 = t + "/ctx2";
+  fs::create_directories(ctx2);
+  std::ofstream(ctx2 + "/Dockerfile") << "FROM busybox\nRUN echo second > /second\n";
+  std::string out, err;
+  ASSERT_EQ(RunCommand({kBin, "build", "--farm", f.farm.coord_ep, "--progress=plain", ctx2}, &out,
+                       &err),
+            0)
+      << err << f.Logs();
+  EXPECT_NE(err.find("(on " + f.other() + " "), std::string::npos) << err;
+
+  // The step it was running finishes there, once; then it leaves the farm and exits 0.
+  ASSERT_EQ(f.client->Wait(60s), std::optional<int>(0)) << f.Logs();
+  EXPECT_EQ(f.busy->Wait(20s), std::optional<int>(0)) << f.Logs();
+  std::string build = f.client->Stderr();
+  EXPECT_EQ(CountOf(build, "] RUN sleep 3"), 1) << build;
+  EXPECT_NE(build.find("(on " + f.busy_name + " "), std::string::npos) << build;
+  EXPECT_TRUE(
+      f.farm.coord->WaitForStderr(std::regex("worker " + f.busy_name + " left the farm"), 10s))
+      << f.Logs();
+}
+
+TEST_F(OpsTest, WorkerHandsBackWhatOutlivesTheDrainTimeout) {
+  const std::string t = tmp_.path();
+  DrainFixture f(t, 1, "FROM busybox\nRUN sleep 6 && echo done > /done\n");
+  ASSERT_NE(f.busy, nullptr) << f.Logs();
+  std::this_thread::sleep_for(500ms);
+  auto signalled = std::chrono::steady_clock::now();
+  f.busy->Kill(SIGTERM);
+  // After the drain timeout the step is handed back and runs on the other worker at once (the
+  // heartbeat timeout is 60 s); the worker exits 0 with nothing left running.
+  EXPECT_EQ(f.busy->Wait(15s), std::optional<int>(0)) << f.Logs();
+  EXPECT_LT(std::chrono::steady_clock::now() - signalled, 6s);
+  ASSERT_EQ(f.client->Wait(60s), std::optional<int>(0)) << f.Logs();
+  std::string build = f.client->Stderr();
+  EXPECT_NE(build.find("handed the stage back"), std::string::npos) << build;
+  EXPECT_NE(build.find("(on " + f.other() + " "), std::string::npos) << build;
+  EXPECT_EQ(CountOf(build, "] RUN sleep 6"), 2) << build;
 }
 
 TEST_F(OpsTest, MetricsMoveDuringAndAfterABuild) {

@@ -84,11 +84,24 @@ struct WorkerDaemon::Impl {
       TaskDone done = executor.Run(
           task, *cache, [this](const TaskEvent& e) { Post(Method::kTaskEvent, Encode(e)); });
       done.task_id = task.task_id;
+      // Only what the hand-back stopped is handed back: a step that failed by itself keeps its
+      // error, or the coordinator would run it again without counting the attempt.
+      if (handing_back && done.status.code() == StatusCode::kCancelled) {
+        done = HandedBack(task.task_id);
+      }
       tasks_total->Add({{"outcome", done.status.ok() ? "success" : "failure"}}).Increment();
       Post(Method::kTaskDone, Encode(done));
       std::lock_guard lock(mu);
       finished.push_back(task.task_id);
     });
+  }
+
+  static TaskDone HandedBack(const std::string& id) {
+    TaskDone done;
+    done.task_id = id;
+    done.status = UnavailableError("the worker is shutting down");
+    done.handed_back = true;
+    return done;
   }
 
   void ReapFinished() {
@@ -115,6 +128,8 @@ struct WorkerDaemon::Impl {
   prometheus::Gauge* slots_busy;
   prometheus::Family<prometheus::Counter>* tasks_total;
   std::atomic<bool> stop{false};
+  std::atomic<bool> drain{false};
+  std::atomic<bool> handing_back{false};  // cancelled tasks report "handed back"
 
   std::mutex mu;  // guards outbox, running, finished
   std::deque<Message> outbox;
@@ -130,11 +145,14 @@ WorkerDaemon::~WorkerDaemon() { Stop(); }
 
 void WorkerDaemon::Stop() { impl_->stop = true; }
 
+void WorkerDaemon::Drain() { impl_->drain = true; }
+
 Status WorkerDaemon::Run() {
   Impl& d = *impl_;
   SF_ASSIGN_OR_RETURN(std::unique_ptr<ClientSocket> socket,
                       d.transport.Connect(d.options.coordinator_endpoint));
-  RegisterWorkerRequest reg{d.options.name, d.options.slots, d.options.platform, {}, {}};
+  RegisterWorkerRequest reg{
+      d.options.name, d.options.slots, d.options.platform, d.options.labels, {}};
   std::mt19937 rng(std::random_device{}());
   bool registered = false;
   uint64_t next_id = 1;
@@ -142,9 +160,43 @@ Status WorkerDaemon::Run() {
   auto register_backoff = kRegisterRetryMin;
   auto next_register = Clock::now();
   auto last_heartbeat = Clock::now();
+  bool draining = false;
+  auto drain_deadline = Clock::time_point::max();
+  uint64_t farewell_id = 0;  // the last heartbeat, sent when nothing runs any more
+  auto farewell_deadline = Clock::time_point::max();
 
-  while (!d.stop) {
+  while (true) {
     auto now = Clock::now();
+    if (!draining && (d.drain || d.stop)) {
+      draining = true;
+      drain_deadline = d.stop ? now : now + std::chrono::seconds(d.options.drain_timeout_seconds);
+      last_heartbeat = Clock::time_point();  // tell the coordinator now
+      LogInfo("worker " + d.options.name + ": shutting down; running tasks get " +
+              std::to_string(d.stop ? 0 : d.options.drain_timeout_seconds) + " s to finish");
+    }
+    if (draining && d.stop) drain_deadline = std::min(drain_deadline, now);
+    if (draining && now >= drain_deadline) {
+      std::lock_guard lock(d.mu);
+      if (!d.handing_back && !d.running.empty()) {
+        LogInfo("worker " + d.options.name + ": handing back " + std::to_string(d.running.size()) +
+                " running tasks");
+      }
+      d.handing_back = true;
+      // Every pass: a task whose thread had not reached the executor yet is cancelled once it has.
+      for (const auto& [id, t] : d.running) d.executor.Cancel(id);
+    }
+    bool idle = false;
+    if (draining) {
+      std::lock_guard lock(d.mu);
+      idle = d.running.empty() && d.outbox.empty();
+    }
+    if (idle && (!registered || now >= farewell_deadline)) break;
+    if (idle && farewell_id == 0) {
+      // The last heartbeat says "draining, nothing runs": the coordinator forgets this worker.
+      // Its answer (or a short wait) tells that everything sent before it was delivered.
+      last_heartbeat = Clock::time_point();
+      farewell_deadline = now + std::chrono::seconds(2);
+    }
     if (!registered && now >= next_register) {
       reg.running_tasks.clear();
       {
@@ -162,6 +214,7 @@ Status WorkerDaemon::Run() {
     if (registered && now - last_heartbeat >= kHeartbeatEvery) {
       HeartbeatRequest hb;
       hb.name = d.options.name;
+      hb.draining = draining;
       {
         std::lock_guard lock(d.mu);
         for (const auto& [id, t] : d.running) hb.running_tasks.push_back(id);
@@ -171,6 +224,7 @@ Status WorkerDaemon::Run() {
       Message m;
       m.method = Method::kHeartbeat;
       m.request_id = next_id++;
+      if (idle && farewell_id == 0) farewell_id = m.request_id;
       m.body = Encode(hb);
       SF_RETURN_IF_ERROR(socket->Send(m));
       last_heartbeat = now;
@@ -196,6 +250,10 @@ Status WorkerDaemon::Run() {
           }
           break;
         case Method::kHeartbeat:
+          if (farewell_id != 0 && in.request_id == farewell_id) {
+            farewell_deadline = Clock::now();
+            break;
+          }
           if (in.status.code() == StatusCode::kNotFound && registered) {
             LogWarning("worker " + d.options.name + ": coordinator forgot us; registering again");
             registered = false;
@@ -207,6 +265,10 @@ Status WorkerDaemon::Run() {
           Status s = Decode(in.body, &task);
           if (!s.ok()) {
             LogWarning("worker " + d.options.name + ": bad task: " + s.ToString());
+            break;
+          }
+          if (draining) {
+            d.Post(Method::kTaskDone, Encode(Impl::HandedBack(task.task_id)));
             break;
           }
           LogInfo("worker " + d.options.name + ": task " + task.task_id + " (stage " + task.stage +
@@ -239,7 +301,7 @@ Status WorkerDaemon::Run() {
     d.ReapFinished();
   }
 
-  // Stop: cancel what runs and wait for it.
+  // Nothing should run any more; join whatever is left (registration never happened, say).
   std::vector<std::thread> threads;
   {
     std::lock_guard lock(d.mu);

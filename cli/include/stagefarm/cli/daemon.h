@@ -17,7 +17,8 @@ namespace stagefarm::cli {
 // Blocks SIGINT and SIGTERM in the calling thread. Call it first thing, before any thread starts
 // (ZeroMQ, RocksDB and the metrics server start their own), so every thread inherits the mask.
 void BlockShutdownSignals();
-// Starts a thread that calls `on_signal` once when SIGINT or SIGTERM arrives.
+// Starts a thread that calls `on_signal` each time SIGINT or SIGTERM arrives (the first asks for a
+// graceful stop; a daemon may take a second one as "now").
 void OnShutdownSignal(std::function<void()> on_signal);
 
 // Serves `registry` in Prometheus text format on http://HOST:PORT/metrics. Empty = no exposer.

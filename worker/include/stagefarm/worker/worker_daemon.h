@@ -4,8 +4,14 @@
 // registers again after a jittered delay, retrying with jittered exponential backoff, keeping its
 // layer store. Heartbeats (every second) carry the running tasks and the held layers; the
 // coordinator answers a task the worker should not run with a cancel.
+//
+// Shutting down (SIGTERM) drains: the coordinator is told to send nothing new, running tasks get
+// up to `drain_timeout` to finish, and what still runs then is cancelled and handed back (the
+// coordinator runs it elsewhere at once, without counting an attempt). The worker leaves the
+// farm when nothing runs.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -25,7 +31,10 @@ struct WorkerDaemonOptions {
   std::string cache_endpoint;
   uint32_t slots = 1;
   std::string platform = "linux/amd64";
+  // Sent at registration: builds that ask for labels (--worker-label) run only where all match.
+  std::map<std::string, std::string> labels;
   WorkerOptions executor;
+  int drain_timeout_seconds = 60;  // how long Drain() lets running tasks finish
 };
 
 class WorkerDaemon {
@@ -34,9 +43,12 @@ class WorkerDaemon {
   WorkerDaemon(Transport& transport, WorkerDaemonOptions options, prometheus::Registry* registry);
   ~WorkerDaemon();
 
-  // Serves until Stop(); running tasks are cancelled and joined before it returns.
+  // Serves until drained or stopped.
   Status Run();
-  void Stop();  // thread-safe
+  // Both thread-safe. Drain: no new tasks, running ones finish (up to drain_timeout) or are
+  // handed back, then Run returns. Stop: hand back running tasks now, then Run returns.
+  void Drain();
+  void Stop();
 
  private:
   struct Impl;
