@@ -475,6 +475,14 @@ Status Coordinator::Impl::Plan(Build& b) {
     return config;
   };
   SF_ASSIGN_OR_RETURN(b.plan, frontend::Resolve(text, opts, resolver));
+  // A stage for another platform would wait for a worker that never comes (nothing emulates).
+  for (const ResolvedStage& rs : b.plan.stages) {
+    if (!rs.platform.empty() && rs.platform != options.platform) {
+      return InvalidArgumentError(b.filename + ":" + std::to_string(rs.line) + ": FROM --platform=" +
+                                  rs.platform + ": platform " + rs.platform +
+                                  " is not supported by this farm (" + options.platform + ")");
+    }
+  }
   for (const std::string& w : b.plan.warnings) {
     BuildEvent e;
     e.kind = BuildEvent::Kind::kInfo;

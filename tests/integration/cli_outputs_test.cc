@@ -187,6 +187,15 @@ TEST_F(CliOutputsTest, UsageErrorsExitTwoAndSayWhatToDo) {
   std::string err;
   EXPECT_EQ(Build({"--platform", "linux/arm64", t + "/ctx"}, &err), 2);
   EXPECT_NE(err.find("linux/amd64"), std::string::npos) << err;
+  // The same for one stage: refused at once, naming the line, rather than waiting for a worker.
+  std::filesystem::create_directories(t + "/armctx");
+  std::ofstream(t + "/armctx/Dockerfile") << "FROM busybox\nFROM --platform=linux/arm64 busybox\n"
+                                             "RUN true\n";
+  EXPECT_EQ(Build({t + "/armctx"}, &err), 1);
+  EXPECT_NE(err.find("Dockerfile:2: FROM --platform=linux/arm64: platform linux/arm64 is not "
+                     "supported by this farm (linux/amd64)"),
+            std::string::npos)
+      << err;
   EXPECT_EQ(Build({"-o", "type=bogus,dest=x", t + "/ctx"}, &err), 2);
   EXPECT_NE(err.find("type=oci"), std::string::npos) << err;
   EXPECT_EQ(Build({"-o", "type=oci,dest=x,compression=lz4", t + "/ctx"}, &err), 2);
