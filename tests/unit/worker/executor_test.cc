@@ -357,19 +357,13 @@ TEST_F(ExecutorTest, AddUnpacksLocalTarsInEveryCompression) {
   ASSERT_EQ(std::system((tar + " --zstd -f " + ctx + "/renamed.bin").c_str()), 0);
   WriteText(ctx + "/notes.txt", "plain\n");
   ASSERT_EQ(std::system(("gzip -k " + ctx + "/notes.txt").c_str()), 0);
-  auto root = HashContextDir(
-      ctx, [](const std::string&) { return false; },
-      [&](ContextBlob blob) {
-        Status s = blob.path.empty() ? cache_.PutBytes(blob.bytes)
-                                     : cache_.PutFile(blob.path, blob.digest);
-        EXPECT_TRUE(s.ok()) << s.ToString();
-      });
-  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  const Digest root = PutContextDir(ctx, cache_);
+  ASSERT_FALSE(root.hex.empty());
   Executor ex(options_);
   std::vector<StepSpec> steps;
   for (const char* name : {"plain.tar", "a.tgz", "b.tar.bz2", "c.tar.xz", "renamed.bin",
                            "notes.txt", "notes.txt.gz"}) {
-    StepSpec add = Copy({name}, std::string("/out-") + name, *root);
+    StepSpec add = Copy({name}, std::string("/out-") + name, root);
     add.kind = StepKind::kAdd;
     add.key = std::string("add-") + name;
     steps.push_back(add);
@@ -399,17 +393,11 @@ TEST_F(ExecutorTest, CopyFollowsSymlinkSourcesButKeepsLinksInsideDirs) {
   fs::create_symlink("real/file.txt", ctx + "/file-link");
   fs::create_symlink("real", ctx + "/dir-link");
   fs::create_symlink("file.txt", ctx + "/real/inner-link");
-  auto root = HashContextDir(
-      ctx, [](const std::string&) { return false; },
-      [&](ContextBlob blob) {
-        Status s = blob.path.empty() ? cache_.PutBytes(blob.bytes)
-                                     : cache_.PutFile(blob.path, blob.digest);
-        EXPECT_TRUE(s.ok()) << s.ToString();
-      });
-  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  const Digest root = PutContextDir(ctx, cache_);
+  ASSERT_FALSE(root.hex.empty());
   Executor ex(options_);
   TaskDone done = Execute(
-      ex, Task({Copy({"file-link", "dir-link"}, "/x/", *root), Copy({"*-link"}, "/w/", *root)}));
+      ex, Task({Copy({"file-link", "dir-link"}, "/x/", root), Copy({"*-link"}, "/w/", root)}));
   ASSERT_TRUE(done.status.ok()) << done.status.ToString();
   for (int i = 0; i < 2; ++i) {
     auto toc = TocOf(done.layers[i]);
