@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 #include "frontend/unicode_util.h"
 #include "stagefarm/common/clean_path.h"
@@ -231,7 +233,7 @@ class Flags {
 };
 
 // The flags of every instruction; an instruction missing here takes none.
-Flags::Kinds FlagKindsFor(const std::string& cmd) {
+Flags::Kinds FlagKindsFor(std::string_view cmd) {
   Flags::Kinds f;
   if (cmd == "copy" || cmd == "add") {
     f["chown"] = Flags::kString;
@@ -261,12 +263,12 @@ Flags::Kinds FlagKindsFor(const std::string& cmd) {
   return f;
 }
 
-const std::set<std::string>& KnownInstructions();
+const std::set<std::string, std::less<>>& KnownInstructions();
 
 // A parser for the flags of `cmd` (lower case); the tables are built once.
-Flags FlagsFor(const std::string& cmd) {
-  static const std::map<std::string, Flags::Kinds> kTables = [] {
-    std::map<std::string, Flags::Kinds> t;
+Flags FlagsFor(std::string_view cmd) {
+  static const std::map<std::string, Flags::Kinds, std::less<>> kTables = [] {
+    std::map<std::string, Flags::Kinds, std::less<>> t;
     for (const std::string& c : KnownInstructions()) t[c] = FlagKindsFor(c);
     return t;
   }();
@@ -275,8 +277,8 @@ Flags FlagsFor(const std::string& cmd) {
   return Flags(it == kTables.end() ? kNone : it->second);
 }
 
-const std::set<std::string>& KnownInstructions() {
-  static const std::set<std::string> k = {
+const std::set<std::string, std::less<>>& KnownInstructions() {
+  static const std::set<std::string, std::less<>> k = {
       "add",    "arg",   "cmd",         "copy",  "entrypoint", "env",
       "expose", "from",  "healthcheck", "label", "maintainer", "onbuild",
       "run",    "shell", "stopsignal",  "user",  "volume",     "workdir"};
@@ -311,7 +313,8 @@ bool ValidSignal(const std::string& s) {
 
 // Optimal string alignment distance (Levenshtein plus adjacent transpositions), for "did you
 // mean" suggestions.
-size_t EditDistance(std::string_view a, std::string_view b) {
+// Levenshtein distance; with `transpositions`, swapping two neighbours is one edit too.
+size_t EditDistance(std::string_view a, std::string_view b, bool transpositions = true) {
   std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
   for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
   for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
@@ -319,7 +322,7 @@ size_t EditDistance(std::string_view a, std::string_view b) {
     for (size_t j = 1; j <= b.size(); ++j) {
       size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
       d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+      if (transpositions && i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
         d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
       }
     }
@@ -345,6 +348,18 @@ std::optional<std::string> NearestName(std::string_view word,
   return best;
 }
 
+// Whether one of the 8 bytes in `v` is not copied as is into a JSON string: a control character,
+// '"', '\\' or a byte of a multi-byte UTF-8 sequence (the "has less than" and "has zero byte"
+// tests of Bit Twiddling Hacks; they may flag a clean word, never miss a byte).
+bool JsonWordNeedsCare(uint64_t v) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+  uint64_t quote = v ^ (kOnes * '"');
+  uint64_t backslash = v ^ (kOnes * '\\');
+  uint64_t found = ((v - kOnes * 0x20) & ~v) | ((quote - kOnes) & ~quote) |
+                   ((backslash - kOnes) & ~backslash) | v;
+  return (found & kHigh) != 0;
+}
+
 // Appends `s` as a JSON string, byte for byte as nlohmann::json::dump() writes it. Returns false
 // when `s` is not valid UTF-8 (dump() would throw).
 bool AppendJsonString(std::string* out, std::string_view s) {
@@ -353,6 +368,10 @@ bool AppendJsonString(std::string* out, std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
     size_t run = i;
+    for (uint64_t word; run + 8 <= s.size(); run += 8) {  // most text needs no escaping
+      std::memcpy(&word, s.data() + run, 8);
+      if (JsonWordNeedsCare(word)) break;
+    }
     while (run < s.size()) {
       unsigned char c = static_cast<unsigned char>(s[run]);
       if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') break;
@@ -389,57 +408,113 @@ bool AppendJsonString(std::string* out, std::string_view s) {
   return true;
 }
 
-// A step's canonical JSON object, the same bytes nlohmann::json::dump() gives (keys sorted), but
-// long string lists (RUN's env and argv) are written straight out instead of copied into a tree.
+// Appends JSON values to a string exactly as nlohmann::json::dump() writes them, without a JSON
+// tree. Invalid UTF-8 (which dump() refuses) is remembered: see valid().
+class JsonWriter {
+ public:
+  // `out` must outlive the writer.
+  explicit JsonWriter(std::string* out) : out_(out) {}
+  JsonWriter& String(std::string_view s) {
+    valid_ = AppendJsonString(out_, s) && valid_;
+    return *this;
+  }
+  JsonWriter& Strings(const std::vector<std::string>& values) {
+    out_->push_back('[');
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (i > 0) out_->push_back(',');
+      String(values[i]);
+    }
+    out_->push_back(']');
+    return *this;
+  }
+  JsonWriter& Bool(bool b) {
+    out_->append(b ? "true" : "false");
+    return *this;
+  }
+  JsonWriter& Int(int64_t v) {
+    out_->append(std::to_string(v));
+    return *this;
+  }
+  JsonWriter& Null() {
+    out_->append("null");
+    return *this;
+  }
+  // The brackets and commas of an array the caller writes element by element.
+  JsonWriter& Punct(char c) {
+    out_->push_back(c);
+    return *this;
+  }
+  JsonWriter& Raw(std::string_view json) {
+    out_->append(json);
+    return *this;
+  }
+  void Invalidate() { valid_ = false; }
+  bool valid() const { return valid_; }
+
+ private:
+  std::string* out_;
+  bool valid_ = true;
+};
+
+// A JSON object whose fields may be written in any order and come out with their keys sorted,
+// as nlohmann::json (std::map backed) dumps them; a key written twice keeps its last value, as
+// json[key] = value does. Keys are kept as views: they must be string literals.
 class CanonicalJson {
  public:
-  explicit CanonicalJson(const std::string& kind) : small_({{"kind", kind}}) {}
-  Json& operator[](const char* key) { return small_[key]; }
-  void update(const Json& fields) { small_.update(fields); }
-  void SetStrings(const char* key, const std::vector<std::string>& values) {
-    std::string& out = large_[key];
-    out = "[";
-    for (size_t i = 0; i < values.size(); ++i) {
-      if (i > 0) out.push_back(',');
-      valid_ = AppendJsonString(&out, values[i]) && valid_;
-    }
-    out.push_back(']');
+  CanonicalJson() : writer_(&buf_) {
+    buf_.reserve(512);  // most steps' fit
+    fields_.reserve(16);
   }
-  // nullopt when a string is not valid UTF-8.
-  std::optional<std::string> Dump() const {
-    if (!valid_) return std::nullopt;
-    std::string out = "{";
-    // One serializer for every small value (json::dump() would set one up for each).
-    nlohmann::detail::serializer<Json> serializer(
-        nlohmann::detail::output_adapter<char, std::string>(out), ' ');
-    auto small = small_.items().begin();
-    auto large = large_.begin();
-    while (small != small_.items().end() || large != large_.end()) {
-      if (out.size() > 1) out.push_back(',');
-      bool take_small = large == large_.end() ||
-                        (small != small_.items().end() && small.key() < large->first);
-      const std::string& key = take_small ? small.key() : large->first;
-      AppendJsonString(&out, key);
-      out.push_back(':');
-      if (take_small) {
-        try {
-          serializer.dump(small.value(), false, false, 0);
-        } catch (const Json::type_error&) {
-          return std::nullopt;
-        }
-        ++small;
-      } else {
-        out += large->second;
-        ++large;
+  CanonicalJson(const CanonicalJson&) = delete;
+  CanonicalJson& operator=(const CanonicalJson&) = delete;
+
+  // Starts the field `key`; its value is what the caller writes through the writer next.
+  JsonWriter& Field(std::string_view key) {
+    fields_.push_back({key, buf_.size(), 0});
+    return writer_;
+  }
+  // Writes the sorted object; no field may be written after.
+  void AppendTo(JsonWriter* out) {
+    if (!writer_.valid()) out->Invalidate();
+    std::vector<FieldSpan>& sorted = fields_;
+    for (size_t i = 0; i < sorted.size(); ++i) {
+      sorted[i].end = i + 1 < sorted.size() ? sorted[i + 1].begin : buf_.size();
+    }
+    // A stable insertion sort: there are a few fields, written nearly in order.
+    for (size_t i = 1; i < sorted.size(); ++i) {
+      for (size_t j = i; j > 0 && sorted[j].key < sorted[j - 1].key; --j) {
+        std::swap(sorted[j], sorted[j - 1]);
       }
     }
-    return out + "}";
+    out->Punct('{');
+    bool first = true;
+    for (size_t i = 0; i < sorted.size(); ++i) {
+      if (i + 1 < sorted.size() && sorted[i + 1].key == sorted[i].key) continue;  // overwritten
+      if (!first) out->Punct(',');
+      first = false;
+      out->String(sorted[i].key).Punct(':');
+      out->Raw(std::string_view(buf_).substr(sorted[i].begin, sorted[i].end - sorted[i].begin));
+    }
+    out->Punct('}');
+  }
+  // nullopt when a string is not valid UTF-8. No field may be written after.
+  std::optional<std::string> Dump() {
+    std::string out;
+    out.reserve(buf_.size() + 16 * fields_.size() + 2);
+    JsonWriter w(&out);
+    AppendTo(&w);
+    if (!w.valid()) return std::nullopt;
+    return out;
   }
 
  private:
-  Json small_;
-  std::map<std::string, std::string> large_;  // key -> JSON text; never a key of small_
-  bool valid_ = true;
+  struct FieldSpan {
+    std::string_view key;
+    size_t begin, end;  // the value's text in buf_; `end` is set when sorting
+  };
+  std::string buf_;  // the values' JSON text, in the order written
+  std::vector<FieldSpan> fields_;
+  JsonWriter writer_;
 };
 
 // The instruction as an error quotes it (see QuoteInstruction).
@@ -456,6 +531,145 @@ struct StageSource {
   std::vector<const Node*> commands;
   std::string name;
 };
+
+// The Dockerfile checks we run, with BuildKit's names, descriptions and links
+// (frontend/dockerfile/linter/ruleset.go).
+struct CheckRule {
+  std::string_view name, description, url;
+};
+constexpr CheckRule kCheckRules[] = {
+    {"StageNameCasing", "Stage names should be lowercase",
+     "https://docs.docker.com/go/dockerfile/rule/stage-name-casing/"},
+    {"FromAsCasing", "The 'as' keyword should match the case of the 'from' keyword",
+     "https://docs.docker.com/go/dockerfile/rule/from-as-casing/"},
+    {"NoEmptyContinuation", "Empty continuation lines will become errors in a future release",
+     "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/"},
+    {"ConsistentInstructionCasing",
+     "All commands within the Dockerfile should use the same casing (either upper or lower)",
+     "https://docs.docker.com/go/dockerfile/rule/consistent-instruction-casing/"},
+    {"JSONArgsRecommended",
+     "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS "
+     "signals",
+     "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"},
+    {"MaintainerDeprecated",
+     "The MAINTAINER instruction is deprecated, use a label instead to define an image author",
+     "https://docs.docker.com/go/dockerfile/rule/maintainer-deprecated/"},
+    {"WorkdirRelativePath",
+     "Relative workdir without an absolute workdir declared within the build can have unexpected "
+     "results if the base image changes",
+     "https://docs.docker.com/go/dockerfile/rule/workdir-relative-path/"},
+    {"UndefinedVar", "Variables should be defined before their use",
+     "https://docs.docker.com/go/dockerfile/rule/undefined-var/"},
+    {"MultipleInstructionsDisallowed",
+     "Multiple instructions of the same type should not be used in the same stage",
+     "https://docs.docker.com/go/dockerfile/rule/multiple-instructions-disallowed/"},
+    {"LegacyKeyValueFormat", "Legacy key/value format with whitespace separator should not be used",
+     "https://docs.docker.com/go/dockerfile/rule/legacy-key-value-format/"},
+    {"SecretsUsedInArgOrEnv", "Sensitive data should not be used in the ARG or ENV commands",
+     "https://docs.docker.com/go/dockerfile/rule/secrets-used-in-arg-or-env/"},
+};
+
+// A check config as BuildKit's linter.ParseLintOptions reads it: "skip=A,B;error=true", at most
+// three ";" parts, keys and rule names case-sensitive, "skip=all" skips every rule.
+struct CheckConfig {
+  bool skip_all = false, error = false;
+  std::vector<std::string> skip;
+  bool Skips(std::string_view rule) const {
+    return skip_all || std::find(skip.begin(), skip.end(), rule) != skip.end();
+  }
+};
+
+// Go's strconv.ParseBool.
+std::optional<bool> ParseGoBool(std::string_view v) {
+  for (std::string_view t : {"1", "t", "T", "TRUE", "true", "True"}) {
+    if (v == t) return true;
+  }
+  for (std::string_view f : {"0", "f", "F", "FALSE", "false", "False"}) {
+    if (v == f) return false;
+  }
+  return std::nullopt;
+}
+
+StatusOr<CheckConfig> ParseCheckConfig(std::string_view value) {
+  CheckConfig config;
+  value = internal::TrimSpace(value);
+  if (value.empty()) return config;
+  for (int part_no = 0; part_no < 3 && value.data() != nullptr; ++part_no) {
+    size_t semi = part_no < 2 ? value.find(';') : std::string_view::npos;
+    std::string_view part = value.substr(0, semi);
+    value = semi == std::string_view::npos ? std::string_view() : value.substr(semi + 1);
+    size_t eq = part.find('=');
+    if (eq == std::string_view::npos) {
+      return InvalidArgumentError("invalid check option " + GoQuote(std::string(part)));
+    }
+    std::string key(internal::TrimSpace(part.substr(0, eq)));
+    std::string_view val = internal::TrimSpace(part.substr(eq + 1));
+    if (key == "skip" || key == "experimental") {  // no experimental rule is implemented
+      if (key == "skip" && val == "all") config.skip_all = true;
+      if (key == "skip" && val != "all") {
+        config.skip.clear();
+        for (size_t s = 0; s <= val.size();) {
+          size_t e = std::min(val.find(',', s), val.size());
+          config.skip.emplace_back(internal::TrimSpace(val.substr(s, e - s)));
+          s = e + 1;
+        }
+      }
+    } else if (key == "error") {
+      std::optional<bool> b = ParseGoBool(val);
+      if (!b) {
+        return InvalidArgumentError("invalid check option " + GoQuote(std::string(part)) +
+                                    ": error must be true or false, not " +
+                                    GoQuote(std::string(val)));
+      }
+      config.error = *b;
+    } else {
+      return InvalidArgumentError("invalid check option " + GoQuote(key) +
+                                  " (skip=..., error=..., experimental=...)");
+    }
+  }
+  return config;
+}
+
+// The config of the first `check=...` comment among those right above an instruction, as
+// BuildKit's Linter.WithMergedConfigFromComments; nullopt when none, or when it does not parse.
+std::optional<CheckConfig> CommentCheckConfig(const Node& node) {
+  for (const std::string& comment : node.comments) {
+    std::string_view c = internal::TrimSpace(comment);
+    auto alpha = [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'); };
+    size_t n = 0;
+    while (n < c.size() && (alpha(c[n]) || (n > 0 && c[n] >= '0' && c[n] <= '9'))) ++n;
+    if (n == 0) continue;
+    std::string_view rest = internal::TrimSpace(c.substr(n));
+    if (ToLower(c.substr(0, n)) != "check" || rest.size() < 2 || rest[0] != '=') continue;
+    std::string_view value = internal::TrimSpace(rest.substr(1));
+    StatusOr<CheckConfig> config = ParseCheckConfig(value.substr(0, value.find(' ')));
+    if (!config.ok()) return std::nullopt;
+    return *config;
+  }
+  return std::nullopt;
+}
+
+// BuildKit's SecretsUsedInArgOrEnv: a name with a word (split on "_", any case) that names a
+// secret, and none that says it is not one ("PUBLIC_KEY", "TOKEN_FILE", "AUTH_VERSION").
+bool LooksSecret(const std::string& name) {
+  static const std::set<std::string> kWords = {"apikey", "auth",     "credential", "credentials",
+                                               "key",    "password", "pword",      "passwd",
+                                               "secret", "token"};
+  static const std::set<std::string> kAllowed = {"public", "file", "version"};
+  std::string lower = ToLower(name);
+  bool secret = false;
+  size_t start = 0;
+  while (start <= lower.size()) {
+    size_t end = std::min(lower.find('_', start), lower.size());
+    std::string word = lower.substr(start, end - start);
+    if (kAllowed.count(word)) return false;
+    secret = secret || kWords.count(word);
+    start = end + 1;
+  }
+  return secret;
+}
+
+struct StageState;
 
 class Resolver {
  public:
@@ -520,21 +734,22 @@ class Resolver {
     return image_cache_.emplace(ref, *cfg).first->second;
   }
 
-  // Build checks (`# check=skip=A,B;error=true`, or the build arg BUILDKIT_DOCKERFILE_CHECK), as
-  // docker build runs them: each finding is a warning; with error=true the build fails.
-  Status ReadCheckConfig(std::string_view value);
-  bool CheckEnabled(std::string_view rule) const {
-    return !skip_all_checks_ && !skip_checks_.count(ToLower(rule));
+  // Build checks as docker build runs them (BuildKit's linter): `# check=skip=A,B;error=true`, or
+  // the build arg BUILDKIT_DOCKERFILE_CHECK, which replaces the directive. Each finding is a
+  // warning; with error=true the build fails. A `# check=skip=...` comment right above an
+  // instruction skips more rules for the findings of that instruction.
+  bool CheckEnabled(std::string_view rule, const Node* instruction) const;
+  // Reports `rule` at the line of `at`, unless skipped by the config or the comments above
+  // `instruction` (nullptr: the config alone).
+  void Warn(const Node& at, std::string_view rule, std::string msg, const Node* instruction);
+  void Warn(const Node& node, std::string_view rule, std::string msg) {
+    Warn(node, rule, std::move(msg), &node);
   }
-  void Warn(const Node& node, std::string_view rule, const std::string& msg) {
-    if (!CheckEnabled(rule)) return;
-    std::string w = Place(node) + std::string(rule) + ": " + msg;
-    if (std::find(check_warnings_.begin(), check_warnings_.end(), w) == check_warnings_.end()) {
-      check_warnings_.push_back(std::move(w));
-    }
-  }
+  void WarnUndefinedVars(const Node& node, const WordMatches& matches, const StageState& st);
   void CheckStatically();
-  void CheckStage(const StageSource& stage);
+  std::string CheckLine(const CheckWarning& w) const {
+    return options_.filename + ":" + std::to_string(w.line) + ": " + w.rule + ": " + w.message;
+  }
 
   Status UnknownInstruction(const Node& node) const {
     std::vector<std::string> known;
@@ -572,9 +787,10 @@ class Resolver {
   std::vector<std::string> external_;
   std::map<std::string, ImageConfig> image_cache_;
   std::map<const Node*, std::string> trigger_quotes_;  // see Quote()
-  bool skip_all_checks_ = false, checks_are_errors_ = false;
-  std::set<std::string> skip_checks_;        // lower case rule names
-  std::vector<std::string> check_warnings_;  // "Dockerfile:3: Rule: message", in order
+  CheckConfig checks_;
+  std::vector<CheckWarning> check_warnings_;  // in order, each once
+  // What a stage built FROM another stage inherits for the checks, by original stage index.
+  std::map<int, std::pair<bool, std::set<std::string>>> check_state_;  // workdir set, ARG names
 
   friend struct StageState;
 };
@@ -587,6 +803,12 @@ struct StageState {
   std::vector<std::pair<std::string, std::optional<std::string>>> args;
   bool cmd_set = false;
   std::set<int> deps;
+  // For the checks, as BuildKit's dispatchState: whether a WORKDIR of this Dockerfile ran here or
+  // in the stage this one is built FROM, the ARG names declared there, and the last CMD,
+  // ENTRYPOINT and HEALTHCHECK of this stage.
+  bool workdir_set = false;
+  std::set<std::string> declared_args;
+  std::map<std::string, const Node*> last_of_kind;
 
   std::optional<std::string> Lookup(const std::string& name) const {
     if (auto v = config.GetEnv(name)) return v;
@@ -626,14 +848,21 @@ StatusOr<int> Resolver::FindStageRef(const Node& node, const std::string& ref, i
 }
 
 Status Resolver::CheckStructure(const Node& node, bool in_onbuild) {
-  std::string cmd = node.command();
+  const std::string command = node.command();
+  const std::string_view cmd = command;  // compared with literals below
   if (!KnownInstructions().count(cmd)) return UnknownInstruction(node);
   Flags flags = FlagsFor(cmd);
   if (!(cmd == "healthcheck" && !node.args.empty() && ToUpper(node.args[0]) == "NONE")) {
     if (Status s = flags.Parse(node.flags); !s.ok()) return Wrap(node, s);
   }
   size_t n = node.args.size();
-  auto need = [&](bool ok, const std::string& msg) { return ok ? Status::Ok() : Error(node, msg); };
+  // The messages are made only on failure: most instructions pass every check.
+  auto need = [&](bool ok, std::string_view msg) {
+    return ok ? Status::Ok() : Error(node, std::string(msg));
+  };
+  auto need_cmd = [&](bool ok, std::string_view msg) {  // "<CMD><msg>"
+    return ok ? Status::Ok() : Error(node, ToUpper(cmd) + std::string(msg));
+  };
   if (in_onbuild && (cmd == "onbuild" || cmd == "from" || cmd == "maintainer")) {
     return Error(node, ToUpper(cmd) + " isn't allowed as an ONBUILD trigger");
   }
@@ -650,20 +879,20 @@ Status Resolver::CheckStructure(const Node& node, bool in_onbuild) {
   }
   if (cmd == "env" || cmd == "label" || cmd == "expose" || cmd == "volume" || cmd == "arg" ||
       cmd == "healthcheck") {
-    SF_RETURN_IF_ERROR(need(n > 0, ToUpper(cmd) + " requires at least one argument"));
+    SF_RETURN_IF_ERROR(need_cmd(n > 0, " requires at least one argument"));
   }
   if (cmd == "env" || cmd == "label") {
     for (size_t i = 0; i < n; i += 3) {
-      SF_RETURN_IF_ERROR(need(!node.args[i].empty(), ToUpper(cmd) + " names can not be blank"));
+      SF_RETURN_IF_ERROR(need_cmd(!node.args[i].empty(), " names can not be blank"));
     }
   }
   if (cmd == "copy" || cmd == "add") {
-    SF_RETURN_IF_ERROR(need(n >= 2, ToUpper(cmd) +
-                                        " requires at least two arguments, but only one was "
-                                        "provided. Destination could not be determined"));
+    SF_RETURN_IF_ERROR(need_cmd(n >= 2,
+                                " requires at least two arguments, but only one was "
+                                "provided. Destination could not be determined"));
   }
   if (cmd == "user" || cmd == "workdir" || cmd == "stopsignal" || cmd == "maintainer") {
-    SF_RETURN_IF_ERROR(need(n == 1, ToUpper(cmd) + " requires exactly one argument"));
+    SF_RETURN_IF_ERROR(need_cmd(n == 1, " requires exactly one argument"));
   }
   if (cmd == "shell") {
     SF_RETURN_IF_ERROR(need(n > 0, "SHELL requires at least one argument"));
@@ -740,10 +969,6 @@ std::vector<std::string> WithShell(const ImageConfig& config, const std::string&
   return argv;
 }
 
-Json ConfigJson(const ImageConfig& c) {
-  return Json{{"user", c.user}, {"workdir", c.working_dir}, {"shell", c.shell}};
-}
-
 StatusOr<std::vector<std::string>> ParsePorts(const std::vector<std::string>& raw) {
   std::vector<std::string> out;
   for (const std::string& spec : raw) {
@@ -779,12 +1004,14 @@ StatusOr<std::vector<std::string>> ParsePorts(const std::vector<std::string>& ra
 }
 
 Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
-  const std::string cmd = node.command();
+  const std::string command = node.command();
+  const std::string_view cmd = command;  // compared with literals below
   ResolvedStage& stage = resolved_[stage_index];
   ResolvedStep step;
   step.line = node.start_line;
   step.text = std::string(internal::TrimSpace(node.original));
-  CanonicalJson canon(ToUpper(cmd));
+  CanonicalJson canon;
+  canon.Field("kind").String(ToUpper(cmd));
   Flags flags = FlagsFor(cmd);
   if (Status s = flags.Parse(node.flags); !s.ok()) return Wrap(node, s);  // checked before
   const EnvLookup env = st->Env();
@@ -792,12 +1019,23 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     WordMatches matches;
     StatusOr<std::string> v = lex_.ProcessWord(word, env, &matches);
     if (!v.ok()) return Wrap(node, v.status());
-    for (const std::string& name : matches.unmatched) {
-      Warn(node, "UndefinedVar", "Usage of undefined variable '$" + name + "'");
-    }
+    WarnUndefinedVars(node, matches, *st);
     return v;
   };
   ImageConfig& config = st->config;
+  // MultipleInstructionsDisallowed: the earlier CMD, ENTRYPOINT or HEALTHCHECK of the stage is the
+  // one reported, with the name and the `# check=` comments of the later one.
+  if (cmd == "cmd" || cmd == "entrypoint" || cmd == "healthcheck") {
+    const Node*& last = st->last_of_kind[command];
+    if (last) {
+      Warn(*last, "MultipleInstructionsDisallowed",
+           "Multiple " + node.keyword +
+               " instructions should not be used in the same stage because only the last one "
+               "will be used",
+           &node);
+    }
+    last = &node;
+  }
 
   if (cmd == "run") {
     step.kind = StepKind::kRun;
@@ -822,16 +1060,17 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     }
     // Environment: the config's, then build args in scope that ENV does not set (a key
     // declared twice keeps its last value, at its first place).
-    step.env = config.env;
+    step.env.reserve(config.env.size() + st->args.size());
+    step.env.assign(config.env.begin(), config.env.end());
     std::map<std::string, size_t> arg_env_pos;
     for (const auto& [key, value] : st->args) {
       if (!value || config.GetEnv(key)) continue;
       std::string entry = key + "=" + *value;
       if (auto it = arg_env_pos.find(key); it != arg_env_pos.end()) {
-        step.env[it->second] = entry;
+        step.env[it->second] = std::move(entry);
       } else {
         arg_env_pos[key] = step.env.size();
-        step.env.push_back(entry);
+        step.env.push_back(std::move(entry));
       }
     }
     for (const auto& [key, value] : options_.build_args) {
@@ -849,7 +1088,8 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         return Error(node, "unsupported security mode " + GoQuote(flags.String("security")));
       }
     }
-    Json mounts = Json::array();
+    // The mounts are the only field written while they are read.
+    JsonWriter& mounts = canon.Field("mounts").Punct('[');
     for (const std::string& spec : flags.Strings("mount")) {
       StatusOr<std::vector<std::string>> csv = CsvFields(spec);
       if (!csv.ok()) return Wrap(node, csv.status());
@@ -990,22 +1230,25 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
           AddExternal(m.from);
         }
       }
-      Json mj = {{"type", m.type},
-                 {"target", m.target},
-                 {"source", m.source},
-                 {"from", m.from},
-                 {"id", m.id},
-                 {"sharing", m.sharing},
-                 {"readonly", m.readonly},
-                 {"required", m.required},
-                 {"size", m.size_limit}};
-      if (m.mode) mj["mode"] = *m.mode;
-      if (m.uid) mj["uid"] = *m.uid;
-      if (m.gid) mj["gid"] = *m.gid;
-      if (m.env) mj["env"] = *m.env;
-      mounts.push_back(mj);
+      CanonicalJson mj;
+      mj.Field("type").String(m.type);
+      mj.Field("target").String(m.target);
+      mj.Field("source").String(m.source);
+      mj.Field("from").String(m.from);
+      mj.Field("id").String(m.id);
+      mj.Field("sharing").String(m.sharing);
+      mj.Field("readonly").Bool(m.readonly);
+      mj.Field("required").Bool(m.required);
+      mj.Field("size").Int(m.size_limit);
+      if (m.mode) mj.Field("mode").Int(*m.mode);
+      if (m.uid) mj.Field("uid").Int(*m.uid);
+      if (m.gid) mj.Field("gid").Int(*m.gid);
+      if (m.env) mj.Field("env").String(*m.env);
+      if (!step.mounts.empty()) mounts.Punct(',');
+      mj.AppendTo(&mounts);
       step.mounts.push_back(std::move(m));
     }
+    mounts.Punct(']');
     // History: "RUN |2 A=1 B=2 /bin/sh -c make # buildkit", args in scope first.
     std::vector<std::string> parts;
     std::vector<std::string> arg_entries;
@@ -1025,17 +1268,23 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     step.created_by = "RUN";
     for (const std::string& p : parts) step.created_by += " " + p;
     step.created_by += " # buildkit";
-    canon.update(ConfigJson(config));
-    canon.SetStrings("argv", step.argv);
-    canon.SetStrings("env", step.env);
-    canon["network"] = step.network;
-    canon["security"] = step.security;
-    canon["mounts"] = mounts;
-    Json docs = Json::array();
+    canon.Field("user").String(config.user);
+    canon.Field("workdir").String(config.working_dir);
+    canon.Field("shell").Strings(config.shell);
+    canon.Field("argv").Strings(step.argv);
+    canon.Field("env").Strings(step.env);
+    canon.Field("network").String(step.network);
+    canon.Field("security").String(step.security);
+    JsonWriter& docs = canon.Field("heredocs").Punct('[');
     for (const InlineFile& f : step.heredocs) {
-      docs.push_back({{"name", f.name}, {"content", f.content}, {"fd", f.file_descriptor}});
+      CanonicalJson doc;
+      doc.Field("name").String(f.name);
+      doc.Field("content").String(f.content);
+      doc.Field("fd").Int(f.file_descriptor);
+      if (&f != &step.heredocs.front()) docs.Punct(',');
+      doc.AppendTo(&docs);
     }
-    canon["heredocs"] = docs;
+    docs.Punct(']');
   } else if (cmd == "copy" || cmd == "add") {
     const bool add = cmd == "add";
     step.kind = add ? StepKind::kAdd : StepKind::kCopy;
@@ -1106,23 +1355,30 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     for (const std::string& s : step.sources) step.created_by += " " + s;
     for (const InlineFile& f : step.heredocs) step.created_by += " <<" + f.name;
     step.created_by += " " + step.dest + " # buildkit";
-    canon["workdir"] = config.working_dir;
-    canon["sources"] = step.sources;
-    canon["dest"] = step.dest;
-    canon["from"] = step.from;
-    canon["chown"] = step.chown;
-    canon["chmod"] = step.chmod;
-    canon["link"] = step.link;
-    canon["parents"] = step.parents;
-    canon["excludes"] = step.excludes;
-    canon["checksum"] = step.checksum;
-    canon["keep_git_dir"] = step.keep_git_dir ? Json(*step.keep_git_dir) : Json();
-    canon["unpack"] = step.unpack ? Json(*step.unpack) : Json();
-    Json inline_files = Json::array();
-    for (const InlineFile& f : step.heredocs) {
-      inline_files.push_back({{"name", f.name}, {"content", f.content}});
+    canon.Field("workdir").String(config.working_dir);
+    canon.Field("sources").Strings(step.sources);
+    canon.Field("dest").String(step.dest);
+    canon.Field("from").String(step.from);
+    canon.Field("chown").String(step.chown);
+    canon.Field("chmod").String(step.chmod);
+    canon.Field("link").Bool(step.link);
+    canon.Field("parents").Bool(step.parents);
+    canon.Field("excludes").Strings(step.excludes);
+    canon.Field("checksum").String(step.checksum);
+    for (auto [key, value] :
+         {std::pair{"keep_git_dir", step.keep_git_dir}, std::pair{"unpack", step.unpack}}) {
+      JsonWriter& w = canon.Field(key);
+      value ? w.Bool(*value) : w.Null();
     }
-    canon["heredocs"] = inline_files;
+    JsonWriter& inline_files = canon.Field("heredocs").Punct('[');
+    for (const InlineFile& f : step.heredocs) {
+      CanonicalJson doc;
+      doc.Field("name").String(f.name);
+      doc.Field("content").String(f.content);
+      if (&f != &step.heredocs.front()) inline_files.Punct(',');
+      doc.AppendTo(&inline_files);
+    }
+    inline_files.Punct(']');
   } else if (cmd == "env" || cmd == "label") {
     const bool is_env = cmd == "env";
     step.kind = is_env ? StepKind::kEnv : StepKind::kLabel;
@@ -1132,8 +1388,20 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
       SF_ASSIGN_OR_RETURN(std::string v, expand(node.args[i + 1]));
       pairs.emplace_back(k, v);
     }
+    for (size_t i = 0; i < pairs.size(); ++i) {
+      if (node.args[i * 3 + 2].empty()) {
+        Warn(node, "LegacyKeyValueFormat",
+             "\"" + node.keyword + " key=value\" should be used instead of legacy \"" +
+                 node.keyword + " key value\" format");
+      }
+      if (is_env && LooksSecret(pairs[i].first)) {
+        Warn(node, "SecretsUsedInArgOrEnv",
+             "Do not use ARG or ENV instructions for sensitive data (ENV " +
+                 GoQuote(pairs[i].first) + ")");
+      }
+    }
     step.created_by = is_env ? "ENV" : "LABEL";
-    Json list = Json::array();
+    JsonWriter& list = canon.Field("args").Punct('[');
     for (const auto& [k, v] : pairs) {
       if (is_env) {
         config.SetEnv(k, v);
@@ -1141,18 +1409,24 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         config.labels[k] = v;
       }
       step.created_by += " " + k + "=" + v;
-      list.push_back({k, v});
+      if (&k != &pairs.front().first) list.Punct(',');
+      list.Punct('[').String(k).Punct(',').String(v).Punct(']');
     }
-    canon["args"] = list;
+    list.Punct(']');
   } else if (cmd == "arg") {
     step.kind = StepKind::kArg;
     std::vector<std::string> commit;
-    Json list = Json::array();
+    // The only field written while the words are read.
+    JsonWriter& list = canon.Field("args").Punct('[');
     for (const std::string& word : node.args) {
       size_t eq = word.find('=');
       std::string key = word.substr(0, eq);
       std::optional<std::string> value;
       consumed_.insert(key);
+      if (LooksSecret(key)) {
+        Warn(node, "SecretsUsedInArgOrEnv",
+             "Do not use ARG or ENV instructions for sensitive data (ARG " + GoQuote(key) + ")");
+      }
       if (auto it = options_.build_args.find(key); it != options_.build_args.end()) {
         value = it->second;
       } else if (auto a = auto_args_.find(key); a != auto_args_.end()) {
@@ -1166,15 +1440,24 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         }
       }
       st->args.emplace_back(key, value);
+      st->declared_args.insert(key);
       commit.push_back(value ? key + "=" + *value : key);
-      list.push_back(value ? Json{key, *value} : Json{key});
+      if (commit.size() > 1) list.Punct(',');
+      list.Punct('[').String(key);
+      if (value) list.Punct(',').String(*value);
+      list.Punct(']');
     }
+    list.Punct(']');
     step.created_by = "ARG";
     for (const std::string& c : commit) step.created_by += " " + c;
-    canon["args"] = list;
   } else if (cmd == "cmd" || cmd == "entrypoint") {
     const bool is_cmd = cmd == "cmd";
     step.kind = is_cmd ? StepKind::kCmd : StepKind::kEntrypoint;
+    if (!node.json && config.shell.empty()) {  // with a SHELL, the shell form is deliberate
+      Warn(node, "JSONArgsRecommended",
+           "JSON arguments recommended for " + node.keyword +
+               " to prevent unintended behavior related to OS signals");
+    }
     std::vector<std::string> args =
         node.json
             ? node.args
@@ -1188,7 +1471,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
       if (!st->cmd_set) config.cmd.clear();
     }
     step.created_by = std::string(is_cmd ? "CMD " : "ENTRYPOINT ") + GoQuotedList(args);
-    canon["args"] = args;
+    canon.Field("args").Strings(args);
   } else if (cmd == "expose") {
     step.kind = StepKind::kExpose;
     std::vector<std::string> raw = node.args;
@@ -1203,7 +1486,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     if (!ports.ok()) return Wrap(node, ports.status());
     for (const std::string& p : *ports) config.exposed_ports.insert(p);
     step.created_by = "EXPOSE " + GoList(*ports);
-    canon["args"] = *ports;
+    canon.Field("args").Strings(*ports);
   } else if (cmd == "volume") {
     step.kind = StepKind::kVolume;
     std::vector<std::string> volumes;
@@ -1215,37 +1498,40 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
       config.volumes.insert(trimmed);
     }
     step.created_by = "VOLUME " + GoList(volumes);
-    canon["args"] = volumes;
+    canon.Field("args").Strings(volumes);
   } else if (cmd == "user") {
     step.kind = StepKind::kUser;
     SF_ASSIGN_OR_RETURN(config.user, expand(node.args[0]));
     step.created_by = "USER " + config.user;
-    canon["args"] = {config.user};
+    canon.Field("args").Punct('[').String(config.user).Punct(']');
   } else if (cmd == "workdir") {
     step.kind = StepKind::kWorkdir;
     SF_ASSIGN_OR_RETURN(std::string p, expand(node.args[0]));
     if (p.empty()) return Error(node, "WORKDIR requires a non-empty path");
-    if (p[0] != '/' && config.working_dir.empty()) {
+    // Only the first WORKDIR of the stage (or of the stages it is built FROM) is checked: a base
+    // image's working directory does not count, it may change.
+    if (p[0] != '/' && !st->workdir_set) {
       Warn(node, "WorkdirRelativePath",
            "Relative workdir " + GoQuote(p) + " can have unexpected results if the base image "
                                               "changes");
     }
+    st->workdir_set = true;
     std::string base = config.working_dir.empty() ? "/" : config.working_dir;
     config.working_dir = CleanSlashPath(p[0] == '/' ? p : base + "/" + p);
     step.created_by = "WORKDIR " + config.working_dir;
-    canon["args"] = {config.working_dir};
+    canon.Field("args").Punct('[').String(config.working_dir).Punct(']');
   } else if (cmd == "shell") {
     step.kind = StepKind::kShell;
     config.shell = node.args;
     step.created_by = "SHELL " + GoList(node.args);
-    canon["args"] = node.args;
+    canon.Field("args").Strings(node.args);
   } else if (cmd == "stopsignal") {
     step.kind = StepKind::kStopSignal;
     SF_ASSIGN_OR_RETURN(std::string sig, expand(node.args[0]));
     if (!ValidSignal(sig)) return Error(node, "Invalid signal: " + sig);
     config.stop_signal = sig;
     step.created_by = "STOPSIGNAL " + sig;
-    canon["args"] = {sig};
+    canon.Field("args").Punct('[').String(sig).Punct(']');
   } else if (cmd == "healthcheck") {
     step.kind = StepKind::kHealthcheck;
     HealthConfig hc;
@@ -1287,12 +1573,14 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         " Timeout:" + GoDuration(hc.timeout_ns) + " StartPeriod:" + GoDuration(hc.start_period_ns) +
         " StartInterval:" + GoDuration(hc.start_interval_ns) +
         " Retries:" + std::to_string(hc.retries) + "}";
-    canon["args"] = {{"test", hc.test},
-                     {"interval", hc.interval_ns},
-                     {"timeout", hc.timeout_ns},
-                     {"start_period", hc.start_period_ns},
-                     {"start_interval", hc.start_interval_ns},
-                     {"retries", hc.retries}};
+    CanonicalJson args;
+    args.Field("test").Strings(hc.test);
+    args.Field("interval").Int(hc.interval_ns);
+    args.Field("timeout").Int(hc.timeout_ns);
+    args.Field("start_period").Int(hc.start_period_ns);
+    args.Field("start_interval").Int(hc.start_interval_ns);
+    args.Field("retries").Int(hc.retries);
+    args.AppendTo(&canon.Field("args"));
   } else if (cmd == "onbuild") {
     step.kind = StepKind::kOnbuild;
     // The trigger as written, without the ONBUILD keyword; heredocs appended.
@@ -1301,12 +1589,12 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     expr = std::string(internal::TrimSpace(expr));
     for (const Heredoc& h : node.heredocs) expr += "\n" + h.content + h.name;
     config.on_build.push_back(expr);
-    canon["args"] = {expr};
+    canon.Field("args").Punct('[').String(expr).Punct(']');
     // docker build writes no history entry for ONBUILD: created_by stays empty.
   } else if (cmd == "maintainer") {
     step.kind = StepKind::kMaintainer;
     step.created_by = "MAINTAINER " + node.args[0];
-    canon["args"] = {node.args[0]};
+    canon.Field("args").Punct('[').String(node.args[0]).Punct(']');
   } else {
     return UnknownInstruction(node);
   }
@@ -1374,6 +1662,7 @@ Status Resolver::ResolveStage(int index) {
     stage.base_config = parent.steps.empty() ? parent.base_config : parent.steps.back().config();
     stage.platform = platform.empty() ? parent.platform : platform;
     st.deps.insert(base_stage);
+    std::tie(st.workdir_set, st.declared_args) = check_state_[base_stage];
   } else {
     stage.platform = platform.empty() ? ParsePlatform(options_.platform).str() : platform;
     if (ToLower(stage.base) != "scratch") {
@@ -1414,139 +1703,124 @@ Status Resolver::ResolveStage(int index) {
   for (const Node& n : triggers) SF_RETURN_IF_ERROR(CheckStructure(n, true));
   stage.base_config.on_build.clear();
   st.config = stage.base_config;
+  stage.steps.reserve(triggers.size() + src.commands.size());
   resolved_[index] = std::move(stage);
 
   for (const Node& n : triggers) SF_RETURN_IF_ERROR(Dispatch(index, n, &st));
   for (const Node* n : src.commands) SF_RETURN_IF_ERROR(Dispatch(index, *n, &st));
 
   resolved_[index].deps.assign(st.deps.begin(), st.deps.end());
+  check_state_[index] = {st.workdir_set, std::move(st.declared_args)};
   for (int dep : st.deps) SF_RETURN_IF_ERROR(ResolveStage(dep));
   in_progress_.erase(index);
   order_.push_back(index);
   return Status::Ok();
 }
 
-Status Resolver::ReadCheckConfig(std::string_view value) {
-  // "skip=A,B;error=true", parts in any order.
-  size_t start = 0;
-  while (start <= value.size()) {
-    size_t end = std::min(value.find(';', start), value.size());
-    std::string_view part = internal::TrimSpace(value.substr(start, end - start));
-    start = end + 1;
-    if (part.empty()) continue;
-    size_t eq = part.find('=');
-    std::string key = ToLower(internal::TrimSpace(part.substr(0, eq)));
-    std::string val(eq == std::string_view::npos ? "" : internal::TrimSpace(part.substr(eq + 1)));
-    if (key == "skip") {
-      skip_checks_.clear();
-      skip_all_checks_ = false;
-      size_t s = 0;
-      while (s <= val.size()) {
-        size_t e = std::min(val.find(',', s), val.size());
-        std::string rule = ToLower(internal::TrimSpace(std::string_view(val).substr(s, e - s)));
-        s = e + 1;
-        if (rule == "all") skip_all_checks_ = true;
-        if (!rule.empty()) skip_checks_.insert(rule);
-      }
-    } else if (key == "error") {
-      std::string v = ToLower(val);
-      if (v != "true" && v != "false") {
-        return InvalidArgumentError("invalid check directive: error must be true or false, not " +
-                                    GoQuote(val));
-      }
-      checks_are_errors_ = v == "true";
-    } else {
-      return InvalidArgumentError("invalid check directive: unknown key " + GoQuote(key) +
-                                  " (skip=..., error=...)");
+bool Resolver::CheckEnabled(std::string_view rule, const Node* instruction) const {
+  if (checks_.Skips(rule)) return false;
+  if (instruction == nullptr || instruction->comments.empty()) return true;
+  std::optional<CheckConfig> extra = CommentCheckConfig(*instruction);
+  return !extra || !extra->Skips(rule);
+}
+
+void Resolver::Warn(const Node& at, std::string_view rule, std::string msg,
+                    const Node* instruction) {
+  if (!CheckEnabled(rule, instruction)) return;
+  const CheckRule* r = std::find_if(std::begin(kCheckRules), std::end(kCheckRules),
+                                    [&](const CheckRule& k) { return k.name == rule; });
+  SF_CHECK(r != std::end(kCheckRules));
+  CheckWarning w{std::string(r->name), std::move(msg), std::string(r->description),
+                 std::string(r->url), at.start_line};
+  auto same = [&](const CheckWarning& o) {
+    return o.line == w.line && o.rule == w.rule && o.message == w.message;
+  };
+  if (std::none_of(check_warnings_.begin(), check_warnings_.end(), same)) {
+    check_warnings_.push_back(std::move(w));
+  }
+}
+
+// BuildKit's reportUnmatchedVariables: names declared by an ARG (even without a value) and the
+// SBOM scan args are not reported; a name close to a defined one is suggested.
+void Resolver::WarnUndefinedVars(const Node& node, const WordMatches& matches,
+                                 const StageState& st) {
+  for (const std::string& name : matches.unmatched) {
+    if (st.declared_args.count(name) || name == "BUILDKIT_SBOM_SCAN_CONTEXT" ||
+        name == "BUILDKIT_SBOM_SCAN_STAGE") {
+      continue;
     }
+    std::vector<std::string> defined;
+    for (const std::string& kv : st.config.env) defined.push_back(kv.substr(0, kv.find('=')));
+    for (const auto& [k, v] : st.args) {
+      if (v) defined.push_back(k);
+    }
+    // suggest.Search: the first name at the smallest Levenshtein distance under 3.
+    std::string near;
+    size_t best = 3;
+    for (const std::string& d : defined) {
+      size_t dist = EditDistance(name, d, false);
+      if (dist < best) near = d, best = dist;
+    }
+    Warn(node, "UndefinedVar",
+         "Usage of undefined variable '$" + name + "'" +
+             (near.empty() ? "" : " (did you mean $" + near + "?)"));
   }
-  return Status::Ok();
 }
 
-bool IsUpper(std::string_view s) { return ToUpper(s) == s; }
-bool IsLower(std::string_view s) { return ToLower(s) == s; }
-
-// BuildKit's SecretsUsedInArgOrEnv: a name with a word (split on "_") that names a secret.
-bool LooksSecret(const std::string& name) {
-  static const std::set<std::string> kWords = {"apikey", "auth",   "credential", "credentials",
-                                               "key",    "password", "pword",    "passwd",
-                                               "secret", "token"};
-  std::string lower = ToLower(name);
-  size_t start = 0;
-  while (start <= lower.size()) {
-    size_t end = std::min(lower.find('_', start), lower.size());
-    if (kWords.count(lower.substr(start, end - start))) return true;
-    start = end + 1;
-  }
-  return false;
+bool IsAscii(std::string_view s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+bool IsUpper(std::string_view s) {
+  if (IsAscii(s))
+    return std::none_of(s.begin(), s.end(), [](char c) { return c >= 'a' && c <= 'z'; });
+  return ToUpper(s) == s;
+}
+bool IsLower(std::string_view s) {
+  if (IsAscii(s))
+    return std::none_of(s.begin(), s.end(), [](char c) { return c >= 'A' && c <= 'Z'; });
+  return ToLower(s) == s;
 }
 
-// The checks that need only the parse tree, over every instruction of the file.
+// The checks BuildKit runs on the parse tree, before any stage is built, in its order: while
+// parsing (MaintainerDeprecated, StageNameCasing, FromAsCasing, in every stage), then the casing of
+// the FROMs and the stages' instructions (not the global ARGs) against their majority.
 void Resolver::CheckStatically() {
-  size_t upper = 0, lower = 0;
-  for (const Node& node : parsed_.nodes) {
-    upper += IsUpper(node.keyword);
-    lower += IsLower(node.keyword);
-  }
-  const bool majority_upper = upper >= lower;
   for (const Node& node : parsed_.nodes) {
     const std::string cmd = node.command();
-    if (majority_upper ? !IsUpper(node.keyword) : !IsLower(node.keyword)) {
-      Warn(node, "ConsistentInstructionCasing",
-           "Command '" + node.keyword + "' should match the case of the command majority (" +
-               (majority_upper ? "uppercase" : "lowercase") + ")");
-    }
-    if (cmd == "from" && node.args.size() == 3) {
-      const std::string& as = node.args[1];
-      if ((IsUpper(node.keyword) && !IsUpper(as)) || (IsLower(node.keyword) && !IsLower(as))) {
-        Warn(node, "FromAsCasing",
-             "'" + as + "' and '" + node.keyword + "' keywords' casing do not match");
-      }
-      if (!IsLower(node.args[2])) {
-        Warn(node, "StageNameCasing", "Stage name '" + node.args[2] + "' should be lowercase");
-      }
-    }
     if (cmd == "maintainer") {
       Warn(node, "MaintainerDeprecated",
            "Maintainer instruction is deprecated in favor of using label");
     }
-    if ((cmd == "cmd" || cmd == "entrypoint") && !node.json && !node.args.empty()) {
-      Warn(node, "JSONArgsRecommended",
-           "JSON arguments recommended for " + ToUpper(cmd) +
-               " to prevent unintended behavior related to OS signals");
-    }
-    if ((cmd == "env" || cmd == "label") && node.args.size() == 3 && node.args[2].empty()) {
-      Warn(node, "LegacyKeyValueFormat",
-           "\"" + ToUpper(cmd) + " key=value\" should be used instead of legacy \"" + ToUpper(cmd) +
-               " key value\" format");
-    }
-    if (cmd == "arg" || cmd == "env") {
-      for (size_t i = 0; i < node.args.size(); i += cmd == "env" ? 3 : 1) {
-        std::string name = node.args[i].substr(0, node.args[i].find('='));
-        if (LooksSecret(name)) {
-          Warn(node, "SecretsUsedInArgOrEnv",
-               "Do not use ARG or ENV instructions for sensitive data (" + ToUpper(cmd) + " " +
-                   GoQuote(name) + ")");
-        }
+    if (cmd == "from" && node.args.size() == 3) {
+      const std::string& as = node.args[1];
+      if (!IsLower(node.args[2])) {
+        Warn(node, "StageNameCasing", "Stage name '" + node.args[2] + "' should be lowercase");
+      }
+      // A mixed-case FROM is ConsistentInstructionCasing's finding, not this one's.
+      if ((IsUpper(node.keyword) && !IsUpper(as)) || (IsLower(node.keyword) && !IsLower(as))) {
+        Warn(node, "FromAsCasing",
+             "'" + as + "' and '" + node.keyword + "' keywords' casing do not match");
       }
     }
   }
-  for (const StageSource& stage : sources_) CheckStage(stage);
-}
-
-// MultipleInstructionsDisallowed: only the last CMD, ENTRYPOINT or HEALTHCHECK of a stage counts.
-void Resolver::CheckStage(const StageSource& stage) {
-  for (const char* kind : {"cmd", "entrypoint", "healthcheck"}) {
-    const Node* last = nullptr;
-    for (const Node* node : stage.commands) {
-      if (node->command() != kind) continue;
-      if (last) {
-        Warn(*last, "MultipleInstructionsDisallowed",
-             "Multiple " + ToUpper(kind) +
-                 " instructions should not be used in the same stage because only the last one "
-                 "will be used");
-      }
-      last = node;
+  std::vector<const Node*> instructions;
+  for (const StageSource& stage : sources_) {
+    instructions.push_back(stage.from);
+    instructions.insert(instructions.end(), stage.commands.begin(), stage.commands.end());
+  }
+  size_t upper = 0, lower = 0;
+  for (const Node* node : instructions) {
+    upper += IsUpper(node->keyword) && !IsLower(node->keyword);
+    lower += IsLower(node->keyword);
+  }
+  const bool majority_lower = lower > upper;
+  for (const Node* node : instructions) {
+    if (majority_lower ? !IsLower(node->keyword) : !IsUpper(node->keyword)) {
+      Warn(*node, "ConsistentInstructionCasing",
+           "Command '" + node->keyword + "' should match the case of the command majority (" +
+               (majority_lower ? "lowercase" : "uppercase") + ")",
+           nullptr);
     }
   }
 }
@@ -1569,7 +1843,8 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
   std::vector<const Node*> meta;
   for (const Node& node : parsed_.nodes) {
     SF_RETURN_IF_ERROR(CheckStructure(node, false));
-    std::string cmd = node.command();
+    const std::string command = node.command();
+    const std::string_view cmd = command;  // compared with literals below
     if (cmd == "from") {
       StageSource s;
       s.index = static_cast<int>(sources_.size());
@@ -1593,21 +1868,33 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
     return InvalidArgumentError(options_.filename + ": no FROM instruction: nothing to build");
   }
   SF_RETURN_IF_ERROR(ResolveMetaArgs(meta));
-  for (const Directive& d : parsed_.directives) {
-    if (d.name != "check") continue;
-    if (Status s = ReadCheckConfig(d.value); !s.ok()) {
-      return InvalidArgumentError(options_.filename + ":" + std::to_string(d.line) + ": # check=" +
-                                  d.value + ": " + s.message());
-    }
-  }
+  // As docker build, the build arg replaces the directive, which is then not even read.
   if (auto it = options_.build_args.find("BUILDKIT_DOCKERFILE_CHECK");
       it != options_.build_args.end()) {
-    if (Status s = ReadCheckConfig(it->second); !s.ok()) {
+    StatusOr<CheckConfig> config = ParseCheckConfig(it->second);
+    if (!config.ok()) {
       return InvalidArgumentError("--build-arg BUILDKIT_DOCKERFILE_CHECK=" + it->second + ": " +
-                                  s.message());
+                                  config.status().message());
+    }
+    checks_ = *config;
+  } else {
+    for (const Directive& d : parsed_.directives) {
+      if (d.name != "check") continue;
+      StatusOr<CheckConfig> config = ParseCheckConfig(d.value);
+      if (!config.ok()) {
+        return InvalidArgumentError(options_.filename + ":" + std::to_string(d.line) +
+                                    ": # check=" + d.value + ": " + config.status().message());
+      }
+      checks_ = *config;
+      break;
     }
   }
-  if (CheckEnabled("NoEmptyContinuation")) check_warnings_ = parsed_.warnings;
+  // The parser's findings read "Dockerfile:<line>: NoEmptyContinuation: Empty continuation line".
+  for (const std::string& w : parsed_.warnings) {
+    Node at;
+    at.start_line = std::atoi(w.c_str() + options_.filename.size() + 1);
+    Warn(at, "NoEmptyContinuation", "Empty continuation line", nullptr);
+  }
   CheckStatically();
 
   int target_index = static_cast<int>(sources_.size()) - 1;
@@ -1631,20 +1918,18 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
     plan.stages.push_back(std::move(resolved_[idx]));
   }
   plan.external_images = external_;
-  if (checks_are_errors_ && !check_warnings_.empty()) {
+  if (checks_.error && !check_warnings_.empty()) {
     // As docker build with `# check=error=true`: the findings fail the build.
     std::set<std::string> rules;
-    for (const std::string& w : check_warnings_) {
-      size_t place = w.find(": ");
-      rules.insert(w.substr(place + 2, w.find(':', place + 2) - place - 2));
-    }
+    for (const CheckWarning& w : check_warnings_) rules.insert(w.rule);
     std::string msg = options_.filename + ": lint violation found for rules:";
     for (const std::string& r : rules) msg += (msg.back() == ':' ? " " : ", ") + r;
     msg += " (# check=error=true)";
-    for (const std::string& w : check_warnings_) msg += "\n  " + w;
+    for (const CheckWarning& w : check_warnings_) msg += "\n  " + CheckLine(w);
     return FailedPreconditionError(std::move(msg));
   }
-  plan.warnings = check_warnings_;
+  for (const CheckWarning& w : check_warnings_) plan.warnings.push_back(CheckLine(w));
+  plan.checks = std::move(check_warnings_);
   for (const auto& [key, value] : options_.build_args) {
     if (!consumed_.count(key) && !IsBuiltinArg(key) && !auto_args_.count(key)) {
       plan.warnings.push_back("build arg " + key + " was not consumed: no ARG " + key +

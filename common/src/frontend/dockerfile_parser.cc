@@ -148,9 +148,10 @@ bool TrimContinuation(std::string* line, char escape) {
   return false;
 }
 
-// The flags (`--x=y`) at the start of an instruction's arguments; returns the rest.
-std::string ExtractBuilderFlags(std::string_view line, char escape,
-                                std::vector<std::string>* flags) {
+// The flags (`--x=y`) at the start of an instruction's arguments; returns the rest (a part of
+// `line`).
+std::string_view ExtractBuilderFlags(std::string_view line, char escape,
+                                     std::vector<std::string>* flags) {
   enum { kSpaces, kWord, kQuote } phase = kSpaces;
   std::string word;
   char quote = 0;
@@ -161,7 +162,7 @@ std::string ExtractBuilderFlags(std::string_view line, char escape,
       if (pos == line.size()) break;
       if (IsSpaceByte(static_cast<unsigned char>(ch))) continue;
       if (ch != '-' || pos + 1 == line.size() || line[pos + 1] != '-') {
-        return std::string(line.substr(pos));
+        return line.substr(pos);
       }
       phase = kWord;
     }
@@ -172,7 +173,7 @@ std::string ExtractBuilderFlags(std::string_view line, char escape,
     if (phase == kWord) {
       if (IsSpaceByte(static_cast<unsigned char>(ch))) {
         phase = kSpaces;
-        if (word == "--") return std::string(line.substr(pos));
+        if (word == "--") return line.substr(pos);
         if (blank_ok || !word.empty()) flags->push_back(word);
         word.clear();
         blank_ok = false;
@@ -205,7 +206,7 @@ std::string ExtractBuilderFlags(std::string_view line, char escape,
     }
     word += ch;
   }
-  return "";
+  return {};
 }
 
 // Words separated by white space, quotes and escapes kept (they are removed on expansion).
@@ -299,11 +300,85 @@ Status ParseNameVal(std::string_view rest, const char* key, char escape, LineRes
 const char kNotStringArray[] =
     "when using JSON array syntax, arrays must be comprised of strings only";
 
+// The common exec form, `["a", "b\\n"]` (ASCII strings, short escapes), read without a JSON
+// tree: true and `*out` set when `text` is exactly that. False for anything else, which
+// nlohmann::json then reads (or refuses) as before.
+bool ParseSimpleStringArray(std::string_view text, std::vector<std::string>* out) {
+  auto is_ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  size_t i = 1;  // text[0] is '['
+  auto skip_ws = [&] {
+    while (i < text.size() && is_ws(text[i])) ++i;
+  };
+  std::vector<std::string> args;
+  skip_ws();
+  if (i < text.size() && text[i] == ']') {
+    ++i;
+  } else {
+    for (;;) {
+      if (i >= text.size() || text[i] != '"') return false;
+      std::string arg;
+      for (++i;; ++i) {
+        if (i >= text.size()) return false;
+        unsigned char c = static_cast<unsigned char>(text[i]);
+        if (c == '"') break;
+        if (c < 0x20 || c >= 0x80) return false;
+        if (c == '\\') {
+          if (++i >= text.size()) return false;
+          switch (text[i]) {
+            case '"':
+            case '\\':
+            case '/':
+              arg += text[i];
+              break;
+            case 'b':
+              arg += '\b';
+              break;
+            case 'f':
+              arg += '\f';
+              break;
+            case 'n':
+              arg += '\n';
+              break;
+            case 'r':
+              arg += '\r';
+              break;
+            case 't':
+              arg += '\t';
+              break;
+            default:
+              return false;  // \u and errors
+          }
+          continue;
+        }
+        arg += static_cast<char>(c);
+      }
+      ++i;
+      args.push_back(std::move(arg));
+      skip_ws();
+      if (i < text.size() && text[i] == ']') {
+        ++i;
+        break;
+      }
+      if (i >= text.size() || text[i] != ',') return false;
+      ++i;
+      skip_ws();
+    }
+  }
+  skip_ws();
+  if (i != text.size()) return false;
+  *out = std::move(args);
+  return true;
+}
+
 // Exec form. Returns true when `rest` is a JSON array of strings; an error when it is a JSON
 // array of something else; false when it is not JSON.
 StatusOr<bool> ParseJson(std::string_view rest, LineResult* r) {
   rest = TrimLeadingWhitespace(rest);
   if (rest.empty() || rest[0] != '[') return false;
+  if (ParseSimpleStringArray(rest, &r->args)) {
+    r->json = true;
+    return true;
+  }
   nlohmann::json j = nlohmann::json::parse(rest.begin(), rest.end(), nullptr, false);
   if (j.is_discarded() || !j.is_array()) return false;
   std::vector<std::string> args;
@@ -360,12 +435,20 @@ Status ParseSubCommand(std::string_view rest, char escape, LineResult* r) {
 StatusOr<Node> NodeFromLine(std::string_view line, char escape) {
   Node node;
   node.original = std::string(line);
-  std::vector<std::string> cmdline = SplitWhitespace(TrimSpace(line), 2);
-  node.keyword = cmdline[0];
-  std::string args;
-  if (cmdline.size() == 2) args = ExtractBuilderFlags(cmdline[1], escape, &node.flags);
+  // reWhitespace.Split(TrimSpace(line), 2): the keyword, then the rest.
+  std::string_view trimmed = TrimSpace(line);
+  size_t keyword_end = 0;
+  while (keyword_end < trimmed.size() && !IsSeparator(trimmed[keyword_end])) ++keyword_end;
+  node.keyword = std::string(trimmed.substr(0, keyword_end));
+  std::string_view args;
+  if (keyword_end < trimmed.size()) {
+    size_t rest_start = keyword_end;
+    while (rest_start < trimmed.size() && IsSeparator(trimmed[rest_start])) ++rest_start;
+    args = ExtractBuilderFlags(trimmed.substr(rest_start), escape, &node.flags);
+  }
   std::string_view rest = TrimSpace(args);
-  std::string cmd = node.command();
+  const std::string command = node.command();
+  const std::string_view cmd = command;  // compared with literals below
   LineResult r;
   if (cmd == "add" || cmd == "copy" || cmd == "volume") {
     SF_RETURN_IF_ERROR(ParseMaybeJsonToList(rest, &r));
@@ -395,7 +478,8 @@ StatusOr<Node> NodeFromLine(std::string_view line, char escape) {
 bool CanContainHeredoc(const Node& node) {
   const Node* n = &node;
   if (n->command() == "onbuild" && !n->children.empty()) n = &n->children[0];
-  std::string cmd = n->command();
+  const std::string command = n->command();
+  const std::string_view cmd = command;  // compared with literals below
   if (cmd != "add" && cmd != "copy" && cmd != "run") return false;
   return !n->json;
 }
@@ -551,7 +635,7 @@ StatusOr<ParsedDockerfile> ParseDockerfile(std::string_view text, std::string_vi
     int start_line = current_line;
     bool end_of_line = TrimContinuation(&line, directives.escape);
     if (end_of_line && line.empty()) continue;
-    std::string buf = line;
+    std::string buf = std::move(line);
     bool empty_continuation = false;
     while (!end_of_line && next < lines.size()) {
       std::string_view cont = lines[next++];

@@ -16,10 +16,13 @@ using internal::IsSpaceRune;
 constexpr char32_t kEof = static_cast<char32_t>(-1);
 
 // Collects words while the word is built: unquoted white space that came from the source text or
-// from a variable's value separates words; quoted text and escaped characters never do.
+// from a variable's value separates words; quoted text and escaped characters never do. A
+// disabled one (ProcessWord wants no words) ignores everything.
 class Words {
  public:
+  explicit Words(bool enabled) : enabled_(enabled) {}
   void AddChar(char32_t ch) {
+    if (!enabled_) return;
     if (IsSpaceRune(ch)) {
       if (in_word_ && !buf_.empty()) {
         words_.push_back(std::move(buf_));
@@ -31,13 +34,16 @@ class Words {
     }
   }
   void AddRawChar(char32_t ch) {
+    if (!enabled_) return;
     AppendRune(&buf_, ch);
     in_word_ = true;
   }
   void AddString(std::string_view s) {
+    if (!enabled_) return;
     for (char32_t ch : internal::DecodeAll(s)) AddChar(ch);
   }
   void AddRawString(std::string_view s) {
+    if (!enabled_) return;
     buf_ += s;
     in_word_ = true;
   }
@@ -50,6 +56,7 @@ class Words {
   std::string buf_;
   std::vector<std::string> words_;
   bool in_word_ = false;
+  bool enabled_;
 };
 
 bool IsSpecialParam(char32_t ch) {
@@ -163,7 +170,7 @@ class Scanner {
 
   Status ProcessStopOnImpl(char32_t stop, std::string* result,
                            std::vector<std::string>* words_out) {
-    Words words;
+    Words words(words_out != nullptr);
     while (Peek() != kEof) {
       char32_t ch = Peek();
       if (stop != kEof && ch == stop) {
@@ -468,6 +475,15 @@ class Scanner {
   bool raw_escapes_;
 };
 
+// A word with nothing to expand, unquote or unescape: its value is its text.
+bool IsPlainWord(std::string_view word, const ShellLexOptions& options) {
+  for (char c : word) {
+    if (c == '$' || c == '<' || c == options.escape_token) return false;
+    if (!options.skip_process_quotes && (c == '\'' || c == '"')) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 EnvLookup EnvFromList(const std::vector<std::string>& entries) {
@@ -489,6 +505,7 @@ EnvLookup EnvFromList(const std::vector<std::string>& entries) {
 
 StatusOr<std::string> ShellLex::ProcessWord(std::string_view word, const EnvLookup& env,
                                             WordMatches* matches) const {
+  if (IsPlainWord(word, options_)) return std::string(word);
   Scanner scanner(options_, word, env, matches);
   std::string result;
   Status s = scanner.Process(&result, nullptr);

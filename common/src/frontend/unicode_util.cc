@@ -4,7 +4,7 @@
 
 namespace stagefarm::frontend::internal {
 
-char32_t DecodeRune(std::string_view s, size_t pos, size_t* width) {
+char32_t DecodeRuneSlow(std::string_view s, size_t pos, size_t* width) {
   auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
   unsigned char c = byte(pos);
   *width = 1;
@@ -43,7 +43,7 @@ std::vector<char32_t> DecodeAll(std::string_view s) {
   return out;
 }
 
-void AppendRune(std::string* out, char32_t r) {
+void AppendRuneSlow(std::string* out, char32_t r) {
   if (r < 0x80) {
     out->push_back(static_cast<char>(r));
   } else if (r < 0x800) {
@@ -61,7 +61,7 @@ void AppendRune(std::string* out, char32_t r) {
   }
 }
 
-bool IsSpaceRune(char32_t r) {
+bool IsSpaceRuneSlow(char32_t r) {
   switch (r) {
     case ' ':
     case '\t':

@@ -8,14 +8,36 @@
 
 namespace stagefarm::frontend::internal {
 
+// The multi-byte cases of the inline functions below (ASCII is handled inline: it is nearly all
+// of a Dockerfile).
+char32_t DecodeRuneSlow(std::string_view s, size_t pos, size_t* width);
+void AppendRuneSlow(std::string* out, char32_t r);
+bool IsSpaceRuneSlow(char32_t r);
+
 // Decodes UTF-8; an invalid byte becomes U+FFFD and advances one byte (as Go does).
 // `*width` receives the number of bytes consumed.
-char32_t DecodeRune(std::string_view s, size_t pos, size_t* width);
+inline char32_t DecodeRune(std::string_view s, size_t pos, size_t* width) {
+  unsigned char c = static_cast<unsigned char>(s[pos]);
+  if (c < 0x80) {
+    *width = 1;
+    return c;
+  }
+  return DecodeRuneSlow(s, pos, width);
+}
 std::vector<char32_t> DecodeAll(std::string_view s);
-void AppendRune(std::string* out, char32_t r);
+inline void AppendRune(std::string* out, char32_t r) {
+  if (r < 0x80) {
+    out->push_back(static_cast<char>(r));
+  } else {
+    AppendRuneSlow(out, r);
+  }
+}
 
 // Go's unicode.IsSpace.
-bool IsSpaceRune(char32_t r);
+inline bool IsSpaceRune(char32_t r) {
+  if (r < 0x80) return r == ' ' || (r >= '\t' && r <= '\r');
+  return IsSpaceRuneSlow(r);
+}
 // Go's unicode.IsSpace applied to a single byte taken as a Latin-1 rune (BuildKit's flag
 // splitter and HEALTHCHECK splitter look at bytes, not runes).
 inline bool IsSpaceByte(unsigned char c) {

@@ -103,34 +103,48 @@ TEST(Resolve, BuildChecksWarnWithFileAndLine) {
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   EXPECT_EQ(plan->warnings,
             (Strings{
+                // docker build's order: the parser, parsing, casing, then each instruction built.
                 "Dockerfile:11: NoEmptyContinuation: Empty continuation line",
-                "Dockerfile:1: FromAsCasing: 'as' and 'FROM' keywords' casing do not match",
                 "Dockerfile:1: StageNameCasing: Stage name 'Builder' should be lowercase",
+                "Dockerfile:1: FromAsCasing: 'as' and 'FROM' keywords' casing do not match",
                 "Dockerfile:2: MaintainerDeprecated: Maintainer instruction is deprecated in favor "
                 "of using label",
+                "Dockerfile:8: ConsistentInstructionCasing: Command 'cmd' should match the case "
+                "of the command majority (uppercase)",
                 "Dockerfile:3: LegacyKeyValueFormat: \"ENV key=value\" should be used instead of "
                 "legacy \"ENV key value\" format",
                 "Dockerfile:3: SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for "
                 "sensitive data (ENV \"API_TOKEN\")",
-                "Dockerfile:7: JSONArgsRecommended: JSON arguments recommended for CMD to prevent "
-                "unintended behavior related to OS signals",
-                "Dockerfile:8: ConsistentInstructionCasing: Command 'cmd' should match the case "
-                "of the command majority (uppercase)",
-                "Dockerfile:7: MultipleInstructionsDisallowed: Multiple CMD instructions should not "
-                "be used in the same stage because only the last one will be used",
                 "Dockerfile:4: WorkdirRelativePath: Relative workdir \"src\" can have unexpected "
                 "results if the base image changes",
                 "Dockerfile:6: UndefinedVar: Usage of undefined variable '$MISSING'",
+                "Dockerfile:7: JSONArgsRecommended: JSON arguments recommended for CMD to prevent "
+                "unintended behavior related to OS signals",
+                // Named as the later instruction is written, placed at the earlier one.
+                "Dockerfile:7: MultipleInstructionsDisallowed: Multiple cmd instructions should not "
+                "be used in the same stage because only the last one will be used",
             }));
+  ASSERT_EQ(plan->checks.size(), plan->warnings.size());
+  EXPECT_EQ(plan->checks[1].rule, "StageNameCasing");
+  EXPECT_EQ(plan->checks[1].line, 1);
+  EXPECT_EQ(plan->checks[1].message, "Stage name 'Builder' should be lowercase");
+  EXPECT_EQ(plan->checks[1].description, "Stage names should be lowercase");
+  EXPECT_EQ(plan->checks[1].url, "https://docs.docker.com/go/dockerfile/rule/stage-name-casing/");
+  EXPECT_EQ(plan->checks[3].description,
+            "The MAINTAINER instruction is deprecated, use a label instead to define an image "
+            "author");
+  EXPECT_EQ(plan->checks[10].url,
+            "https://docs.docker.com/go/dockerfile/rule/multiple-instructions-disallowed/");
 
-  // skip= names rules (any case); skip=all silences every one.
+  // skip= names rules exactly as BuildKit spells them (a differently cased name skips nothing);
+  // skip=all silences every one.
   auto skipped = Plan("# check=skip=JSONArgsRecommended,maintainerdeprecated\n" + text);
   ASSERT_TRUE(skipped.ok());
-  EXPECT_EQ(skipped->warnings.size(), 9u);
+  EXPECT_EQ(skipped->warnings.size(), 10u);
   for (const std::string& w : skipped->warnings) {
     EXPECT_EQ(w.find("JSONArgs"), std::string::npos) << w;
-    EXPECT_EQ(w.find("Maintainer"), std::string::npos) << w;
   }
+  EXPECT_NE(skipped->warnings[3].find("MaintainerDeprecated"), std::string::npos);
   auto all = Plan("# check=skip=all\n" + text);
   ASSERT_TRUE(all.ok());
   EXPECT_TRUE(all->warnings.empty()) << all->warnings[0];
@@ -152,8 +166,147 @@ TEST(Resolve, BuildChecksWarnWithFileAndLine) {
   auto bad = Plan("# check=error=maybe\nFROM alpine\n");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(),
-            "Dockerfile:1: # check=error=maybe: invalid check directive: error must be true or "
-            "false, not \"maybe\"");
+            "Dockerfile:1: # check=error=maybe: invalid check option \"error=maybe\": error must "
+            "be true or false, not \"maybe\"");
+}
+
+// linter.ParseLintOptions: Go booleans, an accepted experimental key, parts need "=", and the
+// build arg BUILDKIT_DOCKERFILE_CHECK replaces the directive rather than adding to it.
+TEST(Resolve, CheckConfigReadAsBuildKitReadsIt) {
+  const std::string body = "FROM alpine\nCMD run\n";
+  for (const char* yes : {"1", "t", "TRUE", "True"}) {
+    EXPECT_FALSE(Plan(std::string("# check=error=") + yes + "\n" + body).ok()) << yes;
+  }
+  EXPECT_TRUE(Plan("# check=error=0\n" + body).ok());
+  EXPECT_FALSE(Plan("# check=error=tRuE\n" + body).ok());  // not a Go boolean: refused
+  EXPECT_TRUE(Plan("# check=experimental=all;error=false\n" + body).ok());
+
+  auto no_eq = Plan("# check=skip\n" + body);
+  ASSERT_FALSE(no_eq.ok());
+  EXPECT_EQ(no_eq.status().message(), "Dockerfile:1: # check=skip: invalid check option \"skip\"");
+  auto bad_key = Plan("# check=Skip=all\n" + body);
+  ASSERT_FALSE(bad_key.ok());
+  EXPECT_NE(bad_key.status().message().find("invalid check option \"Skip\""), std::string::npos);
+
+  BuildOptions via_arg;
+  via_arg.build_args = {{"BUILDKIT_DOCKERFILE_CHECK", "skip=MaintainerDeprecated"}};
+  auto replaced = Plan("# check=error=true\nFROM alpine\nCMD run\nMAINTAINER me\n", via_arg);
+  ASSERT_TRUE(replaced.ok()) << replaced.status().ToString();
+  EXPECT_EQ(replaced->checks.size(), 1u);
+  EXPECT_EQ(replaced->checks[0].rule, "JSONArgsRecommended");
+}
+
+// A `# check=skip=...` comment right above an instruction skips rules for that instruction only.
+TEST(Resolve, CheckCommentAboveAnInstructionSkipsItsFindings) {
+  auto plan = Plan(
+      "FROM alpine\n"
+      "# about the maintainer\n"
+      "# check=skip=MaintainerDeprecated\n"
+      "MAINTAINER me\n"
+      "MAINTAINER you\n"
+      "# check=skip=all\n"
+      "ENV A b\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->warnings, Strings{"Dockerfile:5: MaintainerDeprecated: Maintainer instruction is "
+                                    "deprecated in favor of using label"});
+}
+
+// ConsistentInstructionCasing counts and checks the stages' instructions, not the global ARGs.
+TEST(Resolve, InstructionCasingLeavesGlobalArgsOut) {
+  auto plan = Plan("arg V=1\narg W=2\nFROM alpine\nRUN x\n");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_TRUE(plan->warnings.empty()) << plan->warnings[0];
+  auto lower = Plan("ARG V=1\nfrom alpine\nRUN x\nrun y\n");
+  ASSERT_TRUE(lower.ok());
+  // "from" and "run" against "RUN"; counting the global ARG would make a tie, which is uppercase.
+  EXPECT_EQ(lower->warnings, Strings{"Dockerfile:3: ConsistentInstructionCasing: Command 'RUN' "
+                                     "should match the case of the command majority (lowercase)"});
+}
+
+// The checks docker build runs while building a stage: only for the stages the target needs,
+// named as the instruction is written.
+TEST(Resolve, BuildTimeChecksOnlyForStagesBuiltAndNamedAsWritten) {
+  auto plan = Plan(
+      "FROM alpine AS unused\n"
+      "CMD a\n"
+      "CMD b\n"
+      "ENV K v\n"
+      "FROM alpine\n"
+      "cmd a\n"
+      "Label k v\n");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->warnings,
+            (Strings{"Dockerfile:6: ConsistentInstructionCasing: Command 'cmd' should match the "
+                     "case of the command majority (uppercase)",
+                     "Dockerfile:7: ConsistentInstructionCasing: Command 'Label' should match the "
+                     "case of the command majority (uppercase)",
+                     "Dockerfile:6: JSONArgsRecommended: JSON arguments recommended for cmd to "
+                     "prevent unintended behavior related to OS signals",
+                     "Dockerfile:7: LegacyKeyValueFormat: \"Label key=value\" should be used "
+                     "instead of legacy \"Label key value\" format"}));
+}
+
+// JSONArgsRecommended: the shell form is fine once a SHELL is set, here or in the base image.
+TEST(Resolve, ShellFormAfterShellIsNotReported) {
+  FakeImages images = DefaultImages();
+  images.images["pwsh"].shell = {"pwsh", "-c"};
+  auto plan = Resolve(
+      "FROM alpine AS a\nSHELL [\"/bin/bash\", \"-c\"]\nENTRYPOINT run\n"
+      "FROM a\nCMD run\nFROM pwsh\nCOPY --from=a / /\nCMD run\n",
+      {}, images.resolver());
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_TRUE(plan->warnings.empty()) << plan->warnings[0];
+}
+
+// SecretsUsedInArgOrEnv: "public", "file" and "version" words say it is no secret; global ARGs
+// are not checked, stage ARGs are.
+TEST(Resolve, SecretNamesAsBuildKitTellsThem) {
+  auto plan = Plan(
+      "ARG GLOBAL_TOKEN=x\n"
+      "FROM alpine\n"
+      "ARG PUBLIC_KEY TOKEN_FILE AUTH_VERSION DB_password\n"
+      "ENV GH_TOKEN=1 MONKEY=2\n");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->warnings,
+            (Strings{"Dockerfile:3: SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for "
+                     "sensitive data (ARG \"DB_password\")",
+                     "Dockerfile:4: SecretsUsedInArgOrEnv: Do not use ARG or ENV instructions for "
+                     "sensitive data (ENV \"GH_TOKEN\")"}));
+}
+
+// WorkdirRelativePath: the base image's working directory does not count; a WORKDIR of the stage
+// this one is built FROM does, and only the first relative WORKDIR is reported.
+TEST(Resolve, RelativeWorkdirIgnoresTheBaseImageWorkdir) {
+  FakeImages images = DefaultImages();
+  images.images["golang"].working_dir = "/go";
+  auto plan = Resolve(
+      "FROM golang AS a\nWORKDIR src\nWORKDIR more\n"
+      "FROM golang AS b\nWORKDIR /abs\n"
+      "FROM b\nWORKDIR rel\n",
+      {}, images.resolver());
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_TRUE(plan->warnings.empty()) << plan->warnings[0];
+  BuildOptions target_a;
+  target_a.target = "a";
+  auto a = Resolve("FROM golang AS a\nWORKDIR src\nWORKDIR more\n", target_a, images.resolver());
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->warnings, Strings{"Dockerfile:2: WorkdirRelativePath: Relative workdir \"src\" can "
+                                 "have unexpected results if the base image changes"});
+}
+
+// UndefinedVar: an ARG declared without a value is defined; a close name is suggested.
+TEST(Resolve, UndefinedVarSkipsDeclaredArgsAndSuggests) {
+  auto plan = Plan(
+      "FROM alpine AS base\n"
+      "ARG NOVALUE\n"
+      "FROM base\n"
+      "ENV PROJECT=x\n"
+      "LABEL a=$NOVALUE b=$PROJCT c=$ZZZ\n");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->warnings,
+            (Strings{"Dockerfile:5: UndefinedVar: Usage of undefined variable '$PROJCT' (did you "
+                     "mean $PROJECT?)",
+                     "Dockerfile:5: UndefinedVar: Usage of undefined variable '$ZZZ'"}));
 }
 
 TEST(Resolve, UnusedBuildArgIsAWarning) {
@@ -385,6 +538,28 @@ TEST(Resolve, CanonicalChangesWithExpandedArgsAndEnv) {
   ASSERT_TRUE(pa.ok() && pb.ok());
   EXPECT_NE(Step(*pa, 0, 1).canonical, Step(*pb, 0, 1).canonical);  // RUN sees V
   EXPECT_EQ(Step(*pa, 0, 2).canonical, Step(*pb, 0, 2).canonical);  // COPY does not
+}
+
+TEST(Resolve, CanonicalEscapesLongStringsAsNlohmannJsonDoes) {
+  // Long values take the word-at-a-time path of the escaper: a character that needs escaping (or
+  // a multi-byte one) at every offset of an 8-byte word must still come out as dump() writes it.
+  std::string env;
+  const std::vector<std::string> specials = {"\\\"", "\\\\", "\xc3\xa9", "\x7f", "\xe2\x82\xac"};
+  for (size_t offset = 0; offset < 9; ++offset) {
+    for (size_t k = 0; k < specials.size(); ++k) {
+      env += " V" + std::to_string(offset) + "_" + std::to_string(k) + "=\"" +
+             std::string(offset, 'x') + specials[k] + "yyyyyyyyyyyyyyyy\"";
+    }
+  }
+  auto plan = Plan("FROM alpine\nENV" + env +
+                   "\nRUN --mount=type=cache,target=/a/very/long/cache/"
+                   "target/\xc3\xa9/path echo \"$V3_1\" '\\t\\n' \"$V8_4\"\nLABEL k=\"" +
+                   std::string(40, 'z') + "\\\"\"\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  for (const ResolvedStep& step : plan->target_stage().steps) {
+    nlohmann::json parsed = nlohmann::json::parse(step.canonical);
+    EXPECT_EQ(parsed.dump(), step.canonical);
+  }
 }
 
 TEST(Resolve, CanonicalIsExactlyWhatNlohmannJsonDumps) {

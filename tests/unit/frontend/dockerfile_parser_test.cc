@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
 namespace stagefarm::frontend {
 namespace {
 
@@ -70,6 +73,53 @@ TEST(DockerfileParser, FlagsAndExecForm) {
   EXPECT_EQ(parsed->nodes[1].flags, (Strings{"--from=b", "--chown=1:1"}));
   EXPECT_TRUE(parsed->nodes[1].json);
   EXPECT_EQ(DumpNode(parsed->nodes[1]), "copy [\"--from=b\" \"--chown=1:1\"] \"x y\" \"/z\"");
+}
+
+TEST(DockerfileParser, ExecFormReadsAsNlohmannJsonDoes) {
+  // Simple arrays are read without nlohmann::json; every case must agree with it, and anything
+  // that is not a JSON array of strings stays shell form (or is the array-of-strings error).
+  const std::vector<std::string> cases = {R"(["a"])",
+                                          R"([])",
+                                          R"([ ])",
+                                          "[\t\"a\" ,\r \"b\"]\t",
+                                          R"(["\"q\" \\ \/ \b\f\n\r\t"])",
+                                          R"(["\u00e9\ud83d\ude00", "x"])",
+                                          "[\"caf\xc3\xa9\"]",
+                                          "[\"bad \xff\"]",
+                                          R"(["a",])",
+                                          R"(["a" "b"])",
+                                          R"(["a"] x)",
+                                          R"(["a)",
+                                          R"(["\x"])",
+                                          R"([,"a"])",
+                                          "[\"tab\there\"]",
+                                          R"(["a", ["b"]])",
+                                          R"([1])",
+                                          R"(["a", null])",
+                                          R"(["a", {}])",
+                                          "[\"\x7f\"]"};
+  for (const std::string& json : cases) {
+    SCOPED_TRACE(json);
+    auto parsed = ParseDockerfile("FROM a\nCMD " + json + "\n");
+    nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
+    bool is_array = !j.is_discarded() && j.is_array();
+    bool strings =
+        is_array && std::all_of(j.begin(), j.end(), [](const auto& e) { return e.is_string(); });
+    if (is_array && !strings) {
+      ASSERT_FALSE(parsed.ok());
+      EXPECT_NE(parsed.status().message().find("arrays must be comprised of strings only"),
+                std::string::npos);
+      continue;
+    }
+    ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+    const Node& cmd = parsed->nodes[1];
+    EXPECT_EQ(cmd.json, is_array);
+    if (is_array) {
+      EXPECT_EQ(cmd.args, j.get<Strings>());
+    } else {
+      EXPECT_EQ(cmd.args.size(), 1u);
+    }
+  }
 }
 
 TEST(DockerfileParser, HeredocsSeveralPerLineChompedAndQuoted) {

@@ -140,11 +140,24 @@ struct ResolvedStage {
   std::vector<int> deps;  // original indices: FROM stage, COPY --from stage, mount from=
 };
 
+// A finding of docker build's Dockerfile checks (BuildKit's linter, `# check=`), with the texts
+// docker build prints for it: " - <rule>: <message> (line <line>)", and with --debug the
+// description and "More info: <url>".
+struct CheckWarning {
+  std::string rule;         // "StageNameCasing"
+  std::string message;      // "Stage name 'Build' should be lowercase"
+  std::string description;  // "Stage names should be lowercase"
+  std::string url;          // "https://docs.docker.com/go/dockerfile/rule/stage-name-casing/"
+  int line = 0;
+};
+
 struct BuildPlan {
   std::vector<ResolvedStage> stages;         // only those the target needs, each after its deps
   int target = -1;                           // position in `stages` of the target
   std::vector<std::string> external_images;  // FROM / COPY --from / mount from= images
-  std::vector<std::string> warnings;         // unused build args, empty continuation lines
+  // "Dockerfile:3: <rule>: <message>" for each of `checks`, then the unused build args.
+  std::vector<std::string> warnings;
+  std::vector<CheckWarning> checks;  // in the order docker build reports them
   std::vector<std::pair<std::string, std::string>> directives;  // # syntax=, # check=...
 
   const ResolvedStage& target_stage() const { return stages.at(target); }
