@@ -1,3 +1,7 @@
 #include "stagefarm/cli/app.h"
+#include "stagefarm/common/allocator.h"
 
-int main(int argc, char** argv) { return stagefarm::cli::Main(argc, argv); }
+int main(int argc, char** argv) {
+  stagefarm::TuneAllocatorForChunks();
+  return stagefarm::cli::Main(argc, argv);
+}

@@ -1,12 +1,21 @@
 #include "stagefarm/cache/blob_store.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/write_batch.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <filesystem>
 
 #include "stagefarm/common/cache_protocol.h"
@@ -20,7 +29,12 @@ constexpr uint64_t kGenerationBlock = 1 << 16;  // generations reserved on disk 
 constexpr size_t kMaxTouched = 65536;           // access times held before a forced flush
 constexpr char kAccessIndexKey[] = "atime_index_v1";  // set once the atime family is complete
 constexpr size_t kAgedBatch = 1024;                   // index entries read per step of a walk
-constexpr uint8_t kMetaVersion = 1;
+constexpr uint8_t kMetaVersion = 1;      // the blob is chunks in the blobs column family
+constexpr uint8_t kMetaVersionFile = 2;  // the blob is files/<generation>
+constexpr char kFilesDir[] = "files";
+// A large upload asks the kernel to start writing its file back every this many bytes, so that
+// the sync at commit finds little left to write.
+constexpr uint64_t kWritebackBytes = 8 << 20;
 
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return Status();
@@ -59,7 +73,7 @@ std::string GenerationKey(uint64_t generation) {
 }
 
 std::string EncodeMeta(const BlobMeta& m) {
-  std::string out(1, static_cast<char>(kMetaVersion));
+  std::string out(1, static_cast<char>(m.in_file ? kMetaVersionFile : kMetaVersion));
   PutU64(&out, m.size);
   PutU64(&out, m.chunk_size);
   PutU64(&out, m.chunks);
@@ -68,10 +82,12 @@ std::string EncodeMeta(const BlobMeta& m) {
   return out;
 }
 StatusOr<BlobMeta> DecodeMeta(std::string_view v) {
-  if (v.size() != 41 || static_cast<uint8_t>(v[0]) != kMetaVersion) {
+  const uint8_t version = v.empty() ? 0 : static_cast<uint8_t>(v[0]);
+  if (v.size() != 41 || (version != kMetaVersion && version != kMetaVersionFile)) {
     return DataLossError("malformed meta entry of " + std::to_string(v.size()) + " bytes");
   }
   BlobMeta m;
+  m.in_file = version == kMetaVersionFile;
   m.size = GetU64(v, 1);
   m.chunk_size = static_cast<uint32_t>(GetU64(v, 9));
   m.chunks = GetU64(v, 17);
@@ -126,14 +142,30 @@ rocksdb::WriteOptions SyncWrite() {
   w.sync = true;
   return w;
 }
-rocksdb::WriteOptions Unlogged() {
-  rocksdb::WriteOptions w;
-  w.disableWAL = true;
-  return w;
-}
 
 int64_t SteadyTicks(std::chrono::steady_clock::time_point t) {
   return t.time_since_epoch().count();
+}
+
+// Writes all of `bytes` at `offset`, retrying short writes.
+Status PwriteAll(int fd, std::string_view bytes, uint64_t offset) {
+  while (!bytes.empty()) {
+    ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      return e == ENOSPC ? ResourceExhaustedError("write blob file: no space left on device")
+                         : ErrnoError("write blob file", e);
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+  return Status();
+}
+
+Status SyncFd(int fd, std::string_view what) {
+  if (::fdatasync(fd) != 0) return ErrnoError("sync " + std::string(what), errno);
+  return Status();
 }
 
 }  // namespace
@@ -147,6 +179,10 @@ StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const BlobStoreOptions& opt
   std::error_code ec;
   std::filesystem::create_directories(options.data_dir, ec);
   if (ec) return InternalError("create " + options.data_dir + ": " + ec.message());
+  const std::string files = options.data_dir + "/" + kFilesDir;
+  if (::mkdir(files.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoError("create " + files, errno);
+  UniqueFd files_dir(::open(files.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!files_dir) return ErrnoError("open " + files, errno);
 
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
@@ -158,6 +194,13 @@ StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const BlobStoreOptions& opt
 
   rocksdb::ColumnFamilyOptions small;
   small.write_buffer_size = 8 << 20;
+  // FindMissing asks for blobs that are mostly absent on a cold build: bloom filters in the
+  // memtable and the tables answer those without reading a block.
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  small.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  small.memtable_prefix_bloom_size_ratio = 0.1;
+  small.memtable_whole_key_filtering = true;
   rocksdb::ColumnFamilyOptions blobs;
   // Two memtables of 32 MiB at most: the largest part of the server's memory (the bound of
   // 300 MiB was passed with 64 MiB ones while 1 GiB blobs streamed in and out).
@@ -179,8 +222,8 @@ StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const BlobStoreOptions& opt
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, options.data_dir, cfs, &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open cache store " + options.data_dir);
-  std::unique_ptr<BlobStore> store(
-      new BlobStore(options, std::unique_ptr<rocksdb::DB>(raw), std::move(handles)));
+  std::unique_ptr<BlobStore> store(new BlobStore(options, std::unique_ptr<rocksdb::DB>(raw),
+                                                 std::move(handles), std::move(files_dir)));
   SF_RETURN_IF_ERROR(store->LoadCounters());
   SF_RETURN_IF_ERROR(store->BuildAccessIndexIfMissing());
   SF_RETURN_IF_ERROR(store->RemoveUnfinishedUploads());
@@ -188,8 +231,11 @@ StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const BlobStoreOptions& opt
 }
 
 BlobStore::BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
-                     std::vector<rocksdb::ColumnFamilyHandle*> handles)
-    : options_(std::move(options)), db_(std::move(db)), handles_(std::move(handles)) {
+                     std::vector<rocksdb::ColumnFamilyHandle*> handles, UniqueFd files_dir)
+    : options_(std::move(options)),
+      db_(std::move(db)),
+      handles_(std::move(handles)),
+      files_dir_(std::move(files_dir)) {
   SF_CHECK(handles_.size() == 7);
   default_cf_ = handles_[0];
   blobs_cf_ = handles_[1];
@@ -273,6 +319,9 @@ Status BlobStore::RemoveUnfinishedUploads() {
     for (size_t i = 0; i < 8; ++i) gen = (gen << 8) | static_cast<uint8_t>(key[i]);
     batch.DeleteRange(blobs_cf_, ChunkKey(gen, 0), ChunkKey(gen + 1, 0));
     batch.Delete(uploads_cf_, key);
+    // Before the batch that drops the record: a crash in between finds the record again.
+    std::string path = FilePath(gen);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoError("remove " + path, errno);
   }
   SF_RETURN_IF_ERROR(FromRocks(it->status(), "scan unfinished uploads"));
   if (batch.Count() == 0) return Status();
@@ -306,7 +355,14 @@ StatusOr<std::vector<std::optional<BlobMeta>>> BlobStore::GetMetas(
   for (std::string_view h : hexes) keys.push_back(S(h));
   std::vector<rocksdb::PinnableSlice> values(hexes.size());
   std::vector<rocksdb::Status> statuses(hexes.size());
-  db_->MultiGet({}, meta_cf_, keys.size(), keys.data(), values.data(), statuses.data());
+  // In batches: past 32 keys RocksDB's MultiGet grows a heap vector of its (large) per-key
+  // contexts, and that reallocation (page faults included) cost 3x the lookups of a
+  // FindMissing of 10,000 digests.
+  constexpr size_t kMultiGetBatch = 32;
+  for (size_t i = 0; i < keys.size(); i += kMultiGetBatch) {
+    size_t n = std::min(kMultiGetBatch, keys.size() - i);
+    db_->MultiGet({}, meta_cf_, n, keys.data() + i, values.data() + i, statuses.data() + i);
+  }
   for (size_t i = 0; i < hexes.size(); ++i) {
     if (statuses[i].IsNotFound()) continue;
     SF_RETURN_IF_ERROR(FromRocks(statuses[i], "read meta"));
@@ -409,7 +465,8 @@ StatusOr<BlobStore::BeginResult> BlobStore::BeginUpload(const Digest& digest, st
   auto u = std::make_shared<Upload>();
   u->digest = digest;
   u->owner = std::move(owner);
-  u->logged = digest.size < options_.unlogged_upload_bytes;
+  const bool in_file = digest.size >= options_.file_blob_bytes;
+  u->in_file = in_file;
   u->hasher = std::make_unique<Sha256>();
   u->last_activity = SteadyTicks(std::chrono::steady_clock::now());
   std::lock_guard lock(mu_);
@@ -418,15 +475,25 @@ StatusOr<BlobStore::BeginResult> BlobStore::BeginUpload(const Digest& digest, st
                                   std::to_string(uploads_.size()) + ")");
   }
   SF_ASSIGN_OR_RETURN(uint64_t gen, AllocateGeneration());
-  // Recorded before any chunk so that a restart finds and removes every chunk of the upload. A
-  // logged upload's chunks follow this record in the WAL, so no sync is needed; an unlogged
-  // upload's chunks may reach an SST file through any flush, so its record is made durable first.
+  // Recorded before any byte so that a restart finds and removes everything the upload wrote. A
+  // small upload's chunks follow this record in the WAL, so no sync is needed; a large upload's
+  // file is created only once its record is durable.
   std::string v;
   PutU64(&v, digest.size);
   v += digest.hex;
   SF_RETURN_IF_ERROR(FromRocks(
-      db_->Put(u->logged ? rocksdb::WriteOptions() : SyncWrite(), uploads_cf_, GenerationKey(gen), v),
+      db_->Put(in_file ? SyncWrite() : rocksdb::WriteOptions(), uploads_cf_, GenerationKey(gen), v),
       "record upload"));
+  if (in_file) {
+    std::string path = FilePath(gen);
+    u->file.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!u->file) {
+      int e = errno;
+      // Without a file nothing was written; the record goes now or on the next Open.
+      db_->Delete({}, uploads_cf_, GenerationKey(gen)).PermitUncheckedError();
+      return ErrnoError("create " + path, e);
+    }
+  }
   uploads_.emplace(gen, std::move(u));
   return BeginResult{false, gen};
 }
@@ -468,9 +535,19 @@ StatusOr<uint64_t> BlobStore::WriteChunk(uint64_t upload_id, std::string_view ow
     error =
         InvalidArgumentError("chunk of " + std::to_string(bytes.size()) + " bytes; chunks are " +
                              std::to_string(chunk) + " bytes except the last");
+  } else if (u.in_file) {
+    error = PwriteAll(u.file.get(), bytes, u.received);
+    const uint64_t end = u.received + bytes.size();
+    if (error.ok() && end / kWritebackBytes != u.received / kWritebackBytes) {
+      // Start writing back what is complete; the commit's sync then waits for little. Only a
+      // hint: a failure here shows up in that sync.
+      const uint64_t from = (u.received / kWritebackBytes) * kWritebackBytes;
+      ::sync_file_range(u.file.get(), static_cast<off_t>(from), static_cast<off_t>(end - from),
+                        SYNC_FILE_RANGE_WRITE);
+    }
   } else {
-    rocksdb::Status s = db_->Put(u.logged ? rocksdb::WriteOptions() : Unlogged(), blobs_cf_,
-                                 ChunkKey(upload_id, u.received / chunk), S(bytes));
+    rocksdb::Status s =
+        db_->Put({}, blobs_cf_, ChunkKey(upload_id, u.received / chunk), S(bytes));
     error = FromRocks(s, "write chunk");
   }
   if (!error.ok()) {
@@ -502,17 +579,16 @@ Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner) {
     AbortHeld(upload_id, u);
     return DataLossError("uploaded bytes hash to " + actual.str() + ", not " + digest.str());
   }
-  if (!u.logged) {
-    // The chunks are only in memtables (or already in SST and blob files): make them durable
-    // before the meta entry that makes them visible.
-    rocksdb::FlushOptions flush;
-    flush.wait = true;
-    flush.allow_write_stall = true;
-    Status s = FromRocks(db_->Flush(flush, blobs_cf_), "flush chunks of " + digest.str());
+  if (u.in_file) {
+    // The file and its directory entry are made durable before the meta entry that makes the
+    // blob visible.
+    Status s = SyncFd(u.file.get(), "file of " + digest.str());
+    if (s.ok()) s = SyncFd(files_dir_.get(), "blob file directory");
     if (!s.ok()) {
       AbortHeld(upload_id, u);
       return s;
     }
+    u.file.reset();
   }
   Status s;
   {
@@ -524,8 +600,10 @@ Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner) {
     if (!existing.ok()) {
       s = existing.status();
     } else if (dedup) {
-      // Another upload of the same bytes won the race: keep its generation, drop ours.
+      // Another upload of the same bytes won the race: keep its generation, drop ours (the file
+      // before the record, so that a crash in between still finds the record).
       batch.DeleteRange(blobs_cf_, ChunkKey(upload_id, 0), ChunkKey(upload_id + 1, 0));
+      if (u.in_file) ::unlink(FilePath(upload_id).c_str());
     } else {
       BlobMeta m;
       m.size = digest.size;
@@ -533,6 +611,7 @@ Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner) {
       m.chunks = (digest.size + m.chunk_size - 1) / m.chunk_size;
       m.generation = upload_id;
       m.last_access = NowMillis();
+      m.in_file = u.in_file;
       batch.Put(meta_cf_, S(digest.hex), EncodeMeta(m));
       batch.Put(atime_cf_, AccessKey(m.last_access, digest.hex), SizeValue(m.size));
       batch.Put(default_cf_, kCountersKey, EncodeCounters(bytes_ + digest.size, blobs_ + 1));
@@ -564,6 +643,11 @@ void BlobStore::AbortHeld(uint64_t upload_id, Upload& u) {
   {
     std::lock_guard lock(mu_);
     uploads_.erase(upload_id);
+  }
+  if (u.in_file) {
+    u.file.reset();
+    // A failed unlink leaves the file to the next Open, which still finds the record.
+    if (::unlink(FilePath(upload_id).c_str()) != 0 && errno != ENOENT) return;
   }
   rocksdb::WriteBatch batch;
   batch.DeleteRange(blobs_cf_, ChunkKey(upload_id, 0), ChunkKey(upload_id + 1, 0));
@@ -609,6 +693,11 @@ Status BlobStore::ReadRange(std::string_view hex, uint64_t offset, uint64_t leng
                            std::string(hex) + " (" + std::to_string(m.size) + " bytes)");
   }
   uint64_t end = offset + std::min(length, m.size - offset);
+  if (m.in_file) {
+    SF_RETURN_IF_ERROR(ReadFile(hex, m, offset, end, out));
+    NoteRead(hex);
+    return Status();
+  }
   uint64_t pos = offset;
   while (pos < end) {
     uint64_t index = pos / m.chunk_size;
@@ -632,6 +721,43 @@ Status BlobStore::ReadRange(std::string_view hex, uint64_t offset, uint64_t leng
     pos += n;
   }
   NoteRead(hex);
+  return Status();
+}
+
+std::string BlobStore::FilePath(uint64_t generation) const {
+  char name[17];
+  std::snprintf(name, sizeof name, "%016" PRIx64, generation);
+  return options_.data_dir + "/" + kFilesDir + "/" + name;
+}
+
+Status BlobStore::ReadFile(std::string_view hex, const BlobMeta& m, uint64_t offset, uint64_t end,
+                           std::string* out) {
+  const std::string path = FilePath(m.generation);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    // Evicted or pruned since the meta was read: the blob is gone as a whole.
+    if (errno == ENOENT) return NotFoundError("blob sha256:" + std::string(hex) + " not stored");
+    return ErrnoError("open " + path, errno);
+  }
+  const size_t start = out->size();
+  out->resize(start + (end - offset));
+  uint64_t pos = offset;
+  while (pos < end) {
+    ssize_t n = ::pread(fd.get(), out->data() + start + (pos - offset), end - pos,
+                        static_cast<off_t>(pos));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      out->resize(start);
+      return ErrnoError("read " + path, e);
+    }
+    if (n == 0) {
+      out->resize(start);
+      return DataLossError("file of blob sha256:" + std::string(hex) + " ends at " +
+                           std::to_string(pos) + " bytes, its size is " + std::to_string(m.size));
+    }
+    pos += static_cast<uint64_t>(n);
+  }
   return Status();
 }
 
@@ -778,12 +904,29 @@ StatusOr<bool> BlobStore::DeleteBlobLocked(const std::string& hex) {
   batch.Delete(meta_cf_, S(hex));
   batch.Delete(atime_cf_, AccessKey(meta.last_access, hex));
   batch.DeleteRange(blobs_cf_, ChunkKey(meta.generation, 0), ChunkKey(meta.generation + 1, 0));
+  if (meta.in_file) {
+    // The file goes after the batch; until it has, the record makes the next Open remove it.
+    std::string v;
+    PutU64(&v, meta.size);
+    v += hex;
+    batch.Put(uploads_cf_, GenerationKey(meta.generation), v);
+  }
   uint64_t bytes = bytes_ - std::min(bytes_, meta.size);
   uint64_t blobs = blobs_ > 0 ? blobs_ - 1 : 0;
   batch.Put(default_cf_, kCountersKey, EncodeCounters(bytes, blobs));
-  SF_RETURN_IF_ERROR(FromRocks(db_->Write({}, &batch), "delete sha256:" + hex));
+  // A file blob's delete is synced before the unlink: a machine that crashes in between must not
+  // come back with the meta of a file that is gone.
+  SF_RETURN_IF_ERROR(FromRocks(db_->Write(meta.in_file ? SyncWrite() : rocksdb::WriteOptions(), &batch),
+                               "delete sha256:" + hex));
   bytes_ = bytes;
   blobs_ = blobs;
+  if (meta.in_file) {
+    const std::string path = FilePath(meta.generation);
+    // Readers that opened the file keep reading it; new ones find no meta.
+    if (::unlink(path.c_str()) == 0 || errno == ENOENT) {
+      db_->Delete({}, uploads_cf_, GenerationKey(meta.generation)).PermitUncheckedError();
+    }
+  }
   touched_.erase(hex);
   return true;
 }

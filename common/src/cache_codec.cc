@@ -12,7 +12,7 @@ namespace {
 
 template <typename T, typename Fill>
 std::string Build(Fill&& fill) {
-  capnp::MallocMessageBuilder builder;
+  codec::ScratchBuilder builder;
   fill(builder.initRoot<T>());
   return codec::ToBytes(builder);
 }

@@ -6,7 +6,9 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
+#include <kj/io.h>
 
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -19,10 +21,26 @@ namespace stagefarm::codec {
 
 inline constexpr uint64_t kTraversalLimitWords = 8 * 1024 * 1024;  // 64 MiB
 
+// Zeroed words for a ScratchBuilder's first segment: a base, so they are zero before the
+// MallocMessageBuilder base (which checks that) is made.
+struct ScratchWords {
+  static constexpr size_t kWords = 64;
+  capnp::word words[kWords] = {};
+};
+
+// A MessageBuilder whose first segment lives in the object (on the stack): an envelope or a
+// small body costs no allocation but its bytes. Larger messages grow into heap segments.
+class ScratchBuilder : private ScratchWords, public capnp::MallocMessageBuilder {
+ public:
+  ScratchBuilder() : ScratchWords(), MallocMessageBuilder(kj::arrayPtr(words, kWords)) {}
+};
+
+// The message as one flat frame, written straight into the string (no intermediate array).
 inline std::string ToBytes(capnp::MessageBuilder& builder) {
-  kj::Array<capnp::word> words = capnp::messageToFlatArray(builder);
-  auto bytes = words.asBytes();
-  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  std::string out(capnp::computeSerializedSizeInWords(builder) * sizeof(capnp::word), '\0');
+  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out.data()), out.size()));
+  capnp::writeMessage(stream, builder);
+  return out;
 }
 
 // Decodes `bytes` as a T and hands its reader to `fn`. Fails on malformed input.
@@ -32,15 +50,24 @@ Status Read(std::string_view bytes, Fn&& fn) {
     return InvalidArgumentError("malformed message: " + std::to_string(bytes.size()) +
                                 " bytes is not a whole number of words");
   }
-  // Copy into word-aligned storage: frames from ZeroMQ carry no alignment guarantee.
-  kj::Array<capnp::word> words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-  std::memcpy(words.begin(), bytes.data(), bytes.size());
+  // Frames from ZeroMQ carry no alignment guarantee: an unaligned one is copied into
+  // word-aligned storage; an aligned one (any heap-allocated string) is read where it is.
+  kj::Array<capnp::word> copy;
+  kj::ArrayPtr<const capnp::word> words;
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) == 0) {
+    words = kj::arrayPtr(reinterpret_cast<const capnp::word*>(bytes.data()),
+                         bytes.size() / sizeof(capnp::word));
+  } else {
+    copy = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+    std::memcpy(copy.begin(), bytes.data(), bytes.size());
+    words = copy.asPtr();
+  }
   Status result;
   kj::Maybe<kj::Exception> error = kj::runCatchingExceptions([&]() {
     capnp::ReaderOptions options;
     options.traversalLimitInWords = kTraversalLimitWords;
     options.nestingLimit = 64;
-    capnp::FlatArrayMessageReader reader(words.asPtr(), options);
+    capnp::FlatArrayMessageReader reader(words, options);
     result = fn(reader.getRoot<T>());
   });
   KJ_IF_MAYBE(e, error) {

@@ -50,13 +50,18 @@ StatusOr<Digest> Digest::Parse(std::string_view text, uint64_t size) {
   if (text.substr(0, kPrefix.size()) != kPrefix) {
     return InvalidArgumentError("digest \"" + std::string(text) + "\" does not start with sha256:");
   }
-  std::string_view hex = text.substr(kPrefix.size());
+  return FromHex(text.substr(kPrefix.size()), size);
+}
+
+StatusOr<Digest> Digest::FromHex(std::string_view hex, uint64_t size) {
   if (hex.size() != 64) {
-    return InvalidArgumentError("digest \"" + std::string(text) + "\" is not 64 hex characters");
+    return InvalidArgumentError("digest \"sha256:" + std::string(hex) +
+                                "\" is not 64 hex characters");
   }
   for (char c : hex) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return InvalidArgumentError("digest \"" + std::string(text) + "\" is not lowercase hex");
+      return InvalidArgumentError("digest \"sha256:" + std::string(hex) +
+                                  "\" is not lowercase hex");
     }
   }
   return Digest{std::string(hex), size};

@@ -56,25 +56,19 @@ Message Message::ErrorReply(Status error) const {
   return r;
 }
 
-std::vector<std::string> EncodeFrames(const Message& m) {
-  capnp::MallocMessageBuilder builder;
+std::string EncodeEnvelope(const Message& m) {
+  codec::ScratchBuilder builder;
   auto env = builder.initRoot<schema::Envelope>();
   env.setVersion(kProtocolVersion);
   env.setRequestId(m.request_id);
   env.setMethod(static_cast<uint16_t>(m.method));
   env.setStatusCode(static_cast<uint16_t>(m.status.code()));
   if (!m.status.ok()) env.setStatusMessage(m.status.message());
-  std::vector<std::string> frames;
-  frames.reserve(2 + m.data.size());
-  frames.push_back(codec::ToBytes(builder));
-  frames.push_back(m.body);
-  for (const auto& d : m.data) frames.push_back(d);
-  return frames;
+  return codec::ToBytes(builder);
 }
 
-Status DecodeFrames(std::vector<std::string> frames, Message* out) {
-  if (frames.size() < 2) return InvalidArgumentError("message has fewer than 2 frames");
-  return codec::Read<schema::Envelope>(frames[0], [&](schema::Envelope::Reader env) -> Status {
+Status DecodeEnvelope(std::string_view frame, Message* out) {
+  return codec::Read<schema::Envelope>(frame, [&](schema::Envelope::Reader env) -> Status {
     if (env.getVersion() != kProtocolVersion) {
       return InvalidArgumentError("protocol version " + std::to_string(env.getVersion()) +
                                   " (this build speaks " + std::to_string(kProtocolVersion) + ")");
@@ -84,12 +78,30 @@ Status DecodeFrames(std::vector<std::string> frames, Message* out) {
     }
     out->request_id = env.getRequestId();
     out->method = static_cast<Method>(env.getMethod());
-    out->status = Status(static_cast<StatusCode>(env.getStatusCode()), env.getStatusMessage());
-    out->body = std::move(frames[1]);
-    out->data.assign(std::make_move_iterator(frames.begin() + 2),
-                     std::make_move_iterator(frames.end()));
+    out->status = env.getStatusCode() == 0
+                      ? Status()
+                      : Status(static_cast<StatusCode>(env.getStatusCode()),
+                               codec::Str(env.getStatusMessage()));
     return Status();
   });
+}
+
+std::vector<std::string> EncodeFrames(const Message& m) {
+  std::vector<std::string> frames;
+  frames.reserve(2 + m.data.size());
+  frames.push_back(EncodeEnvelope(m));
+  frames.push_back(m.body);
+  for (const auto& d : m.data) frames.push_back(d);
+  return frames;
+}
+
+Status DecodeFrames(std::vector<std::string> frames, Message* out) {
+  if (frames.size() < 2) return InvalidArgumentError("message has fewer than 2 frames");
+  SF_RETURN_IF_ERROR(DecodeEnvelope(frames[0], out));
+  out->body = std::move(frames[1]);
+  out->data.assign(std::make_move_iterator(frames.begin() + 2),
+                   std::make_move_iterator(frames.end()));
+  return Status();
 }
 
 }  // namespace stagefarm

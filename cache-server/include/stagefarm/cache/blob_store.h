@@ -2,23 +2,28 @@
 // action cache (step key -> ActionResult) and image refs (name -> manifest digest).
 //
 // Column families:
-//   blobs   (generation u64 BE, chunk index u64 BE) -> chunk bytes (RocksDB blob files)
-//   meta    digest hex -> BlobMeta (size, chunk size, chunk count, generation, last access)
+//   blobs   (generation u64 BE, chunk index u64 BE) -> chunk bytes, for small blobs
+//   meta    digest hex -> BlobMeta (size, chunk size, chunk count, generation, last access,
+//           and whether the bytes are chunks or a file)
 //   atime   (last access u64 BE, digest hex) -> size: meta ordered by last access, so that
 //           eviction and prune read the least recently used blobs first without a full scan
 //   ac      step key -> encoded ActionResult
 //   refs    name -> "sha256:<hex>" and size
-//   uploads generation u64 BE -> digest of an upload in progress
-// Every upload gets a fresh generation and writes its chunks under it, so two uploads of the same
-// digest never touch each other's chunks; the commit makes one generation visible by writing its
-// meta entry (the other upload's commit then finds the blob and drops its own chunks). A blob
-// becomes visible in one atomic WriteBatch written with sync, and only then is it acknowledged.
+//   uploads generation u64 BE -> digest: an upload in progress, or the bytes of a deleted blob
+//           still to be removed; whatever a generation listed here wrote is removed on Open
+// Every upload gets a fresh generation and writes under it, so two uploads of the same digest
+// never touch each other's bytes; the commit makes one generation visible by writing its meta
+// entry (the other upload's commit then finds the blob and drops its own bytes). A blob becomes
+// visible in one atomic WriteBatch written with sync, and only then is it acknowledged.
 //
-// Large uploads (at least options.unlogged_upload_bytes) write their chunks without the WAL, so
-// the bytes reach the disk once (in a blob file) instead of twice (WAL, then blob file); their
-// commit first flushes the blobs column family and waits for it, then writes the meta batch with
-// sync. Their upload record is written with sync before any chunk, so a crash never leaves chunks
-// the next Open cannot find and remove.
+// Small uploads (under options.file_blob_bytes) write their chunks through the WAL into the
+// blobs column family. Large ones write to a file of their own, <data_dir>/files/<generation>,
+// which is synced (with the directory) before the meta batch: their bytes reach the disk once,
+// with one copy into the page cache, where RocksDB's memtable, blob files and (in Debian's
+// portable build) software CRC32c made ingest several times slower than the network. Their
+// upload record is written with sync before the file is created, so a crash never leaves a
+// file the next Open cannot find and remove; a deleted file blob's record is written in the
+// same batch that removes its meta, and dropped once the file is unlinked.
 //
 // Access times are kept in memory (a read or FindMissing costs no write) and written to meta and
 // atime by FlushAccessTimes, which the server calls in the background.
@@ -46,6 +51,7 @@
 #include "stagefarm/common/cache_client.h"
 #include "stagefarm/common/digest.h"
 #include "stagefarm/common/status.h"
+#include "stagefarm/common/unique_fd.h"
 
 namespace rocksdb {
 class ColumnFamilyHandle;
@@ -62,8 +68,8 @@ struct BlobStoreOptions {
   uint32_t upload_credit = 8;  // chunks a client may have in flight per upload
   size_t max_uploads = 1024;   // uploads in progress at once; more are ResourceExhausted
   std::chrono::seconds upload_idle_timeout{300};
-  // Uploads of at least this many bytes bypass the WAL (see above); smaller ones are logged.
-  uint64_t unlogged_upload_bytes = 8 << 20;
+  // Uploads of at least this many bytes are stored as files (see above); smaller ones as chunks.
+  uint64_t file_blob_bytes = 1 << 20;
   // EvictIfNeeded leaves blobs read (ReadRange) within this window alone, so that a client
   // reading a blob in many requests does not lose it half-way.
   std::chrono::milliseconds eviction_pin{30000};
@@ -75,6 +81,7 @@ struct BlobMeta {
   uint64_t chunks = 0;
   uint64_t generation = 0;
   uint64_t last_access = 0;  // unix milliseconds
+  bool in_file = false;      // in <data_dir>/files/<generation>, not in chunks
 };
 
 struct StoreStats {
@@ -185,7 +192,8 @@ class BlobStore {
     std::mutex mu;  // serializes this upload's chunks, commit and abort
     Digest digest;
     std::string owner;
-    bool logged = true;  // chunks go through the WAL (small uploads)
+    bool in_file = false;  // a large upload: its bytes go to files/<generation>
+    UniqueFd file;         // open from begin until the commit has synced it
     bool done = false;   // committed or aborted: no more chunks
     uint64_t received = 0;
     std::unique_ptr<Sha256> hasher;
@@ -199,7 +207,7 @@ class BlobStore {
   };
 
   BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
-            std::vector<rocksdb::ColumnFamilyHandle*> handles);
+            std::vector<rocksdb::ColumnFamilyHandle*> handles, UniqueFd files_dir);
   Status RemoveUnfinishedUploads();
   Status LoadCounters();
   Status BuildAccessIndexIfMissing();
@@ -211,8 +219,13 @@ class BlobStore {
   Status FlushAccessTimesLocked();
   StatusOr<uint64_t> AllocateGeneration();  // requires mu_
   std::shared_ptr<Upload> FindUpload(uint64_t upload_id, std::string_view owner);
-  // Ends `u` (whose mu the caller holds) and removes its chunks.
+  // Ends `u` (whose mu the caller holds) and removes its chunks or file.
   void AbortHeld(uint64_t upload_id, Upload& u);
+  // files/<generation> under the data directory.
+  std::string FilePath(uint64_t generation) const;
+  // Reads [offset, end) of a file blob into *out.
+  Status ReadFile(std::string_view hex, const BlobMeta& m, uint64_t offset, uint64_t end,
+                  std::string* out);
   Status CheckNamedBlobs(const ActionResult& result, bool* complete);
   // Up to `limit` blobs, least recently used first, from the atime index.
   StatusOr<std::vector<AgedBlob>> OldestBlobs(size_t limit, const std::string& after);
@@ -226,6 +239,7 @@ class BlobStore {
   const BlobStoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; destroyed before db_
+  UniqueFd files_dir_;  // <data_dir>/files, opened once to fsync new entries
   rocksdb::ColumnFamilyHandle* default_cf_;
   rocksdb::ColumnFamilyHandle* blobs_cf_;
   rocksdb::ColumnFamilyHandle* meta_cf_;

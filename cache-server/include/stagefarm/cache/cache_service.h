@@ -1,11 +1,13 @@
 // CacheService: the cache server. Serves the methods of cache_protocol.h on a ROUTER socket over
 // a BlobStore, for many clients at once.
 //
-// Threads: the thread calling Serve owns the socket; it only receives requests, queues them and
+// Threads: the thread calling Serve owns the socket; it receives requests, queues them and
 // sends replies. A pool of `threads` workers handles them. Each peer's requests are handled one at
 // a time in the order they came (a strand: chunks of an upload stay in order), different peers'
 // in parallel, so a slow request (a commit's synced write, a cold read, a large FindMissing)
-// delays only its own client. A client that stops reading its replies costs only its ZeroMQ
+// delays only its own client. Quick requests (GetAction, GetRef, Ping, a FindMissing of a few
+// digests) from a peer with nothing queued are answered on the socket's thread at once: a
+// hand-off to a worker and back would cost more than the lookup. A client that stops reading its replies costs only its ZeroMQ
 // queue; one that stops sending only holds its upload until the idle timeout.
 //
 // Every request gets exactly one reply. Malformed bodies, unknown methods, data frames where none
@@ -79,6 +81,9 @@ class CacheService {
   };
 
   CacheService(std::unique_ptr<BlobStore> store, prometheus::Registry* registry, int threads);
+  // On the socket's thread: answers a quick request at once if its peer has nothing queued.
+  // Returns false (and does nothing) otherwise.
+  bool HandleQuick(ServerSocket& socket, const std::string& peer, const Message& request);
   // On the socket's thread: queues a request, or refuses it when the queues are full.
   void Enqueue(ServerSocket& socket, const std::string& peer, Message request);
   void SendReplies(ServerSocket& socket);

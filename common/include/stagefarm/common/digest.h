@@ -20,6 +20,9 @@ struct Digest {
   std::string str() const { return "sha256:" + hex; }
   // Parses "sha256:<hex>" (size is not part of the text form and must be given separately).
   static StatusOr<Digest> Parse(std::string_view text, uint64_t size = 0);
+  // The same from the 64 hex characters alone (no "sha256:" prefix), without a temporary string:
+  // what decoders of many digests use.
+  static StatusOr<Digest> FromHex(std::string_view hex, uint64_t size = 0);
   // The digest of a whole in-memory buffer.
   static Digest Of(std::string_view bytes);
   // The digest of a file's content, streamed.

@@ -69,4 +69,11 @@ std::vector<std::string> EncodeFrames(const Message& m);
 // Fails with InvalidArgument on malformed frames; never throws.
 Status DecodeFrames(std::vector<std::string> frames, Message* out);
 
+// The envelope frame alone, for a transport that sends the other frames from `m` itself
+// without copying them into a vector first: EncodeFrames(m)[0].
+std::string EncodeEnvelope(const Message& m);
+// Sets out's method, request id and status from an envelope frame; the body and data frames
+// are the caller's. Fails like DecodeFrames on a malformed envelope; never throws.
+Status DecodeEnvelope(std::string_view frame, Message* out);
+
 }  // namespace stagefarm

@@ -14,10 +14,11 @@
 
 #include <chrono>
 #include <map>
-#include <set>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "stagefarm/common/message.h"
 #include "stagefarm/common/status.h"
@@ -125,8 +126,8 @@ class RpcChannel {
  private:
   std::unique_ptr<ClientSocket> socket_;
   uint64_t next_id_ = 1;
-  std::set<uint64_t> pending_;           // sent, not yet awaited
-  std::map<uint64_t, Message> early_;  // replies that came before their AwaitReply
+  std::unordered_set<uint64_t> pending_;           // sent, not yet awaited
+  std::unordered_map<uint64_t, Message> early_;  // replies that came before their AwaitReply
 };
 
 }  // namespace stagefarm
