@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "stagefarm/cli/add_urls.h"
 #include "stagefarm/cli/commands.h"
 #include "stagefarm/cli/label_flags.h"
 #include "stagefarm/cli/progress.h"
@@ -489,6 +490,16 @@ int RunBuild(const BuildFlags& flags) {
                                          req.build_args, req.target, flags.insecure_registries,
                                          [&](const std::string& line) { progress.Note(line); });
   if (!pulled.ok()) return fail(pulled, 1);
+  // ADD URLs are fetched here, like the context, so their content enters the steps' keys.
+  frontend::BuildOptions plan_options;
+  plan_options.build_args = req.build_args;
+  plan_options.target = req.target;
+  plan_options.filename = req.dockerfile_name;
+  if (!req.platform.empty()) plan_options.platform = req.platform;
+  StatusOr<std::vector<RemoteFile>> remote = FetchAddUrls(
+      *cache, dockerfile_text, plan_options, [&](const std::string& line) { progress.Note(line); });
+  if (!remote.ok()) return fail(remote.status(), 1);
+  req.remote_files = std::move(*remote);
 
   StatusOr<std::unique_ptr<ClientSocket>> sock = transport.Connect(conn->coordinator_endpoint);
   if (!sock.ok()) return fail(sock.status(), 1);

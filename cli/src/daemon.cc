@@ -51,6 +51,7 @@ StatusOr<uint64_t> ParseBytes(const std::string& text) {
   size_t i = 0;
   while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
   if (i == 0) return InvalidArgumentError("\"" + text + "\" is not a size (e.g. 200G)");
+  if (i > 19) return InvalidArgumentError("\"" + text + "\": too large");
   uint64_t n = std::stoull(text.substr(0, i));
   std::string unit = text.substr(i);
   for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -62,6 +63,7 @@ StatusOr<uint64_t> ParseBytes(const std::string& text) {
   else if (unit == "G") mult = 1ull << 30;
   else if (unit == "T") mult = 1ull << 40;
   else if (!unit.empty()) return InvalidArgumentError("\"" + text + "\": unknown unit");
+  if (n > UINT64_MAX / mult) return InvalidArgumentError("\"" + text + "\": too large");
   return n * mult;
 }
 

@@ -203,6 +203,7 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
   auto wopts = std::make_shared<worker::WorkerDaemonOptions>();
   auto worker_metrics = std::make_shared<std::string>();
   auto worker_memory = std::make_shared<std::string>();
+  auto worker_max_disk = std::make_shared<std::string>();
   CLI::App* worker_cmd = app.add_subcommand("worker", "run a worker");
   worker_cmd->add_option("--coordinator", wopts->coordinator_endpoint, "coordinator endpoint")
       ->required();
@@ -217,6 +218,9 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
       ->capture_default_str();
   worker_cmd->add_option("--memory", *worker_memory, "memory limit per step (e.g. 4G)");
   worker_cmd->add_option("--pids", wopts->executor.pids_limit, "pids limit per step");
+  worker_cmd->add_option("--max-disk", *worker_max_disk,
+                         "layer store budget (e.g. 20GB); least recently used layers no running "
+                         "step needs are removed past it; 0 or absent: unbounded");
   worker_cmd->add_option("--cpus", wopts->executor.cpus, "CPU limit per step");
   worker_cmd->add_option("--drain-timeout", wopts->drain_timeout_seconds,
                          "seconds running tasks get to finish on SIGTERM before they are handed "
@@ -233,7 +237,8 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
   auto worker_keys = std::make_shared<std::string>();
   worker_cmd->add_option("--curve-keys", *worker_keys,
                          "CURVE key directory: this worker's key pair and the server public key");
-  worker_cmd->callback([&ctx, wopts, worker_metrics, worker_memory, worker_keys, worker_labels] {
+  worker_cmd->callback([&ctx, wopts, worker_metrics, worker_memory, worker_max_disk, worker_keys,
+                        worker_labels] {
     ctx.daemon = true;
     ctx.run = [=] {
       StatusOr<std::map<std::string, std::string>> labels =
@@ -244,6 +249,11 @@ void AddDaemonCommands(CLI::App& app, CommandContext& ctx) {
         StatusOr<uint64_t> n = ParseBytes(*worker_memory);
         if (!n.ok()) return Fail(n.status(), 2);
         wopts->executor.memory_limit_bytes = *n;
+      }
+      if (!worker_max_disk->empty()) {
+        StatusOr<uint64_t> n = ParseBytes(*worker_max_disk);
+        if (!n.ok()) return Fail(n.status().Annotate("--max-disk"), 2);
+        wopts->executor.max_disk_bytes = *n;
       }
       return RunWorker(*worker_metrics, *worker_keys, *wopts);
     };

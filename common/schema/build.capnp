@@ -21,6 +21,7 @@ struct BuildRequest {
   priority @12 :Int32;
   secrets @13 :List(Common.Secret);
   workerConstraints @14 :List(Common.KeyValue);
+  remoteFiles @15 :List(Common.RemoteFile);  # ADD URLs the client fetched
 }
 
 struct SubmitBuildResponse {

@@ -23,3 +23,10 @@ struct Secret {
   id @0 :Text;
   value @1 :Data;
 }
+
+# A file an ADD fetched from an http(s) URL, stored in the CAS (stagefarm/common/remote_file.h).
+struct RemoteFile {
+  url @0 :Text;
+  digest @1 :Digest;
+  mtime @2 :Int64;   # seconds since the Unix epoch (Last-Modified, else 0)
+}

@@ -23,6 +23,7 @@ struct StepSpec {
   contextRoot @14 :Common.Digest;
   fromLayers @15 :List(Common.LayerRef);
   mounts @16 :List(MountSpec);
+  remoteFiles @17 :List(Common.RemoteFile);  # ADD: the step's URL sources, fetched
 }
 
 struct MountSpec {

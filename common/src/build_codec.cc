@@ -41,6 +41,7 @@ std::string Encode(const BuildRequest& m) {
   b.setPriority(m.priority);
   codec::WriteSecrets(b.initSecrets(m.secrets.size()), m.secrets);
   codec::WriteMap(b.initWorkerConstraints(m.worker_constraints.size()), m.worker_constraints);
+  codec::WriteRemoteFiles(b.initRemoteFiles(m.remote_files.size()), m.remote_files);
   return codec::ToBytes(mb);
 }
 
@@ -61,6 +62,7 @@ Status Decode(std::string_view bytes, BuildRequest* m) {
     m->priority = r.getPriority();
     m->secrets = codec::ReadSecrets(r.getSecrets());
     m->worker_constraints = codec::ReadMap(r.getWorkerConstraints());
+    SF_ASSIGN_OR_RETURN(m->remote_files, codec::ReadRemoteFiles(r.getRemoteFiles()));
     if (m->dockerfile.empty()) return InvalidArgumentError("build request without a Dockerfile");
     return Status();
   });

@@ -8,6 +8,7 @@
 #include "codec_util.h"
 #include "common.capnp.h"
 #include "stagefarm/common/layer_ref.h"
+#include "stagefarm/common/remote_file.h"
 
 namespace stagefarm::codec {
 
@@ -18,7 +19,7 @@ inline void Write(schema::Digest::Builder b, const Digest& d) {
 
 inline StatusOr<Digest> ReadDigest(schema::Digest::Reader r) {
   if (r.getHex().size() == 0) return Digest{};
-  return Digest::Parse("sha256:" + Str(r.getHex()), r.getSize());
+  return Digest::FromHex(std::string_view(r.getHex().cStr(), r.getHex().size()), r.getSize());
 }
 
 inline void Write(schema::LayerRef::Builder b, const LayerRef& l) {
@@ -31,6 +32,28 @@ inline StatusOr<LayerRef> ReadLayerRef(schema::LayerRef::Reader r) {
   SF_ASSIGN_OR_RETURN(l.diff_id, ReadDigest(r.getDiffId()));
   SF_ASSIGN_OR_RETURN(l.toc, ReadDigest(r.getToc()));
   return l;
+}
+
+template <typename ListBuilder>
+void WriteRemoteFiles(ListBuilder b, const std::vector<RemoteFile>& files) {
+  for (size_t i = 0; i < files.size(); ++i) {
+    b[i].setUrl(files[i].url);
+    Write(b[i].initDigest(), files[i].digest);
+    b[i].setMtime(files[i].mtime);
+  }
+}
+
+template <typename ListReader>
+StatusOr<std::vector<RemoteFile>> ReadRemoteFiles(ListReader r) {
+  std::vector<RemoteFile> out;
+  for (auto f : r) {
+    RemoteFile file;
+    file.url = Str(f.getUrl());
+    SF_ASSIGN_OR_RETURN(file.digest, ReadDigest(f.getDigest()));
+    file.mtime = f.getMtime();
+    out.push_back(std::move(file));
+  }
+  return out;
 }
 
 template <typename ListBuilder>

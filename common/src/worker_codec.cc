@@ -102,6 +102,7 @@ std::string Encode(const StageTask& m) {
     codec::Write(sb.initContextRoot(), s.context_root);
     WriteLayers(sb.initFromLayers(s.from_layers.size()), s.from_layers);
     WriteMounts(sb.initMounts(s.mounts.size()), s.mounts);
+    codec::WriteRemoteFiles(sb.initRemoteFiles(s.remote_files.size()), s.remote_files);
   }
   b.setSourceDateEpoch(m.source_date_epoch);
   b.setTimeoutSeconds(m.timeout_seconds);
@@ -138,6 +139,7 @@ Status Decode(std::string_view bytes, StageTask* m) {
       SF_ASSIGN_OR_RETURN(s.context_root, codec::ReadDigest(sr.getContextRoot()));
       SF_ASSIGN_OR_RETURN(s.from_layers, ReadLayers(sr.getFromLayers()));
       SF_ASSIGN_OR_RETURN(s.mounts, ReadMounts(sr.getMounts()));
+      SF_ASSIGN_OR_RETURN(s.remote_files, codec::ReadRemoteFiles(sr.getRemoteFiles()));
       m->steps.push_back(std::move(s));
     }
     m->source_date_epoch = r.getSourceDateEpoch();

@@ -614,6 +614,8 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
                           RunMountSources(b, step, pos, where, context, &mount_layers));
     }
     if (step.kind == frontend::StepKind::kCopy || step.kind == frontend::StepKind::kAdd) {
+      std::vector<std::string> local, urls;
+      SF_RETURN_IF_ERROR(SplitCopySources(step, where, &local, &urls));
       if (step.from_stage >= 0) {
         from_layers = b.stages[pos.at(step.from_stage)].layers;
       } else if (!step.from_image.empty()) {
@@ -621,10 +623,16 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
       }
       if (step.from_stage >= 0 || !step.from_image.empty()) {
         SF_ASSIGN_OR_RETURN(const FsIndex* fs, StageFs(from_layers));
-        SF_ASSIGN_OR_RETURN(sources_digest, FsSourcesDigest(*fs, step.sources, where));
+        SF_ASSIGN_OR_RETURN(sources_digest, FsSourcesDigest(*fs, local, where));
       } else {
         if (!context) context.emplace(*cache, b.request.context_root);
-        SF_ASSIGN_OR_RETURN(sources_digest, ContextSourcesDigest(*context, step.sources, where));
+        SF_ASSIGN_OR_RETURN(sources_digest, ContextSourcesDigest(*context, local, where));
+      }
+      if (!urls.empty()) {
+        // ADD from URLs: the key holds what was fetched, not only the URL.
+        SF_ASSIGN_OR_RETURN(std::string remote, RemoteSourcesDigest(urls, b.request.remote_files,
+                                                                    step.checksum, where));
+        sources_digest = Digest::Of(sources_digest + "\n" + remote).hex;
       }
     }
     st.last_key = st.keys[i] = StepKey(st.last_key, step, sources_digest);

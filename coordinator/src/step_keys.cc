@@ -74,6 +74,43 @@ StatusOr<std::string> ContextSourcesDigest(ContextTree& tree, const std::vector<
   return HashJson(j);
 }
 
+Status SplitCopySources(const frontend::ResolvedStep& step, const std::string& where,
+                        std::vector<std::string>* local, std::vector<std::string>* urls) {
+  for (const std::string& source : step.sources) {
+    (IsRemoteUrl(source) ? urls : local)->push_back(source);
+  }
+  if (!urls->empty() && step.kind != frontend::StepKind::kAdd) {
+    return InvalidArgumentError(where + ": source can't be a URL for COPY (use ADD)");
+  }
+  if (step.checksum.empty()) return Status();
+  if (step.sources.size() != 1) {
+    return InvalidArgumentError(where + ": --checksum can't be specified for multiple sources");
+  }
+  if (urls->empty()) {
+    return InvalidArgumentError(where + ": --checksum can't be specified for non-HTTP(S) sources");
+  }
+  StatusOr<Digest> expected = ParseAddChecksum(step.checksum);
+  if (!expected.ok()) return InvalidArgumentError(where + ": " + expected.status().message());
+  return Status();
+}
+
+StatusOr<std::string> RemoteSourcesDigest(const std::vector<std::string>& urls,
+                                          const std::vector<RemoteFile>& fetched,
+                                          const std::string& checksum, const std::string& where) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const std::string& url : urls) {
+    const RemoteFile* file = FindRemoteFile(fetched, url);
+    if (!file) {
+      return FailedPreconditionError(where + ": " + url +
+                                     " was not fetched by the client (stagefarm build fetches "
+                                     "ADD URLs before it submits the build)");
+    }
+    SF_RETURN_IF_ERROR(CheckAddChecksum(checksum, *file).Annotate(where));
+    j.push_back({url, file->digest.str(), file->digest.size, file->mtime});
+  }
+  return HashJson(j);
+}
+
 StatusOr<std::string> FsSourcesDigest(const FsIndex& fs, const std::vector<std::string>& sources,
                                       const std::string& instruction) {
   nlohmann::json j = nlohmann::json::array();

@@ -73,6 +73,13 @@ StepSpec MakeStepSpec(const frontend::ResolvedStep& step, const std::string& key
   w.chown = step.chown;
   w.chmod = step.chmod;
   w.from_layers = std::move(from_layers);
+  for (const std::string& source : step.sources) {
+    if (step.kind != frontend::StepKind::kAdd || !IsRemoteUrl(source)) continue;
+    // The coordinator checked that the client fetched every one (RemoteSourcesDigest).
+    if (const RemoteFile* f = FindRemoteFile(request.remote_files, source)) {
+      w.remote_files.push_back(*f);
+    }
+  }
   if (w.from_layers.empty()) w.context_root = request.context_root;
   if (step.kind == frontend::StepKind::kRun) {
     for (size_t i = 0; i < step.mounts.size(); ++i) {

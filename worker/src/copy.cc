@@ -35,6 +35,21 @@ Status WriteAll(int fd, std::string_view bytes) {
   return Status();
 }
 
+// Writes blob `digest` of the CAS to `out_fd`, verifying it; `what` names it in errors.
+Status WriteBlob(CacheClient& cache, const Digest& digest, const std::string& what,
+                 const std::string& where, int out_fd) {
+  Sha256 hash;
+  Status s = cache.Read(digest, 0, 0, [&](std::string_view bytes) {
+    hash.Update(bytes);
+    return WriteAll(out_fd, bytes);
+  });
+  if (!s.ok()) return s.Annotate("reading " + what + " from " + where);
+  if (!(hash.Finish() == digest)) {
+    return DataLossError(what + ": content does not match " + digest.str());
+  }
+  return Status();
+}
+
 // ---- the build context ----------------------------------------------------------------------
 
 class ContextSource : public CopySource {
@@ -57,16 +72,7 @@ class ContextSource : public CopySource {
     return out;
   }
   Status WriteContent(const std::string& path, const SourceEntry& file, int out_fd) override {
-    Sha256 hash;
-    Status s = cache_.Read(file.digest, 0, 0, [&](std::string_view bytes) {
-      hash.Update(bytes);
-      return WriteAll(out_fd, bytes);
-    });
-    if (!s.ok()) return s.Annotate("reading " + path + " from the build context");
-    if (!(hash.Finish() == file.digest)) {
-      return DataLossError(path + ": content does not match " + file.digest.str());
-    }
-    return Status();
+    return WriteBlob(cache_, file.digest, path, "the build context", out_fd);
   }
 
  private:
@@ -91,6 +97,37 @@ class ContextSource : public CopySource {
   }
   CacheClient& cache_;
   ContextTree tree_;
+};
+
+// ---- files fetched from http(s) URLs ----------------------------------------------------------
+
+class RemoteSource : public CopySource {
+ public:
+  RemoteSource(CacheClient& cache, std::vector<RemoteFile> files)
+      : cache_(cache), files_(std::move(files)) {}
+  std::string Describe() const override { return "remote URLs"; }
+
+  StatusOr<std::optional<SourceEntry>> Stat(const std::string& url) override {
+    const RemoteFile* f = FindRemoteFile(files_, url);
+    if (!f) return std::optional<SourceEntry>();
+    SourceEntry e;
+    e.name = RemoteFileName(url);
+    e.type = SourceEntry::Type::kFile;
+    e.mode = 0600;  // BuildKit's http source; --chmod overrides it
+    e.mtime = timespec{static_cast<time_t>(f->mtime), 0};
+    e.digest = f->digest;
+    return std::optional<SourceEntry>(std::move(e));
+  }
+  StatusOr<std::vector<SourceEntry>> List(const std::string& url, const SourceEntry&) override {
+    return FailedPreconditionError(url + " is a file, not a directory");
+  }
+  Status WriteContent(const std::string& url, const SourceEntry& file, int out_fd) override {
+    return WriteBlob(cache_, file.digest, url, "the store", out_fd);
+  }
+
+ private:
+  CacheClient& cache_;
+  std::vector<RemoteFile> files_;
 };
 
 // ---- a directory on disk ----------------------------------------------------------------------
@@ -230,6 +267,7 @@ std::string Join(const std::string& a, const std::string& b) { return a.empty() 
 struct Match {
   std::string path;
   SourceEntry entry;
+  bool remote = false;  // an http(s) source: read from CopyRequest::remote, never unpacked
 };
 
 // Expands one source (with wildcards) to the entries it names, in path order.
@@ -462,6 +500,10 @@ std::unique_ptr<CopySource> MakeContextSource(CacheClient& cache, const Digest& 
   return std::make_unique<ContextSource>(cache, root);
 }
 
+std::unique_ptr<CopySource> MakeRemoteSource(CacheClient& cache, std::vector<RemoteFile> files) {
+  return std::make_unique<RemoteSource>(cache, std::move(files));
+}
+
 StatusOr<std::unique_ptr<CopySource>> MakeDirSource(const std::string& dir) {
   UniqueFd fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return ErrnoError("open " + dir, errno);
@@ -486,8 +528,17 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
 
   std::vector<Match> matches;
   for (const auto& src : req.sources) {
-    if (src.rfind("http://", 0) == 0 || src.rfind("https://", 0) == 0) {
-      return UnimplementedError(req.instruction + " from a URL is not supported yet: " + src);
+    if (IsRemoteUrl(src)) {
+      if (req.instruction != "ADD") return InvalidArgumentError(failed + "source can't be a URL");
+      std::optional<SourceEntry> fetched;
+      if (req.remote) {
+        SF_ASSIGN_OR_RETURN(fetched, req.remote->Stat(src));
+      }
+      if (!fetched) {
+        return FailedPreconditionError(failed + src + " was not fetched before the build");
+      }
+      matches.push_back({src, std::move(*fetched), /*remote=*/true});
+      continue;
     }
     SF_ASSIGN_OR_RETURN(std::vector<Match> found, Expand(source, src));
     if (found.empty()) {
@@ -513,11 +564,13 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
   }
 
   int archives = 0;
+  std::optional<Applier> remote_apply;
+  if (req.remote) remote_apply.emplace(Applier{*req.remote, apply.chown, apply.chmod, {}});
   for (const auto& m : matches) {
     // Hard links are kept within one source, not across sources (BuildKit copies each alone).
     apply.linked.clear();
     std::string shown_base = "/" + dest_clean;
-    if (req.extract_archives && m.entry.type == SourceEntry::Type::kFile) {
+    if (req.extract_archives && !m.remote && m.entry.type == SourceEntry::Type::kFile) {
       SF_ASSIGN_OR_RETURN(std::string unpacked,
                           UnpackIfArchive(source, m.path, m.entry, req.scratch_dir, archives++));
       if (!unpacked.empty()) {
@@ -558,7 +611,8 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
     SF_ASSIGN_OR_RETURN(UniqueFd parent_fd,
                         MakeDirsInRoot(root.get(), parent, 0755, dir_uid, dir_gid));
     std::string shown = "/" + Join(parent, name);
-    SF_RETURN_IF_ERROR(apply.Copy(m.path, m.entry, parent_fd.get(), name, shown));
+    SF_RETURN_IF_ERROR(
+        (m.remote ? *remote_apply : apply).Copy(m.path, m.entry, parent_fd.get(), name, shown));
   }
   return Status();
 }

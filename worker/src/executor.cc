@@ -95,6 +95,7 @@ struct Executor::StepContext {
   const EventSink& on_event;
   const std::atomic<bool>& cancelled;
   const std::vector<LayerRef>& lowers;  // lowest first
+  LayerStore::Pin& pin;                 // the task's layers, kept from eviction until it ends
   // Results.
   LayerRef layer;
   int32_t exit_code = 0;
@@ -122,7 +123,7 @@ struct Executor::Metrics {
                        .Add({});
     store_bytes = &prometheus::BuildGauge()
                        .Name("stagefarm_worker_layer_store_bytes")
-                       .Help("Bytes of the layers extracted in the local layer store")
+                       .Help("Disk usage of the layers in the local layer store")
                        .Register(*r)
                        .Add({});
   }
@@ -150,7 +151,7 @@ struct Executor::Metrics {
 Executor::Executor(WorkerOptions options, prometheus::Registry* registry)
     : options_(std::move(options)),
       metrics_(std::make_unique<Metrics>(registry)),
-      layers_(options_.root + "/layers"),
+      layers_(options_.root + "/layers", options_.max_disk_bytes),
       caches_(options_.root + "/cache-mounts") {}
 
 Executor::~Executor() = default;
@@ -171,6 +172,16 @@ TaskDone Executor::Run(const StageTask& task, CacheClient& cache, const EventSin
   TaskDone done;
   done.task_id = task.task_id;
   std::vector<LayerRef> lowers = task.base_layers;
+  // Every layer the task reads stays in the store until it ends (the ones it makes are added as
+  // they are made).
+  LayerStore::Pin pin = layers_.MakePin();
+  for (const auto& layer : task.base_layers) pin.Add(layer.diff_id);
+  for (const auto& step : task.steps) {
+    for (const auto& layer : step.from_layers) pin.Add(layer.diff_id);
+    for (const auto& mount : step.mounts) {
+      for (const auto& layer : mount.from_layers) pin.Add(layer.diff_id);
+    }
+  }
   for (uint32_t i = 0; i < task.steps.size(); ++i) {
     const StepSpec& step = task.steps[i];
     if (cancelled->load()) {
@@ -185,11 +196,11 @@ TaskDone Executor::Run(const StageTask& task, CacheClient& cache, const EventSin
     on_event(started);
 
     auto t0 = std::chrono::steady_clock::now();
-    StepContext ctx{task, i, step, cache, on_event, *cancelled, lowers, {}, 0, {}};
+    StepContext ctx{task, i, step, cache, on_event, *cancelled, lowers, pin, {}, 0, {}};
     Status s = RunStep(ctx);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     metrics_->Step(step.kind, s, seconds);
-    metrics_->store_bytes->Set(static_cast<double>(layers_.extracted_bytes()));
+    metrics_->store_bytes->Set(static_cast<double>(layers_.bytes()));
     if (!s.ok()) {
       done.status = std::move(s);
       done.failed_step = static_cast<int32_t>(i);
@@ -387,6 +398,8 @@ Status Executor::RunStep(StepContext& ctx) {
         return ErrnoError("mkdir " + copy.scratch_dir, errno);
       }
       auto source = MakeContextSource(ctx.cache, step.context_root);
+      auto remote = MakeRemoteSource(ctx.cache, step.remote_files);
+      copy.remote = remote.get();
       copied = ApplyCopy(copy, *source, merged);
     } else {
       std::vector<std::string> from_dirs;
@@ -421,6 +434,7 @@ Status Executor::RunStep(StepContext& ctx) {
   metrics_->layer_bytes->Increment(static_cast<double>(written->diff_id.size));
   // The next step stacks on this layer. Its files are the upper dir's, unless their times were
   // clamped in the tar: then the tar is extracted (never fetched back from the cache).
+  ctx.pin.Add(written->diff_id);
   Status kept = ctx.task.source_date_epoch < 0 ? layers_.Adopt(written->diff_id, upper)
                                                : layers_.Insert(written->diff_id, tar);
   if (!kept.ok()) return kept.Annotate(prefix + "storing the layer");

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <optional>
 #include <set>
 
@@ -362,34 +363,61 @@ StatusOr<PreparedMounts> PrepareRunMounts(const std::vector<MountSpec>& specs,
 
 // --- MountStubs -------------------------------------------------------------------------------
 
+namespace {
+
+StatusOr<std::string> FdPath(int fd) {
+  std::string link = "/proc/self/fd/" + std::to_string(fd);
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink(link.c_str(), buf, sizeof buf);
+  if (n < 0) return ErrnoError("readlink " + link, errno);
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+// Where the directory `fd` (opened inside the rootfs `root_fd`) really is in the rootfs, relative
+// and without symlinks ("" for the root): the runtime follows symlinks on the way to a mount
+// target, so the stubs it makes are below the directories they lead to.
+StatusOr<std::string> RealPathInRoot(int root_fd, int fd) {
+  SF_ASSIGN_OR_RETURN(std::string root, FdPath(root_fd));
+  SF_ASSIGN_OR_RETURN(std::string path, FdPath(fd));
+  if (path == root) return std::string();
+  if (path.size() <= root.size() + 1 || path.compare(0, root.size() + 1, root + "/") != 0) {
+    return FailedPreconditionError(path + " is not below the rootfs " + root);
+  }
+  return path.substr(root.size() + 1);
+}
+
+}  // namespace
+
 StatusOr<MountStubs> MountStubs::Record(int root_fd, const std::string& upper,
                                         const std::vector<std::string>& targets) {
   MountStubs stubs;
   std::set<std::string> created, parents;
   for (const std::string& target : targets) {
     std::string rel = CleanSlashPath(target).substr(1);  // targets are absolute
-    std::string so_far;
+    std::string so_far;  // the last existing directory, symlinks resolved
     for (size_t start = 0; start < rel.size();) {
       size_t end = rel.find('/', start);
       if (end == std::string::npos) end = rel.size();
       std::string path = rel.substr(0, end);
-      start = end + 1;
-      auto fd = OpenInRoot(root_fd, path, O_PATH | O_NOFOLLOW);
+      // Symlinks on the way are followed (inside the root), as the runtime does.
+      auto fd = OpenInRoot(root_fd, path, O_PATH);
       if (!fd.ok()) {
         if (fd.status().code() != StatusCode::kNotFound) break;  // under a file: the runtime fails
-        // From here down the runtime makes the path: all of it is stubs.
+        // From here down the runtime makes the path, below the real directory: all stubs.
+        const std::string base = so_far.empty() ? "" : so_far + "/";
         for (size_t p = end; p != std::string::npos; p = rel.find('/', p + 1)) {
-          created.insert(rel.substr(0, p));
+          created.insert(base + rel.substr(start, p - start));
         }
-        created.insert(rel);
+        created.insert(base + rel.substr(start));
         if (!so_far.empty()) parents.insert(so_far);
         break;
       }
+      start = end + 1;
       struct stat st;
       if (::fstat(fd->get(), &st) != 0)
         return ErrnoError("stat /" + path + " in the rootfs", errno);
-      if (!S_ISDIR(st.st_mode)) break;  // a symlink or the existing target: nothing is created
-      so_far = path;
+      if (!S_ISDIR(st.st_mode)) break;  // the existing target: nothing is created
+      SF_ASSIGN_OR_RETURN(so_far, RealPathInRoot(root_fd, fd->get()));
     }
   }
   // Every directory above a created stub is copied up to the upper dir.

@@ -38,6 +38,7 @@ StageTask SampleTask() {
   copy.chmod = "0755";
   copy.context_root = D('c', 99);
   copy.from_layers = {LayerRef{D('d', 1), D('e', 2)}};
+  copy.remote_files = {RemoteFile{"https://example.com/a.tgz", D('f', 5), 1700000001}};
   StepSpec workdir;
   workdir.key = "k3";
   workdir.kind = StepKind::kWorkdir;
@@ -124,6 +125,8 @@ TEST(BuildCodec, RequestAndEventRoundTrip) {
   r.no_cache_filter = {"x"};
   r.network = "none";
   r.worker_constraints = {{"size", "large"}, {"gpu", "yes"}};
+  r.remote_files = {RemoteFile{"http://127.0.0.1:8/x", D('4', 4), 0},
+                    RemoteFile{"https://h/y?z=1", D('5', 5), 1700000000}};
   EXPECT_EQ(RoundTrip(r), r);
   BuildEvent e;
   e.kind = BuildEvent::Kind::kBuildDone;

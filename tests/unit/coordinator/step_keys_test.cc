@@ -121,3 +121,59 @@ TEST(StepKeys, ContextSourcesMissingFileIsAnError) {
 
 }  // namespace
 }  // namespace stagefarm::coordinator
+
+namespace stagefarm::coordinator {
+namespace {
+
+frontend::ResolvedStep AddStep(std::vector<std::string> sources, std::string checksum = "") {
+  frontend::ResolvedStep s;
+  s.kind = frontend::StepKind::kAdd;
+  s.sources = std::move(sources);
+  s.checksum = std::move(checksum);
+  return s;
+}
+
+TEST(StepKeys, RemoteSourcesKeyOnContentAndMtimeNotOnlyTheUrl) {
+  const std::string url = "http://127.0.0.1:1/a.txt";
+  std::vector<RemoteFile> v1 = {{url, Digest::Of("v1"), 100}};
+  StatusOr<std::string> k1 = RemoteSourcesDigest({url}, v1, "", "Dockerfile:2: ADD");
+  ASSERT_TRUE(k1.ok()) << k1.status().ToString();
+  EXPECT_EQ(*k1, *RemoteSourcesDigest({url}, v1, "", "x"));
+  EXPECT_NE(*k1, *RemoteSourcesDigest({url}, {{url, Digest::Of("v2"), 100}}, "", "x"));
+  EXPECT_NE(*k1, *RemoteSourcesDigest({url}, {{url, Digest::Of("v1"), 101}}, "", "x"));
+
+  Status missing = RemoteSourcesDigest({url + "?b"}, v1, "", "Dockerfile:2: ADD").status();
+  EXPECT_EQ(missing.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(missing.message().rfind("Dockerfile:2: ADD: " + url + "?b was not fetched", 0), 0u)
+      << missing.ToString();
+  EXPECT_TRUE(RemoteSourcesDigest({url}, v1, Digest::Of("v1").str(), "x").ok());
+  Status wrong = RemoteSourcesDigest({url}, v1, Digest::Of("v2").str(), "Dockerfile:2").status();
+  EXPECT_EQ(wrong.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(wrong.message().find("Dockerfile:2: checksum mismatch for " + url), std::string::npos);
+}
+
+TEST(StepKeys, SplitCopySourcesAppliesDockerfile2llbRules) {
+  std::vector<std::string> local, urls;
+  ASSERT_TRUE(SplitCopySources(AddStep({"a", "https://h/b", "c/*"}), "w", &local, &urls).ok());
+  EXPECT_EQ(local, (std::vector<std::string>{"a", "c/*"}));
+  EXPECT_EQ(urls, (std::vector<std::string>{"https://h/b"}));
+
+  frontend::ResolvedStep copy = AddStep({"https://h/b"});
+  copy.kind = frontend::StepKind::kCopy;
+  auto error = [](const frontend::ResolvedStep& step) {
+    std::vector<std::string> l, u;
+    return SplitCopySources(step, "Dockerfile:4", &l, &u).message();
+  };
+  EXPECT_EQ(error(copy), "Dockerfile:4: source can't be a URL for COPY (use ADD)");
+  const std::string sum = Digest::Of("x").str();
+  EXPECT_EQ(error(AddStep({"a"}, sum)),
+            "Dockerfile:4: --checksum can't be specified for non-HTTP(S) sources");
+  EXPECT_EQ(error(AddStep({"https://h/a", "https://h/b"}, sum)),
+            "Dockerfile:4: --checksum can't be specified for multiple sources");
+  EXPECT_NE(error(AddStep({"https://h/a"}, "sha256:12")).find("Dockerfile:4: --checksum="),
+            std::string::npos);
+  EXPECT_EQ(error(AddStep({"https://h/a"}, sum)), "");
+}
+
+}  // namespace
+}  // namespace stagefarm::coordinator

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <initializer_list>
 #include <string>
 
 #include "stagefarm/common/context_tree.h"
@@ -30,6 +31,15 @@ inline Digest PutContextDir(const std::string& dir, testing::FakeCacheClient& ca
       });
   EXPECT_TRUE(root.ok()) << root.status().ToString();
   return root.ok() ? *root : Digest{};
+}
+
+// /bin/busybox (the host's static one) in `rootfs`, with the `applets` as symlinks to it.
+inline void InstallBusybox(const std::string& rootfs, std::initializer_list<const char*> applets) {
+  std::filesystem::create_directories(rootfs + "/bin");
+  std::filesystem::copy_file("/bin/busybox", rootfs + "/bin/busybox");
+  for (const char* applet : applets) {
+    std::filesystem::create_symlink("busybox", rootfs + "/bin/" + applet);
+  }
 }
 
 class WorkerFixture : public ::testing::Test {

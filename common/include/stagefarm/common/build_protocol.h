@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "stagefarm/common/digest.h"
+#include "stagefarm/common/remote_file.h"
 #include "stagefarm/common/status.h"
 
 namespace stagefarm {
@@ -33,6 +34,9 @@ struct BuildRequest {
   std::map<std::string, std::string> secrets;
   // --worker-label: the build's tasks run only on workers that carry every one of these labels.
   std::map<std::string, std::string> worker_constraints;
+  // The http(s) files the Dockerfile's ADD steps name, fetched by the client and stored in the CAS
+  // (remote_file.h). An ADD URL missing here fails the build.
+  std::vector<RemoteFile> remote_files;
 
   friend bool operator==(const BuildRequest&, const BuildRequest&) = default;
 };

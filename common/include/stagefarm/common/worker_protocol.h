@@ -11,6 +11,7 @@
 
 #include "stagefarm/common/digest.h"
 #include "stagefarm/common/layer_ref.h"
+#include "stagefarm/common/remote_file.h"
 #include "stagefarm/common/status.h"
 
 namespace stagefarm {
@@ -65,6 +66,7 @@ struct StepSpec {
   std::string chmod;                 // --chmod as written
   Digest context_root;               // source is the build context (when from_layers is empty)
   std::vector<LayerRef> from_layers; // source is this filesystem (COPY --from a stage or image)
+  std::vector<RemoteFile> remote_files;  // ADD: the content of its http(s) sources, in the CAS
 
   friend bool operator==(const StepSpec&, const StepSpec&) = default;
 };

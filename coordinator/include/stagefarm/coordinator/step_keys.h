@@ -8,6 +8,7 @@
 #include "stagefarm/common/build_plan.h"
 #include "stagefarm/common/context_tree.h"
 #include "stagefarm/common/digest.h"
+#include "stagefarm/common/remote_file.h"
 #include "stagefarm/common/toc.h"
 
 namespace stagefarm::coordinator {
@@ -25,6 +26,19 @@ std::string StepKey(const std::string& parent, const frontend::ResolvedStep& ste
 // directory as a whole (a conservative key: any change there invalidates the step).
 StatusOr<std::string> ContextSourcesDigest(ContextTree& tree, const std::vector<std::string>& sources,
                                            const std::string& instruction);
+
+// Splits the sources of a COPY/ADD into paths (`local`) and http(s) URLs (`urls`), with
+// dockerfile2llb's rules: URLs only in ADD; --checksum only with a single URL source, and
+// well-formed. Errors are InvalidArgument prefixed with `where` (the Dockerfile place).
+Status SplitCopySources(const frontend::ResolvedStep& step, const std::string& where,
+                        std::vector<std::string>* local, std::vector<std::string>* urls);
+
+// The digest of the remote files `urls` name, from what the client fetched (`fetched`): content
+// digest and mtime, so a changed remote file changes the key. FailedPrecondition when the client
+// did not fetch one; InvalidArgument when `checksum` is set and the content does not match it.
+StatusOr<std::string> RemoteSourcesDigest(const std::vector<std::string>& urls,
+                                          const std::vector<RemoteFile>& fetched,
+                                          const std::string& checksum, const std::string& where);
 
 // The same for a stage's filesystem, from its TOCs.
 StatusOr<std::string> FsSourcesDigest(const FsIndex& fs, const std::vector<std::string>& sources,

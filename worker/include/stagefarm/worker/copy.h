@@ -17,6 +17,7 @@
 
 #include "stagefarm/common/cache_client.h"
 #include "stagefarm/common/digest.h"
+#include "stagefarm/common/remote_file.h"
 #include "stagefarm/common/status.h"
 
 namespace stagefarm::worker {
@@ -59,6 +60,10 @@ class CopySource {
 std::unique_ptr<CopySource> MakeContextSource(CacheClient& cache, const Digest& root);
 // A directory on disk (e.g. a read-only overlay of a stage's layers), resolved as a root.
 StatusOr<std::unique_ptr<CopySource>> MakeDirSource(const std::string& dir);
+// ADD's http(s) sources, fetched by the client into `cache` (borrowed): Stat(url) is a file named
+// after the URL (RemoteFileName), mode 0600, mtime from Last-Modified (BuildKit's http source);
+// a URL not in `files` is absent.
+std::unique_ptr<CopySource> MakeRemoteSource(CacheClient& cache, std::vector<RemoteFile> files);
 
 struct CopyRequest {
   std::vector<std::string> sources;  // as written; wildcards (*, ?, [..]) match per component
@@ -77,6 +82,9 @@ struct CopyRequest {
   // `scratch_dir`, an empty directory outside the rootfs for the unpacked archive.
   bool extract_archives = false;
   std::string scratch_dir;
+  // ADD: where sources that are http(s) URLs come from (MakeRemoteSource; borrowed). Such a file
+  // is never unpacked; --chown and --chmod apply to it. Null: a URL source is an error.
+  CopySource* remote = nullptr;
 };
 
 // Copies per Docker's rules: a directory source copies its contents; a file goes to dest/<name>
@@ -86,7 +94,7 @@ struct CopyRequest {
 // A missing source is NotFound: "COPY failed: file not found in build context: foo".
 // Files hard-linked together in a filesystem source stay hard-linked in one copy (as BuildKit
 // does): the first name met is copied, the others are linked to it.
-// Not yet: ADD from a URL (Unimplemented).
+// An http(s) source is read from `request.remote` and goes to dest/<name> or dest as a file does.
 Status ApplyCopy(const CopyRequest& request, CopySource& source, const std::string& rootfs);
 
 }  // namespace stagefarm::worker

@@ -4,7 +4,18 @@
 // Thread-safe. Each diffID is extracted once: concurrent callers for the same layer wait for the
 // one that fetches it; different layers are fetched in parallel. A layer is extracted into a temp
 // dir and renamed into place, so a crash never leaves a half-extracted layer under its name.
-// (LRU eviction under a disk budget is not done yet.)
+//
+// Disk budget (`max_bytes`, the worker's --max-disk; 0 = unbounded): when a new layer is added
+// and the layers' total disk usage passes the budget, the least recently used layers that nobody
+// pins are removed until the total is at most `low_watermark` of the budget. A layer in use (in a
+// step's overlay, being extracted, or part of a stage in progress) is pinned by its user and is
+// never removed, so the store may stay above the budget while pinned layers alone exceed it.
+//
+// Beside each layer, <hex>.use holds its disk usage in bytes (measured once, when it was added) and
+// its mtime is the layer's last use, so a restarted worker knows both without walking the layers.
+// RUN --mount=type=cache directories (<worker root>/cache-mounts) are not part of the budget: they
+// are persistent by design, cannot be measured cheaply while steps write to them, and are removed
+// with the worker's root.
 #pragma once
 
 #include <atomic>
@@ -13,6 +24,8 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "stagefarm/common/cache_client.h"
 #include "stagefarm/common/digest.h"
@@ -22,11 +35,39 @@ namespace stagefarm::worker {
 
 class LayerStore {
  public:
-  explicit LayerStore(std::string root);  // <worker root>/layers
+  // `root`: <worker root>/layers. Reads the sizes and last uses of the layers already there (a
+  // layer without its .use file, e.g. from before a crash, is measured once now).
+  explicit LayerStore(std::string root, uint64_t max_bytes = 0, double low_watermark = 0.9);
+  LayerStore(const LayerStore&) = delete;
+  LayerStore& operator=(const LayerStore&) = delete;
+
+  // Layers kept from eviction while this is alive (whether or not they are in the store yet).
+  // Move-only; the same layer may be pinned by several Pins at once. Not thread-safe itself: one
+  // task's thread uses it.
+  class Pin {
+   public:
+    Pin() = default;
+    ~Pin() { Reset(); }
+    Pin(Pin&& o) noexcept
+        : store_(std::exchange(o.store_, nullptr)), hexes_(std::exchange(o.hexes_, {})) {}
+    Pin& operator=(Pin&& o) noexcept;
+    Pin(const Pin&) = delete;
+    Pin& operator=(const Pin&) = delete;
+    void Add(const Digest& diff_id);
+    void Reset();  // unpins everything
+
+   private:
+    friend class LayerStore;
+    explicit Pin(LayerStore* store) : store_(store) {}
+    LayerStore* store_ = nullptr;
+    std::vector<std::string> hexes_;
+  };
+  Pin MakePin() { return Pin(this); }
 
   // The directory holding the layer `diff_id`, fetched from `cache` (borrowed: the caller's) and
-  // extracted first if needed. DataLoss if the blob does not match the digest (size included,
-  // when diff_id.size is non-zero).
+  // extracted first if needed, and marked as used now. The caller must hold a Pin on it for as
+  // long as it uses the directory (FailedPrecondition otherwise). DataLoss if the blob does not
+  // match the digest (size included, when diff_id.size is non-zero).
   StatusOr<std::string> Ensure(const Digest& diff_id, CacheClient& cache);
   // Where the layer lives (whether or not it is there yet).
   std::string PathOf(const Digest& diff_id) const { return root_ + "/" + diff_id.hex; }
@@ -39,18 +80,49 @@ class LayerStore {
   // own whiteout form. Only for layers whose tar keeps the files' times as they are (no
   // SOURCE_DATE_EPOCH clamping), so that every worker sees the same bits.
   Status Adopt(const Digest& diff_id, const std::string& dir);
+
+  // Disk usage of the layers in the store now.
+  uint64_t bytes() const;
   // Bytes of the layers this store extracted since it was made (their tar sizes).
   uint64_t extracted_bytes() const { return extracted_bytes_.load(); }
+  // Layers removed by eviction since the store was made.
+  uint64_t evicted_layers() const { return evicted_layers_.load(); }
 
  private:
+  struct Entry {
+    uint64_t bytes = 0;
+    int64_t last_use_ns = 0;  // CLOCK_REALTIME, as the .use file's mtime
+  };
+
   std::shared_ptr<std::mutex> LockFor(const std::string& hex);
+  bool Pinned(const std::string& hex) const;  // caller holds mu_
+  void Load();
+  // Records the layer `hex`, just renamed into place, as `bytes` big and used now, then evicts.
+  void Added(const std::string& hex, uint64_t bytes);
+  // Marks `hex` used now (memory and the .use file's mtime).
+  void Touch(const std::string& hex);
+  // Removes unpinned layers, oldest use first, while the total is over the budget. `keep` (the
+  // layer just added) is never chosen.
+  void Evict(const std::string& keep);
   // Extracts `tar_path` into a temp dir renamed to PathOf(diff_id). Caller holds the layer's lock.
   Status ExtractInto(const Digest& diff_id, const std::string& tar_path);
+  std::string UsePath(const std::string& hex) const { return root_ + "/" + hex + ".use"; }
 
-  std::string root_;
+  const std::string root_;
+  const uint64_t max_bytes_;
+  const double low_watermark_;
   std::atomic<uint64_t> extracted_bytes_{0};
-  std::mutex mu_;  // guards locks_
+  std::atomic<uint64_t> evicted_layers_{0};
+  mutable std::mutex mu_;  // guards locks_, pins_, entries_, total_, evict_seq_
   std::map<std::string, std::weak_ptr<std::mutex>> locks_;
+  std::map<std::string, int> pins_;        // by hex: how many Pins hold it
+  std::map<std::string, Entry> entries_;   // the layers in place, by hex
+  uint64_t total_ = 0;                     // sum of entries_' bytes
+  uint64_t evict_seq_ = 0;
 };
+
+// The disk usage of the tree at `path` (st_blocks of every entry, hard links counted once),
+// not following symlinks or crossing into mounts, like `du -s -B1 -x`.
+StatusOr<uint64_t> DiskUsage(const std::string& path);
 
 }  // namespace stagefarm::worker

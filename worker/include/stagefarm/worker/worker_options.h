@@ -24,6 +24,9 @@ struct WorkerOptions {
   // "default": RUN steps share the worker's network unless the step says --network=none;
   // "none": every RUN step gets a network namespace with loopback only.
   std::string network_policy = "default";
+  // Disk budget of the layer store (--max-disk): past it, the least recently used layers no
+  // running task needs are removed, down to 90% of it. 0 = unbounded. See LayerStore.
+  uint64_t max_disk_bytes = 0;
   // CheckHost: when crun cannot run on this host and runc can, use runc instead of failing.
   bool allow_runtime_fallback = false;
 };

@@ -1,0 +1,142 @@
+#include "stagefarm/common/remote_file.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <memory>
+
+#include "registry_http.h"
+#include "stagefarm/common/unique_fd.h"
+
+namespace stagefarm {
+namespace {
+
+struct UrlDeleter {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+
+// The URL's path, percent-decoded; "" when it does not parse.
+std::string DecodedPath(std::string_view url) {
+  std::unique_ptr<CURLU, UrlDeleter> u(curl_url());
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, std::string(url).c_str(), 0) != CURLUE_OK) {
+    return "";
+  }
+  char* path = nullptr;
+  if (curl_url_get(u.get(), CURLUPART_PATH, &path, CURLU_URLDECODE) != CURLUE_OK || !path) {
+    return "";
+  }
+  std::string out = path;
+  curl_free(path);
+  return out;
+}
+
+// A temporary file, removed with the object.
+class TempFile {
+ public:
+  TempFile() = default;
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() {
+    if (!path_.empty()) ::unlink(path_.c_str());  // best effort: only disk space
+  }
+  Status Make(const std::string& dir) {
+    std::string tmpl = (dir.empty() ? std::string("/tmp") : dir) + "/stagefarm-add-XXXXXX";
+    int fd = ::mkstemp(tmpl.data());
+    if (fd < 0) return ErrnoError("mkstemp " + tmpl, errno);
+    fd_ = UniqueFd(fd);
+    path_ = tmpl;
+    return Status();
+  }
+  int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  UniqueFd fd_;
+  std::string path_;
+};
+
+Status WriteAll(int fd, std::string_view bytes, const std::string& path) {
+  while (!bytes.empty()) {
+    ssize_t n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError("write " + path, errno);
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status();
+}
+
+}  // namespace
+
+bool IsRemoteUrl(std::string_view source) {
+  return source.starts_with("http://") || source.starts_with("https://");
+}
+
+std::string RemoteFileName(std::string_view url) {
+  std::string path = DecodedPath(url);
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  if (path.empty()) return "__unnamed__";
+  return path.substr(path.rfind('/') + 1);
+}
+
+StatusOr<Digest> ParseAddChecksum(std::string_view checksum) {
+  const std::string shown = "--checksum=" + std::string(checksum);
+  if (!checksum.starts_with("sha256:")) {
+    return InvalidArgumentError(shown + ": only sha256:<64 hex digits> is supported");
+  }
+  std::string_view hex = checksum.substr(7);
+  bool valid = hex.size() == 64;
+  for (char c : hex) valid = valid && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  if (!valid) return InvalidArgumentError(shown + ": expected sha256: and 64 lowercase hex digits");
+  return Digest{std::string(hex), 0};
+}
+
+Status CheckAddChecksum(const std::string& checksum, const RemoteFile& file) {
+  if (checksum.empty()) return Status();
+  SF_ASSIGN_OR_RETURN(Digest expected, ParseAddChecksum(checksum));
+  if (expected.hex == file.digest.hex) return Status();
+  return InvalidArgumentError("checksum mismatch for " + file.url + ": expected " + expected.str() +
+                              ", got " + file.digest.str());
+}
+
+const RemoteFile* FindRemoteFile(const std::vector<RemoteFile>& files, std::string_view url) {
+  for (const RemoteFile& f : files) {
+    if (f.url == url) return &f;
+  }
+  return nullptr;
+}
+
+StatusOr<RemoteFile> FetchRemoteFile(const std::string& url, CacheClient& cache,
+                                     const std::string& tmp_dir) {
+  TempFile tmp;
+  SF_RETURN_IF_ERROR(tmp.Make(tmp_dir));
+  Sha256 hash;
+  registry_http::Request request;
+  request.url = url;
+  request.blob = true;  // any size; only a stalled transfer times out
+  request.sink = [&](std::string_view bytes) {
+    hash.Update(bytes);
+    return WriteAll(tmp.fd(), bytes, tmp.path());
+  };
+  SF_ASSIGN_OR_RETURN(registry_http::Response response, registry_http::Perform(request));
+  if (response.status / 100 != 2) {
+    std::string message = "GET " + url + ": HTTP " + std::to_string(response.status);
+    if (response.status == 404) return NotFoundError(message + " (not found)");
+    return FailedPreconditionError(message);
+  }
+  RemoteFile out;
+  out.url = url;
+  out.digest = hash.Finish();
+  if (std::string modified = response.Header("last-modified"); !modified.empty()) {
+    time_t t = curl_getdate(modified.c_str(), nullptr);
+    if (t != -1) out.mtime = t;  // an unreadable date counts as none, as in BuildKit
+  }
+  Status put = cache.PutFile(tmp.path(), out.digest);
+  if (!put.ok()) return put.Annotate("storing " + url);
+  return out;
+}
+
+}  // namespace stagefarm

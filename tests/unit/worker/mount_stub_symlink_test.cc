@@ -1,0 +1,80 @@
+// RUN --mount targets reached through a symlink of the image (/link -> /real): the runtime
+// follows it and makes the mount point below /real; that stub (and the copy-up of /real) must not
+// reach the layer, while what the command itself writes there does.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <set>
+
+#include "stagefarm/common/toc.h"
+#include "stagefarm/worker/executor.h"
+#include "worker_fixture.h"
+
+namespace stagefarm::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+class MountStubSymlinkTest : public WorkerFixture {
+ protected:
+  void SetUp() override {
+    WorkerFixture::SetUp();
+    if (HasFatalFailure()) return;
+    const std::string rootfs = tmp_.path() + "/base";
+    InstallBusybox(rootfs, {"sh", "true", "touch"});
+    fs::create_directories(rootfs + "/real/existing");
+    fs::create_symlink("/real", rootfs + "/link");        // absolute: resolved inside the rootfs
+    fs::create_symlink("real", rootfs + "/rellink");      // relative
+    base_ = PutLayer(rootfs, "base");
+  }
+
+  // Runs `cmd` with a tmpfs at `target`; the paths of the step's layer.
+  std::set<std::string> RunWithTmpfs(const std::string& cmd, const std::string& target) {
+    StepSpec s;
+    s.key = "key-" + cmd + target;
+    s.text = "RUN " + cmd;
+    s.line = 2;
+    s.argv = {"/bin/sh", "-c", cmd};
+    s.env = {"PATH=/bin"};
+    MountSpec m;
+    m.type = MountSpec::Type::kTmpfs;
+    m.target = target;
+    s.mounts = {m};
+    StageTask t;
+    t.task_id = "task-" + target;
+    t.base_layers = {base_};
+    t.steps = {s};
+    std::string log;
+    Executor ex(options_);
+    TaskDone done = ex.Run(t, cache_, [&](const TaskEvent& e) {
+      if (e.kind == TaskEvent::Kind::kLog) log += e.log;
+    });
+    EXPECT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log;
+    std::set<std::string> out;
+    if (!done.status.ok()) return out;
+    auto toc = Toc::Parse(*cache_.ReadBytes(done.layers[0].toc));
+    EXPECT_TRUE(toc.ok());
+    for (const auto& e : toc->entries) out.insert(e.path);
+    return out;
+  }
+
+  LayerRef base_;
+};
+
+TEST_F(MountStubSymlinkTest, StubBelowAnAbsoluteSymlinkStaysOutOfTheLayer) {
+  std::set<std::string> paths = RunWithTmpfs("true", "/link/m");
+  EXPECT_TRUE(paths.empty()) << "leaked: " << *paths.begin();
+}
+
+TEST_F(MountStubSymlinkTest, StubsOfMissingDirsBelowARelativeSymlinkStayOutOfTheLayer) {
+  std::set<std::string> paths = RunWithTmpfs("true", "/rellink/a/b/m");
+  EXPECT_TRUE(paths.empty()) << "leaked: " << *paths.begin();
+}
+
+TEST_F(MountStubSymlinkTest, WhatTheCommandWritesBesideTheStubIsKept) {
+  std::set<std::string> paths = RunWithTmpfs("touch /real/kept", "/link/existing/m");
+  EXPECT_EQ(paths, (std::set<std::string>{"real", "real/kept"}));
+}
+
+}  // namespace
+}  // namespace stagefarm::worker
