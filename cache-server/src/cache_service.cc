@@ -143,6 +143,9 @@ bool CacheService::HandleQuick(ServerSocket& socket, const std::string& peer,
     // A peer with requests queued or in progress keeps its order: this one waits its turn.
     if (peers_.count(peer) != 0) return false;
   }
+  // A worker queues a peer's last reply and forgets the peer under one lock: whatever this peer
+  // was answered before is in replies_ now, and goes first.
+  SendReplies(socket);
   socket.Send(peer, Handle(peer, request)).IgnoreError();  // a gone peer drops it
   return true;
 }

@@ -74,12 +74,18 @@ TEST_F(RequestPathTest, QuickRequestWaitsBehindItsPeersQueuedRequests) {
     auto put = ch.SendRequest(Request(Method::kPutAction, Encode(PutActionRequest{key, result})));
     auto get = ch.SendRequest(Request(Method::kGetAction, Encode(GetActionRequest{key})));
     ASSERT_TRUE(put.ok() && get.ok());
-    auto put_reply = ch.AwaitReply(*put, 10s);
-    ASSERT_TRUE(put_reply.ok()) << put_reply.status().ToString();
-    auto get_reply = ch.AwaitReply(*get, 10s);
-    ASSERT_TRUE(get_reply.ok()) << get_reply.status().ToString();
+    // Straight off the socket: the replies come in the order the requests were sent.
+    Message put_reply, get_reply;
+    auto got = ch.socket().Receive(&put_reply, 10s);
+    ASSERT_TRUE(got.ok() && *got);
+    got = ch.socket().Receive(&get_reply, 10s);
+    ASSERT_TRUE(got.ok() && *got);
+    ASSERT_EQ(put_reply.request_id, *put) << "the GetAction's reply overtook the PutAction's";
+    ASSERT_EQ(get_reply.request_id, *get);
+    ASSERT_TRUE(put_reply.status.ok()) << put_reply.status.ToString();
+    ASSERT_TRUE(get_reply.status.ok()) << get_reply.status.ToString();
     GetActionResponse resp;
-    ASSERT_TRUE(Decode(get_reply->body, &resp).ok());
+    ASSERT_TRUE(Decode(get_reply.body, &resp).ok());
     ASSERT_TRUE(resp.result.has_value()) << "GetAction overtook the PutAction of " << key;
     EXPECT_EQ(resp.result->layer.diff_id, Digest::Of(layer));
     EXPECT_EQ(resp.result->created_by, "RUN make");
