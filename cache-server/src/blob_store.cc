@@ -19,6 +19,7 @@
 #include <filesystem>
 
 #include "stagefarm/common/cache_protocol.h"
+#include "stagefarm/common/fd_io.h"
 
 namespace stagefarm::cache {
 namespace {
@@ -147,22 +148,6 @@ int64_t SteadyTicks(std::chrono::steady_clock::time_point t) {
   return t.time_since_epoch().count();
 }
 
-// Writes all of `bytes` at `offset`, retrying short writes.
-Status PwriteAll(int fd, std::string_view bytes, uint64_t offset) {
-  while (!bytes.empty()) {
-    ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      return e == ENOSPC ? ResourceExhaustedError("write blob file: no space left on device")
-                         : ErrnoError("write blob file", e);
-    }
-    bytes.remove_prefix(static_cast<size_t>(n));
-    offset += static_cast<uint64_t>(n);
-  }
-  return Status();
-}
-
 Status SyncFd(int fd, std::string_view what) {
   if (::fdatasync(fd) != 0) return ErrnoError("sync " + std::string(what), errno);
   return Status();
@@ -180,7 +165,8 @@ StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const BlobStoreOptions& opt
   std::filesystem::create_directories(options.data_dir, ec);
   if (ec) return InternalError("create " + options.data_dir + ": " + ec.message());
   const std::string files = options.data_dir + "/" + kFilesDir;
-  if (::mkdir(files.c_str(), 0700) != 0 && errno != EEXIST) return ErrnoError("create " + files, errno);
+  if (::mkdir(files.c_str(), 0700) != 0 && errno != EEXIST)
+    return ErrnoError("create " + files, errno);
   UniqueFd files_dir(::open(files.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!files_dir) return ErrnoError("open " + files, errno);
 
@@ -536,7 +522,7 @@ StatusOr<uint64_t> BlobStore::WriteChunk(uint64_t upload_id, std::string_view ow
         InvalidArgumentError("chunk of " + std::to_string(bytes.size()) + " bytes; chunks are " +
                              std::to_string(chunk) + " bytes except the last");
   } else if (u.in_file) {
-    error = PwriteAll(u.file.get(), bytes, u.received);
+    error = PwriteAll(u.file.get(), bytes, u.received, "blob file");
     const uint64_t end = u.received + bytes.size();
     if (error.ok() && end / kWritebackBytes != u.received / kWritebackBytes) {
       // Start writing back what is complete; the commit's sync then waits for little. Only a
@@ -916,8 +902,9 @@ StatusOr<bool> BlobStore::DeleteBlobLocked(const std::string& hex) {
   batch.Put(default_cf_, kCountersKey, EncodeCounters(bytes, blobs));
   // A file blob's delete is synced before the unlink: a machine that crashes in between must not
   // come back with the meta of a file that is gone.
-  SF_RETURN_IF_ERROR(FromRocks(db_->Write(meta.in_file ? SyncWrite() : rocksdb::WriteOptions(), &batch),
-                               "delete sha256:" + hex));
+  SF_RETURN_IF_ERROR(
+      FromRocks(db_->Write(meta.in_file ? SyncWrite() : rocksdb::WriteOptions(), &batch),
+                "delete sha256:" + hex));
   bytes_ = bytes;
   blobs_ = blobs;
   if (meta.in_file) {

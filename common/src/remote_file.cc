@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "registry_http.h"
+#include "stagefarm/common/fd_io.h"
 #include "stagefarm/common/unique_fd.h"
 
 namespace stagefarm {
@@ -56,18 +57,6 @@ class TempFile {
   UniqueFd fd_;
   std::string path_;
 };
-
-Status WriteAll(int fd, std::string_view bytes, const std::string& path) {
-  while (!bytes.empty()) {
-    ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError("write " + path, errno);
-    }
-    bytes.remove_prefix(static_cast<size_t>(n));
-  }
-  return Status();
-}
 
 }  // namespace
 

@@ -283,7 +283,8 @@ class CrashTest : public ::testing::Test {
     // Blobs of a chunk and more are files of their own (BlobStoreOptions::file_blob_bytes): after
     // a restart exactly the acknowledged ones have a file, nothing of an unfinished upload stays.
     size_t files = 0, file_blobs = 0;
-    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(data_.path() + "/files")) {
+    for ([[maybe_unused]] const auto& e :
+         std::filesystem::directory_iterator(data_.path() + "/files")) {
       ++files;
     }
     for (const Record* r : all) {

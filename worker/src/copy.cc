@@ -14,6 +14,7 @@
 #include <map>
 
 #include "stagefarm/common/context_tree.h"
+#include "stagefarm/common/fd_io.h"
 #include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/unique_fd.h"
 #include "stagefarm/worker/fs_util.h"
@@ -23,25 +24,13 @@ namespace stagefarm::worker {
 
 namespace {
 
-Status WriteAll(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError("write", errno);
-    }
-    bytes.remove_prefix(static_cast<size_t>(n));
-  }
-  return Status();
-}
-
 // Writes blob `digest` of the CAS to `out_fd`, verifying it; `what` names it in errors.
 Status WriteBlob(CacheClient& cache, const Digest& digest, const std::string& what,
                  const std::string& where, int out_fd) {
   Sha256 hash;
   Status s = cache.Read(digest, 0, 0, [&](std::string_view bytes) {
     hash.Update(bytes);
-    return WriteAll(out_fd, bytes);
+    return WriteAll(out_fd, bytes, "copy destination");
   });
   if (!s.ok()) return s.Annotate("reading " + what + " from " + where);
   if (!(hash.Finish() == digest)) {
@@ -226,7 +215,8 @@ class DirSource : public CopySource {
         return ErrnoError("read " + path, errno);
       }
       if (n == 0) return Status();
-      SF_RETURN_IF_ERROR(WriteAll(out_fd, std::string_view(buf, static_cast<size_t>(n))));
+      SF_RETURN_IF_ERROR(
+          WriteAll(out_fd, std::string_view(buf, static_cast<size_t>(n)), "copy destination"));
     }
   }
 

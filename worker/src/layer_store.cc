@@ -65,7 +65,8 @@ StatusOr<uint64_t> DiskUsage(const std::string& path) {
     }
     if (e->fts_info == FTS_DP) continue;  // a directory seen again on the way out
     const struct stat* st = e->fts_statp;
-    if (!S_ISDIR(st->st_mode) && st->st_nlink > 1 && !linked.emplace(st->st_dev, st->st_ino).second) {
+    if (!S_ISDIR(st->st_mode) && st->st_nlink > 1 &&
+        !linked.emplace(st->st_dev, st->st_ino).second) {
       continue;
     }
     total += static_cast<uint64_t>(st->st_blocks) * 512;
@@ -215,7 +216,8 @@ void LayerStore::Evict(const std::string& keep) {
       std::string from = root_ + "/" + hex;
       std::string to = root_ + "/.tmp/evict-" + hex + "-" + std::to_string(evict_seq_++);
       if (::rename(from.c_str(), to.c_str()) != 0) {
-        LogWarning("layer store: evicting " + hex + ": " + ErrnoError("rename " + from, errno).ToString());
+        LogWarning("layer store: evicting " + hex + ": " +
+                   ErrnoError("rename " + from, errno).ToString());
         continue;
       }
       ::unlink(UsePath(hex).c_str());  // failure: removed at the next start (no layer beside it)

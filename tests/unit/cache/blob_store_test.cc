@@ -599,7 +599,8 @@ TEST_P(BlobStoreTest, StoreWithoutAccessIndexGetsOneOnOpen) {
     // As a store written before the atime family existed: no index, no marker.
     RawDb raw(o.data_dir);
     ASSERT_TRUE(raw.db->DropColumnFamily(raw.Family("atime")).ok());
-    ASSERT_TRUE(raw.db->Delete({}, raw.Family(rocksdb::kDefaultColumnFamilyName), "atime_index_v1").ok());
+    ASSERT_TRUE(
+        raw.db->Delete({}, raw.Family(rocksdb::kDefaultColumnFamilyName), "atime_index_v1").ok());
   }
   EXPECT_EQ(CountKeys(o.data_dir, "atime"), 0u);
   {
