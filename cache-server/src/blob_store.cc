@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "stagefarm/cache/file_writer.h"
 #include "stagefarm/common/cache_protocol.h"
 #include "stagefarm/common/fd_io.h"
 
@@ -33,9 +34,12 @@ constexpr size_t kAgedBatch = 1024;                   // index entries read per 
 constexpr uint8_t kMetaVersion = 1;      // the blob is chunks in the blobs column family
 constexpr uint8_t kMetaVersionFile = 2;  // the blob is files/<generation>
 constexpr char kFilesDir[] = "files";
-// A large upload asks the kernel to start writing its file back every this many bytes, so that
-// the sync at commit finds little left to write.
-constexpr uint64_t kWritebackBytes = 8 << 20;
+// The file writer's threads and the bytes it may hold for all uploads together; the chunks of
+// one upload on their way to its file (some written while the next is hashed, some queued
+// behind a write the disk is slow to take).
+constexpr int kWriterThreads = 2;
+constexpr size_t kWriterBytes = 32 << 20;
+constexpr int kWritesPerUpload = 4;
 
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return Status();
@@ -221,7 +225,8 @@ BlobStore::BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
     : options_(std::move(options)),
       db_(std::move(db)),
       handles_(std::move(handles)),
-      files_dir_(std::move(files_dir)) {
+      files_dir_(std::move(files_dir)),
+      writer_(std::make_unique<FileWriter>(kWriterThreads, kWriterBytes)) {
   SF_CHECK(handles_.size() == 7);
   default_cf_ = handles_[0];
   blobs_cf_ = handles_[1];
@@ -473,6 +478,7 @@ StatusOr<BlobStore::BeginResult> BlobStore::BeginUpload(const Digest& digest, st
   if (in_file) {
     std::string path = FilePath(gen);
     u->file.reset(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    u->writes = std::make_shared<FileWrites>();
     if (!u->file) {
       int e = errno;
       // Without a file nothing was written; the record goes now or on the next Open.
@@ -500,7 +506,7 @@ Status NoSuchUpload(uint64_t upload_id) {
 }  // namespace
 
 StatusOr<uint64_t> BlobStore::WriteChunk(uint64_t upload_id, std::string_view owner,
-                                         uint64_t offset, std::string_view bytes) {
+                                         uint64_t offset, Frame bytes) {
   std::shared_ptr<Upload> found = FindUpload(upload_id, owner);
   if (!found) return NoSuchUpload(upload_id);
   Upload& u = *found;
@@ -522,25 +528,20 @@ StatusOr<uint64_t> BlobStore::WriteChunk(uint64_t upload_id, std::string_view ow
         InvalidArgumentError("chunk of " + std::to_string(bytes.size()) + " bytes; chunks are " +
                              std::to_string(chunk) + " bytes except the last");
   } else if (u.in_file) {
-    error = PwriteAll(u.file.get(), bytes, u.received, "blob file");
-    const uint64_t end = u.received + bytes.size();
-    if (error.ok() && end / kWritebackBytes != u.received / kWritebackBytes) {
-      // Start writing back what is complete; the commit's sync then waits for little. Only a
-      // hint: a failure here shows up in that sync.
-      const uint64_t from = (u.received / kWritebackBytes) * kWritebackBytes;
-      ::sync_file_range(u.file.get(), static_cast<off_t>(from), static_cast<off_t>(end - from),
-                        SYNC_FILE_RANGE_WRITE);
-    }
+    // An earlier chunk that failed to reach the file ends the upload; this one is written while
+    // it is hashed below.
+    error = u.writes->Error();
+    if (error.ok()) writer_->Write(u.file.get(), u.received, bytes, u.writes, kWritesPerUpload);
   } else {
     rocksdb::Status s =
-        db_->Put({}, blobs_cf_, ChunkKey(upload_id, u.received / chunk), S(bytes));
+        db_->Put({}, blobs_cf_, ChunkKey(upload_id, u.received / chunk), S(bytes.view()));
     error = FromRocks(s, "write chunk");
   }
   if (!error.ok()) {
     AbortHeld(upload_id, u);
     return error;
   }
-  u.hasher->Update(bytes);
+  u.hasher->Update(bytes.view());
   u.received += bytes.size();
   u.last_activity = SteadyTicks(std::chrono::steady_clock::now());
   bytes_received_ += bytes.size();
@@ -568,7 +569,8 @@ Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner) {
   if (u.in_file) {
     // The file and its directory entry are made durable before the meta entry that makes the
     // blob visible.
-    Status s = SyncFd(u.file.get(), "file of " + digest.str());
+    Status s = u.writes->Wait();
+    if (s.ok()) s = SyncFd(u.file.get(), "file of " + digest.str());
     if (s.ok()) s = SyncFd(files_dir_.get(), "blob file directory");
     if (!s.ok()) {
       AbortHeld(upload_id, u);
@@ -631,6 +633,8 @@ void BlobStore::AbortHeld(uint64_t upload_id, Upload& u) {
     uploads_.erase(upload_id);
   }
   if (u.in_file) {
+    // The upload has failed already; its file stays open until no write of it is left.
+    if (u.writes) u.writes->Wait().IgnoreError();
     u.file.reset();
     // A failed unlink leaves the file to the next Open, which still finds the record.
     if (::unlink(FilePath(upload_id).c_str()) != 0 && errno != ENOENT) return;

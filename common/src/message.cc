@@ -86,12 +86,20 @@ Status DecodeEnvelope(std::string_view frame, Message* out) {
   });
 }
 
+Frame::Frame(std::string bytes) {
+  if (bytes.empty()) return;
+  // The string object lives in the shared block, so even bytes stored inside it stay put.
+  auto owned = std::make_shared<const std::string>(std::move(bytes));
+  view_ = *owned;
+  owner_ = std::move(owned);
+}
+
 std::vector<std::string> EncodeFrames(const Message& m) {
   std::vector<std::string> frames;
   frames.reserve(2 + m.data.size());
   frames.push_back(EncodeEnvelope(m));
   frames.push_back(m.body);
-  for (const auto& d : m.data) frames.push_back(d);
+  for (const auto& d : m.data) frames.emplace_back(d.view());
   return frames;
 }
 
@@ -99,8 +107,8 @@ Status DecodeFrames(std::vector<std::string> frames, Message* out) {
   if (frames.size() < 2) return InvalidArgumentError("message has fewer than 2 frames");
   SF_RETURN_IF_ERROR(DecodeEnvelope(frames[0], out));
   out->body = std::move(frames[1]);
-  out->data.assign(std::make_move_iterator(frames.begin() + 2),
-                   std::make_move_iterator(frames.end()));
+  out->data.clear();
+  for (size_t i = 2; i < frames.size(); ++i) out->data.emplace_back(std::move(frames[i]));
   return Status();
 }
 

@@ -167,12 +167,12 @@ class RemoteCacheClient : public CacheClient {
   }
 
   // Fills `buf` from `source` until it is full or the source ends. Returns the count.
-  static StatusOr<size_t> Fill(const ByteSource& source, std::string& buf) {
+  static StatusOr<size_t> Fill(const ByteSource& source, char* buf, size_t size) {
     size_t n = 0;
-    while (n < buf.size()) {
-      SF_ASSIGN_OR_RETURN(size_t got, source(buf.data() + n, buf.size() - n));
+    while (n < size) {
+      SF_ASSIGN_OR_RETURN(size_t got, source(buf + n, size - n));
       if (got == 0) break;
-      if (got > buf.size() - n) return InternalError("byte source returned more than asked");
+      if (got > size - n) return InternalError("byte source returned more than asked");
       n += got;
     }
     return n;
@@ -199,7 +199,6 @@ class RemoteCacheClient : public CacheClient {
     uint32_t credit = std::clamp<uint32_t>(begin.credit, 1, kMaxCredit);
     SF_ASSIGN_OR_RETURN(RpcChannel * ch, Channel());
 
-    std::string buf(begin.chunk_size, '\0');
     std::deque<std::pair<uint64_t, uint64_t>> in_flight;  // request id, bytes sent through it
     uint64_t sent = 0;
     bool eof = false;
@@ -215,9 +214,12 @@ class RemoteCacheClient : public CacheClient {
     };
     while (!eof || !in_flight.empty()) {
       while (!eof && in_flight.size() < credit) {
-        StatusOr<size_t> n = Fill(source, buf);
+        // Each chunk is read into a buffer of its own that the message takes as it is: the
+        // transport lends it to ZeroMQ, and it goes once sent.
+        std::shared_ptr<char[]> buf(new char[begin.chunk_size]);
+        StatusOr<size_t> n = Fill(source, buf.get(), begin.chunk_size);
         if (!n.ok()) return fail(n.status());
-        if (*n < buf.size()) eof = true;
+        if (*n < begin.chunk_size) eof = true;
         if (*n == 0) break;
         if (*n > digest.size - sent) {
           return fail(DataLossError("source has more than the digest's " +
@@ -229,7 +231,7 @@ class RemoteCacheClient : public CacheClient {
         }
         Message m =
             Request(Method::kUploadChunk, Encode(UploadChunkRequest{begin.upload_id, sent}));
-        m.data.emplace_back(buf.data(), *n);
+        m.data.emplace_back(buf, std::string_view(buf.get(), *n));
         StatusOr<uint64_t> id = ch->SendRequest(std::move(m));
         if (!id.ok()) return fail(id.status());
         sent += *n;

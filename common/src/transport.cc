@@ -117,8 +117,23 @@ Status SendMultipart(zmq::socket_t& s, const std::vector<std::string>& parts) {
   }
 }
 
-// Sends [peer (ROUTER only), envelope, body, data...] straight from `m`: each frame is copied
-// once, into ZeroMQ's message, and no vector of frames is built.
+// Data frames from this size on are lent to ZeroMQ rather than copied into its message, and a
+// received one becomes a Frame that holds ZeroMQ's buffer. Smaller ones are cheaper to copy.
+constexpr size_t kLendFrameBytes = 16 << 10;
+
+// A ZeroMQ message of `frame`'s bytes: for a large frame, without copying them (ZeroMQ holds a
+// reference to them until it has sent them, and drops it on its own thread).
+zmq::message_t FrameMessage(const Frame& frame) {
+  if (frame.size() < kLendFrameBytes) return zmq::message_t(frame.data(), frame.size());
+  auto* ref = new std::shared_ptr<const void>(frame.owner());
+  return zmq::message_t(
+      const_cast<char*>(frame.data()), frame.size(),
+      [](void*, void* hint) { delete static_cast<std::shared_ptr<const void>*>(hint); }, ref);
+}
+
+// Sends [peer (ROUTER only), envelope, body, data...] straight from `m`: no vector of frames is
+// built, the envelope and body are copied once into ZeroMQ's messages and large data frames not
+// at all.
 Status SendMessage(zmq::socket_t& s, const std::string* peer, const Message& m) {
   try {
     const std::string envelope = EncodeEnvelope(m);
@@ -127,7 +142,7 @@ Status SendMessage(zmq::socket_t& s, const std::string* peer, const Message& m) 
     s.send(zmq::buffer(m.body), m.data.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
     for (size_t i = 0; i < m.data.size(); ++i) {
       auto flags = i + 1 < m.data.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
-      s.send(zmq::buffer(m.data[i]), flags);
+      s.send(FrameMessage(m.data[i]), flags);
     }
     return Status();
   } catch (const zmq::error_t& e) {
@@ -137,13 +152,21 @@ Status SendMessage(zmq::socket_t& s, const std::string* peer, const Message& m) 
 
 // Decodes frames [first, end) as [envelope, body, data...] into *m, with the checks of
 // DecodeFrames: fails with InvalidArgument on anything malformed.
-Status DecodeMessage(const Frames& frames, size_t first, Message* m) {
-  if (frames.size() < first + 2) return InvalidArgumentError("message has fewer than 2 frames");
-  SF_RETURN_IF_ERROR(DecodeEnvelope(View(frames[first]), m));
-  m->body.assign(View(frames[first + 1]));
+// Large data frames are taken out of *frames, without a copy.
+Status DecodeMessage(Frames* frames, size_t first, Message* m) {
+  if (frames->size() < first + 2) return InvalidArgumentError("message has fewer than 2 frames");
+  SF_RETURN_IF_ERROR(DecodeEnvelope(View((*frames)[first]), m));
+  m->body.assign(View((*frames)[first + 1]));
   m->data.clear();
-  m->data.reserve(frames.size() - first - 2);
-  for (size_t i = first + 2; i < frames.size(); ++i) m->data.emplace_back(View(frames[i]));
+  m->data.reserve(frames->size() - first - 2);
+  for (size_t i = first + 2; i < frames->size(); ++i) {
+    if ((*frames)[i].size() < kLendFrameBytes) {
+      m->data.emplace_back(View((*frames)[i]));
+    } else {
+      auto held = std::make_shared<zmq::message_t>(std::move((*frames)[i]));
+      m->data.emplace_back(held, View(*held));
+    }
+  }
   return Status();
 }
 
@@ -183,7 +206,7 @@ class ZmqServerSocket : public ServerSocket {
           user_id_.empty() ? StatusOr<PeerRole>(PeerRole::kAny) : ParsePeerRole(user_id_);
       peer_role_ = role.ok() ? *role : PeerRole::kAny;
       peer->assign(View(frames_[0]));
-      Status s = DecodeMessage(frames_, 1, m);
+      Status s = DecodeMessage(&frames_, 1, m);
       frames_.clear();  // ZeroMQ's buffers go now, not at the next message
       if (s.ok()) return true;
       // A peer's malformed bytes: answer with the error and wait for the next message.
@@ -214,7 +237,7 @@ class ZmqClientSocket : public ClientSocket {
   StatusOr<bool> Receive(Message* m, std::chrono::milliseconds timeout) override {
     SF_ASSIGN_OR_RETURN(bool got, RecvFrames(socket_, &frames_, timeout));
     if (!got) return false;
-    Status s = DecodeMessage(frames_, 0, m);
+    Status s = DecodeMessage(&frames_, 0, m);
     frames_.clear();
     SF_RETURN_IF_ERROR(s.Annotate("reply from server"));
     return true;

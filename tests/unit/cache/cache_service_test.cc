@@ -280,7 +280,7 @@ Message Make(Method method, std::string body, std::vector<std::string> data = {}
   Message m;
   m.method = method;
   m.body = std::move(body);
-  m.data = std::move(data);
+  for (auto& d : data) m.data.emplace_back(std::move(d));
   return m;
 }
 

@@ -249,6 +249,38 @@ TEST(Envelope, FramesRoundTrip) {
   EXPECT_EQ(out.data, m.data);
 }
 
+// A Frame's bytes are shared, never copied, once it holds them: copies and moves point at the
+// same bytes, a string's buffer is taken over, and short strings (kept inside the string
+// object) stay valid when the Frame moves.
+TEST(Frame, SharesItsBytes) {
+  std::string big(100000, 'q');
+  const char* buffer = big.data();
+  Frame f(std::move(big));
+  EXPECT_EQ(f.data(), buffer);  // the string's buffer, not a copy of it
+  Frame copy = f;
+  EXPECT_EQ(copy.data(), f.data());
+  EXPECT_EQ(copy, f);
+  Frame moved = std::move(copy);
+  EXPECT_EQ(moved.data(), buffer);
+  EXPECT_EQ(moved.view(), std::string(100000, 'q'));
+
+  std::vector<Frame> frames;
+  frames.emplace_back(std::string("short"));
+  for (int i = 0; i < 100; ++i) frames.emplace_back(std::to_string(i));  // reallocates, moving
+  EXPECT_EQ(frames[0].view(), "short");
+  EXPECT_EQ(frames[42].view(), "41");
+
+  auto owner = std::make_shared<std::string>("held elsewhere");
+  Frame borrowed(owner, std::string_view(*owner).substr(5));
+  std::weak_ptr<std::string> alive = owner;
+  owner.reset();
+  EXPECT_EQ(borrowed.view(), "elsewhere");  // the Frame keeps its owner alive
+  EXPECT_FALSE(alive.expired());
+  borrowed = Frame();
+  EXPECT_TRUE(alive.expired());
+  EXPECT_TRUE(borrowed.empty());
+}
+
 TEST(Envelope, RejectsWrongVersionAndShortMessages) {
   Message out;
   EXPECT_FALSE(DecodeFrames({"only one frame"}, &out).ok());

@@ -19,8 +19,9 @@
 // Small uploads (under options.file_blob_bytes) write their chunks through the WAL into the
 // blobs column family. Large ones write to a file of their own, <data_dir>/files/<generation>,
 // which is synced (with the directory) before the meta batch: their bytes reach the disk once,
-// with one copy into the page cache, where RocksDB's memtable, blob files and (in Debian's
-// portable build) software CRC32c made ingest several times slower than the network. Their
+// where RocksDB's memtable, blob files and (in Debian's portable build) software CRC32c made
+// ingest several times slower than the network. A writer thread writes each chunk while the
+// next is hashed, and the file is synced in the background as it grows (file_writer.h). Their
 // upload record is written with sync before the file is created, so a crash never leaves a
 // file the next Open cannot find and remove; a deleted file blob's record is written in the
 // same batch that removes its meta, and dropped once the file is unlinked.
@@ -50,6 +51,7 @@
 
 #include "stagefarm/common/cache_client.h"
 #include "stagefarm/common/digest.h"
+#include "stagefarm/common/message.h"
 #include "stagefarm/common/status.h"
 #include "stagefarm/common/unique_fd.h"
 
@@ -59,6 +61,9 @@ class DB;
 }  // namespace rocksdb
 
 namespace stagefarm::cache {
+
+class FileWriter;
+class FileWrites;
 
 struct BlobStoreOptions {
   std::string data_dir;        // created if missing
@@ -125,9 +130,10 @@ class BlobStore {
   StatusOr<BeginResult> BeginUpload(const Digest& digest, std::string owner);
   // Appends a chunk at `offset`, which must equal the bytes received so far; every chunk but the
   // last is exactly chunk_size bytes. Returns the bytes received. Any error ends the upload and
-  // removes what it wrote; later calls get FailedPrecondition.
+  // removes what it wrote; later calls get FailedPrecondition. A large upload's chunk may be
+  // written to its file after this returns, from `bytes` (shared, not copied).
   StatusOr<uint64_t> WriteChunk(uint64_t upload_id, std::string_view owner, uint64_t offset,
-                                std::string_view bytes);
+                                Frame bytes);
   // Verifies size and SHA-256 and makes the blob visible, durably (sync). DataLoss if the bytes
   // do not match (nothing stays). If the blob was committed meanwhile by another upload, this
   // upload's chunks are dropped and the commit succeeds. The upload ends either way.
@@ -194,6 +200,7 @@ class BlobStore {
     std::string owner;
     bool in_file = false;  // a large upload: its bytes go to files/<generation>
     UniqueFd file;         // open from begin until the commit has synced it
+    std::shared_ptr<FileWrites> writes;  // of the file's chunks, queued on writer_
     bool done = false;   // committed or aborted: no more chunks
     uint64_t received = 0;
     std::unique_ptr<Sha256> hasher;
@@ -240,6 +247,7 @@ class BlobStore {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // owned; destroyed before db_
   UniqueFd files_dir_;  // <data_dir>/files, opened once to fsync new entries
+  std::unique_ptr<FileWriter> writer_;  // writes the files of large uploads
   rocksdb::ColumnFamilyHandle* default_cf_;
   rocksdb::ColumnFamilyHandle* blobs_cf_;
   rocksdb::ColumnFamilyHandle* meta_cf_;

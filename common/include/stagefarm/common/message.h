@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,12 +53,41 @@ enum class Method : uint16_t {
 
 std::string_view MethodName(Method m);
 
+// The bytes of one data frame, immutable and shared: copying a Frame copies a pointer, and the
+// transport sends and receives frames without copying their bytes (ZeroMQ holds a reference
+// to a frame it sends, and a received frame is ZeroMQ's buffer).
+class Frame {
+ public:
+  Frame() = default;
+  Frame(std::string bytes);  // NOLINT(google-explicit-constructor): takes the string's buffer
+  Frame(std::string_view bytes) : Frame(std::string(bytes)) {}  // NOLINT: copies
+  Frame(const char* text) : Frame(std::string(text)) {}         // NOLINT: copies
+  Frame(const char* bytes, size_t n) : Frame(std::string(bytes, n)) {}
+  // Bytes that `owner` keeps alive.
+  Frame(std::shared_ptr<const void> owner, std::string_view bytes)
+      : owner_(std::move(owner)), view_(bytes) {}
+
+  std::string_view view() const { return view_; }
+  operator std::string_view() const { return view_; }  // NOLINT(google-explicit-constructor)
+  const char* data() const { return view_.data(); }
+  size_t size() const { return view_.size(); }
+  bool empty() const { return view_.empty(); }
+  // What keeps the bytes alive (null for an empty frame).
+  const std::shared_ptr<const void>& owner() const { return owner_; }
+
+  friend bool operator==(const Frame& a, const Frame& b) { return a.view_ == b.view_; }
+
+ private:
+  std::shared_ptr<const void> owner_;
+  std::string_view view_;
+};
+
 struct Message {
   Method method = Method::kUnknown;
   uint64_t request_id = 0;
-  Status status;                   // of a reply; OK for requests
-  std::string body;                // encoded method struct; may be empty
-  std::vector<std::string> data;   // raw data frames (blob chunks)
+  Status status;            // of a reply; OK for requests
+  std::string body;         // encoded method struct; may be empty
+  std::vector<Frame> data;  // raw data frames (blob chunks)
 
   // A reply to this request with the same method and request id.
   Message Reply(std::string reply_body = {}) const;
