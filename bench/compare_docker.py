@@ -67,6 +67,13 @@ def run(argv, env=None, check=True):
     return dt
 
 
+def timed(argv, env=None):
+    """run() once the disk has written what earlier runs left dirty: no build pays for the
+    writeback of another's files (a 512 MiB layer is still being written when the next starts)."""
+    os.sync()
+    return run(argv, env)
+
+
 class Docker:
     """A reachable dockerd: the one DOCKER_HOST names or /var/run/docker.sock, else our own."""
 
@@ -99,7 +106,7 @@ class Docker:
         run([DOCKER, "builder", "prune", "-af"], env=self.env)
 
     def build(self, ctx, tag):
-        return run([DOCKER, "build", "--network=none", "-q", "-t", tag, ctx], env=self.env)
+        return timed([DOCKER, "build", "--network=none", "-q", "-t", tag, ctx], env=self.env)
 
     def stop(self):
         if self.proc:
@@ -145,11 +152,11 @@ def main():
             env = dict(os.environ, STAGEFARM_HOME=home)
             sf = [binary, "build", "--progress=quiet", "-t", f"bench-{case}", ctx]
             run([binary, "image", "import", f"{tmp}/busybox", "busybox"], env=env)
-            times[case, "embedded", "cold"] = run(sf, env=env)
-            times[case, "embedded", "warm"] = run(sf, env=env)
+            times[case, "embedded", "cold"] = timed(sf, env=env)
+            times[case, "embedded", "warm"] = timed(sf, env=env)
             shutil.rmtree(home)
             run([binary, "image", "import", f"{tmp}/busybox", "busybox"], env=env)
-            times[case, "embedded", "fresh"] = run(sf, env=env)
+            times[case, "embedded", "fresh"] = timed(sf, env=env)
             shutil.rmtree(home)
 
             # a local farm of 2 workers: "fresh" replaces both workers, the cache server stays
@@ -159,10 +166,10 @@ def main():
                 run([binary, "image", "import", "--cache", farm.cache, f"{tmp}/busybox", "busybox"])
                 sf = [binary, "build", "--farm", farm.coordinator, "--progress=quiet",
                       "-t", f"bench-{case}", ctx]
-                times[case, "farm2", "cold"] = run(sf)
-                times[case, "farm2", "warm"] = run(sf)
+                times[case, "farm2", "cold"] = timed(sf)
+                times[case, "farm2", "warm"] = timed(sf)
                 farm.replace_workers()
-                times[case, "farm2", "fresh"] = run(sf)
+                times[case, "farm2", "fresh"] = timed(sf)
             shutil.rmtree(farm_dir)
             print("   " + "  ".join(f"{tool}/{mode} {times[case, tool, mode]:.2f}s"
                                     for tool in ("docker", "embedded", "farm2") for mode in MODES),

@@ -438,8 +438,12 @@ StatusOr<BlobMeta> BlobStore::Stat(std::string_view hex) {
 }
 
 StatusOr<BlobStore::BeginResult> BlobStore::BeginUpload(const Digest& digest, std::string owner) {
-  if (digest.hex.size() != 64) return InvalidArgumentError("upload of an empty digest");
-  SF_ASSIGN_OR_RETURN(std::optional<BlobMeta> m, GetMeta(digest.hex));
+  const bool streamed = digest.hex.empty();
+  if (!streamed && digest.hex.size() != 64) return InvalidArgumentError("upload of a bad digest");
+  std::optional<BlobMeta> m;
+  if (!streamed) {
+    SF_ASSIGN_OR_RETURN(m, GetMeta(digest.hex));
+  }
   if (m) {
     if (m->size != digest.size) {
       return InvalidArgumentError("blob " + digest.str() + " is stored with size " +
@@ -448,7 +452,7 @@ StatusOr<BlobStore::BeginResult> BlobStore::BeginUpload(const Digest& digest, st
     TouchAll({digest.hex});
     return BeginResult{true, 0};
   }
-  if (options_.max_bytes != 0 && digest.size > options_.max_bytes) {
+  if (!streamed && options_.max_bytes != 0 && digest.size > options_.max_bytes) {
     return ResourceExhaustedError("blob " + digest.str() + " of " + std::to_string(digest.size) +
                                   " bytes is larger than the cache (" +
                                   std::to_string(options_.max_bytes) + " bytes)");
@@ -456,8 +460,9 @@ StatusOr<BlobStore::BeginResult> BlobStore::BeginUpload(const Digest& digest, st
   auto u = std::make_shared<Upload>();
   u->digest = digest;
   u->owner = std::move(owner);
-  const bool in_file = digest.size >= options_.file_blob_bytes;
+  const bool in_file = streamed || digest.size >= options_.file_blob_bytes;
   u->in_file = in_file;
+  u->streamed = streamed;
   u->hasher = std::make_unique<Sha256>();
   u->last_activity = SteadyTicks(std::chrono::steady_clock::now());
   std::lock_guard lock(mu_);
@@ -519,11 +524,17 @@ StatusOr<uint64_t> BlobStore::WriteChunk(uint64_t upload_id, std::string_view ow
                                  std::to_string(u.received) + " (chunks must come in order)");
   } else if (bytes.empty()) {
     error = InvalidArgumentError("empty chunk");
-  } else if (bytes.size() > u.digest.size - u.received) {
+  } else if (!u.streamed && bytes.size() > u.digest.size - u.received) {
     error = DataLossError("upload of " + u.digest.str() + " exceeds its size of " +
                           std::to_string(u.digest.size) + " bytes");
+  } else if (u.ended) {
+    error = InvalidArgumentError("chunk after a shorter one, which was the last");
+  } else if (u.streamed && options_.max_bytes != 0 &&
+             u.received + bytes.size() > options_.max_bytes) {
+    error = ResourceExhaustedError("upload of more than the cache's " +
+                                   std::to_string(options_.max_bytes) + " bytes");
   } else if (bytes.size() > chunk ||
-             (bytes.size() < chunk && u.received + bytes.size() != u.digest.size)) {
+             (!u.streamed && bytes.size() < chunk && u.received + bytes.size() != u.digest.size)) {
     error =
         InvalidArgumentError("chunk of " + std::to_string(bytes.size()) + " bytes; chunks are " +
                              std::to_string(chunk) + " bytes except the last");
@@ -542,18 +553,31 @@ StatusOr<uint64_t> BlobStore::WriteChunk(uint64_t upload_id, std::string_view ow
     return error;
   }
   u.hasher->Update(bytes.view());
+  u.ended = bytes.size() < chunk;
   u.received += bytes.size();
   u.last_activity = SteadyTicks(std::chrono::steady_clock::now());
   bytes_received_ += bytes.size();
   return u.received;
 }
 
-Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner) {
+Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner, const Digest& named) {
   std::shared_ptr<Upload> found = FindUpload(upload_id, owner);
   if (!found) return NoSuchUpload(upload_id);
   Upload& u = *found;
   std::lock_guard upload_lock(u.mu);
   if (u.done) return NoSuchUpload(upload_id);
+  Status refused;
+  if (u.streamed && named.hex.size() != 64) {
+    refused = InvalidArgumentError("the commit of a streamed upload must name its digest");
+  } else if (!u.streamed && !named.hex.empty() && !(named == u.digest)) {
+    refused = InvalidArgumentError("the commit names " + named.str() + ", the upload began as " +
+                                   u.digest.str());
+  }
+  if (!refused.ok()) {
+    AbortHeld(upload_id, u);
+    return refused;
+  }
+  if (u.streamed) u.digest = named;
   const Digest digest = u.digest;
   if (u.received != digest.size) {
     uint64_t received = u.received;

@@ -360,7 +360,7 @@ StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message&
     case Method::kCommitUpload: {
       CommitUploadRequest req;
       SF_RETURN_IF_ERROR(DecodeBody(request, &req));
-      SF_RETURN_IF_ERROR(store_->CommitUpload(req.upload_id, peer));
+      SF_RETURN_IF_ERROR(store_->CommitUpload(req.upload_id, peer, req.digest));
       return request.Reply(Encode(CommitUploadResponse{}));
     }
     case Method::kReadBlob: {

@@ -36,6 +36,7 @@ struct UploadChunkResponse {
 
 struct CommitUploadRequest {
   uploadId @0 :UInt64;
+  digest @1 :Common.Digest;  # a streamed upload's (begun with an empty digest)
 }
 struct CommitUploadResponse {
   digest @0 :Common.Digest;

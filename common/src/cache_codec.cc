@@ -125,11 +125,15 @@ Status Decode(std::string_view bytes, UploadChunkResponse* m) {
 }
 
 std::string Encode(const CommitUploadRequest& m) {
-  return Build<schema::CommitUploadRequest>([&](auto b) { b.setUploadId(m.upload_id); });
+  return Build<schema::CommitUploadRequest>([&](auto b) {
+    b.setUploadId(m.upload_id);
+    codec::Write(b.initDigest(), m.digest);
+  });
 }
 Status Decode(std::string_view bytes, CommitUploadRequest* m) {
   return codec::Read<schema::CommitUploadRequest>(bytes, [&](auto r) -> Status {
     m->upload_id = r.getUploadId();
+    SF_ASSIGN_OR_RETURN(m->digest, codec::ReadDigest(r.getDigest()));
     return Status();
   });
 }

@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "archive_util.h"
+#include "stagefarm/common/fd_io.h"
 #include "stagefarm/common/unique_fd.h"
 
 namespace stagefarm {
@@ -152,28 +153,19 @@ Status ReadXattrs(int fd, const std::string& proc_path, const std::string& what,
   return Status();
 }
 
-// The tar stream goes to a file and through a hasher at the same time.
+// The tar stream goes to `out` and through a hasher at the same time.
 struct TarSink {
-  int fd = -1;
+  const LayerSink* out = nullptr;
   Sha256 hash;
   Status error;
 };
 
 la_ssize_t SinkWrite(struct archive*, void* client, const void* buf, size_t len) {
   auto* sink = static_cast<TarSink*>(client);
-  const char* p = static_cast<const char*>(buf);
-  size_t left = len;
-  while (left > 0) {
-    ssize_t n = ::write(sink->fd, p, left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      sink->error = ErrnoError("write layer tar", errno);
-      return -1;
-    }
-    p += n;
-    left -= static_cast<size_t>(n);
-  }
-  sink->hash.Update(std::string_view(static_cast<const char*>(buf), len));
+  std::string_view bytes(static_cast<const char*>(buf), len);
+  sink->error = (*sink->out)(bytes);
+  if (!sink->error.ok()) return -1;
+  sink->hash.Update(bytes);
   return static_cast<la_ssize_t>(len);
 }
 
@@ -181,10 +173,8 @@ class LayerWriter {
  public:
   LayerWriter(int rootfd, const LayerWriteOptions& options) : rootfd_(rootfd), options_(options) {}
 
-  Status Open(const std::string& tar_path) {
-    out_.reset(::open(tar_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!out_) return ErrnoError("create " + tar_path, errno);
-    sink_.fd = out_.get();
+  Status Open(const LayerSink& out) {
+    sink_.out = &out;
     a_.reset(archive_write_new());
     SF_CHECK(a_ != nullptr);
     // pax_restricted writes plain ustar headers and adds a PAX header only when an entry needs
@@ -325,7 +315,6 @@ class LayerWriter {
       if (!sink_.error.ok()) return sink_.error;
       return ArchiveError(a_.get(), "finish tar");
     }
-    if (::fsync(out_.get()) != 0) return ErrnoError("fsync layer tar", errno);
     WrittenLayer out;
     out.diff_id = sink_.hash.Finish();
     out.toc = std::move(toc_);
@@ -379,7 +368,6 @@ class LayerWriter {
 
   int rootfd_;
   const LayerWriteOptions& options_;
-  UniqueFd out_;
   TarSink sink_;
   ArchiveWritePtr a_;
   Toc toc_;
@@ -714,6 +702,15 @@ class LayerExtractor {
 
 StatusOr<WrittenLayer> WriteLayer(const std::string& dir, const std::string& tar_path,
                                   const LayerWriteOptions& options) {
+  UniqueFd out(::open(tar_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!out) return ErrnoError("create " + tar_path, errno);
+  return WriteLayerTo(
+      dir, [&](std::string_view bytes) { return WriteAll(out.get(), bytes, "layer tar"); },
+      options);
+}
+
+StatusOr<WrittenLayer> WriteLayerTo(const std::string& dir, const LayerSink& out,
+                                    const LayerWriteOptions& options) {
   UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!root) return ErrnoError("open " + dir, errno);
   std::set<std::string> exclude;
@@ -726,7 +723,7 @@ StatusOr<WrittenLayer> WriteLayer(const std::string& dir, const std::string& tar
   std::sort(items.begin(), items.end(),
             [](const Item& a, const Item& b) { return a.sort_key < b.sort_key; });
   LayerWriter writer(root.get(), options);
-  SF_RETURN_IF_ERROR(writer.Open(tar_path));
+  SF_RETURN_IF_ERROR(writer.Open(out));
   for (const Item& item : items) {
     SF_RETURN_IF_ERROR(writer.Add(item));
   }

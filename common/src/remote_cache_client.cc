@@ -6,6 +6,7 @@
 // ByteSource cannot rewind), so a failure in the middle of one is returned; a lost commit reply
 // is resolved by asking whether the blob is now stored.
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <thread>
 
@@ -46,6 +47,12 @@ class RemoteCacheClient : public CacheClient {
       for (auto& d : resp.missing) missing.push_back(std::move(d));
     }
     return missing;
+  }
+
+  StatusOr<std::unique_ptr<BlobUpload>> StartUpload() override {
+    SF_ASSIGN_OR_RETURN(BeginUploadResponse begin, Begin(Digest{}));
+    if (begin.exists) return InvalidArgumentError("server found a streamed upload existing");
+    return std::unique_ptr<BlobUpload>(new StreamedUpload(*this, begin));
   }
 
   Status Put(const Digest& digest, const ByteSource& source) override {
@@ -182,91 +189,200 @@ class RemoteCacheClient : public CacheClient {
   // drops its chunks. Best effort: the server's idle timeout removes it otherwise.
   void AbandonUpload(uint64_t upload_id) {
     if (!channel_) return;
-    channel_->SendRequest(Request(Method::kCommitUpload, Encode(CommitUploadRequest{upload_id})))
+    channel_
+        ->SendRequest(Request(Method::kCommitUpload, Encode(CommitUploadRequest{upload_id, {}})))
         .status()
         .IgnoreError();
   }
 
-  Status Upload(const Digest& digest, const ByteSource& source) {
-    if (digest.hex.size() != 64) return InvalidArgumentError("upload without a digest");
+  // A transient failure leaves the socket in doubt: drop it. Otherwise tell the server (it may
+  // be waiting for more chunks) and keep the socket: stale replies are dropped by request id.
+  Status FailUpload(uint64_t upload_id, Status s) {
+    if (Transient(s)) {
+      Reset();
+    } else {
+      AbandonUpload(upload_id);
+    }
+    return s;
+  }
+
+  // Begins an upload of `digest` (empty: streamed) and checks what the server asks for.
+  StatusOr<BeginUploadResponse> Begin(const Digest& digest) {
     BeginUploadResponse begin;
     SF_RETURN_IF_ERROR(Call(Method::kBeginUpload, Encode(BeginUploadRequest{digest}), &begin));
-    if (begin.exists) return Status();
-    if (begin.chunk_size == 0 || begin.chunk_size > kMaxChunkSize) {
+    if (!begin.exists && (begin.chunk_size == 0 || begin.chunk_size > kMaxChunkSize)) {
       return InvalidArgumentError("server asks for chunks of " + std::to_string(begin.chunk_size) +
                                   " bytes");
     }
-    uint32_t credit = std::clamp<uint32_t>(begin.credit, 1, kMaxCredit);
-    SF_ASSIGN_OR_RETURN(RpcChannel * ch, Channel());
+    return begin;
+  }
 
-    std::deque<std::pair<uint64_t, uint64_t>> in_flight;  // request id, bytes sent through it
-    uint64_t sent = 0;
-    bool eof = false;
-    // A transient failure leaves the socket in doubt: drop it. Otherwise tell the server (it may
-    // be waiting for more chunks) and keep the socket: stale replies are dropped by request id.
-    auto fail = [&](Status s) {
-      if (Transient(s)) {
-        Reset();
-      } else {
-        AbandonUpload(begin.upload_id);
-      }
-      return s;
-    };
-    while (!eof || !in_flight.empty()) {
-      while (!eof && in_flight.size() < credit) {
-        // Each chunk is read into a buffer of its own that the message takes as it is: the
-        // transport lends it to ZeroMQ, and it goes once sent.
-        std::shared_ptr<char[]> buf(new char[begin.chunk_size]);
-        StatusOr<size_t> n = Fill(source, buf.get(), begin.chunk_size);
-        if (!n.ok()) return fail(n.status());
-        if (*n < begin.chunk_size) eof = true;
-        if (*n == 0) break;
-        if (*n > digest.size - sent) {
-          return fail(DataLossError("source has more than the digest's " +
-                                    std::to_string(digest.size) + " bytes"));
-        }
-        if (eof && sent + *n != digest.size) {
-          return fail(DataLossError("source has " + std::to_string(sent + *n) +
-                                    " bytes, the digest says " + std::to_string(digest.size)));
-        }
-        Message m =
-            Request(Method::kUploadChunk, Encode(UploadChunkRequest{begin.upload_id, sent}));
-        m.data.emplace_back(buf, std::string_view(buf.get(), *n));
-        StatusOr<uint64_t> id = ch->SendRequest(std::move(m));
-        if (!id.ok()) return fail(id.status());
-        sent += *n;
-        in_flight.emplace_back(*id, sent);
-      }
-      if (in_flight.empty()) break;
-      auto [id, sent_through] = in_flight.front();
-      in_flight.pop_front();
-      StatusOr<Message> reply = ch->AwaitReply(id, options_.request_timeout);
-      if (!reply.ok()) return fail(reply.status());
-      Status s = CheckReply(*reply, Method::kUploadChunk, 0);
+  // The chunks of one upload on their way: sent in order, with no more than the server's credit
+  // waiting for a reply.
+  class ChunkSender {
+   public:
+    ChunkSender(RemoteCacheClient& client, const BeginUploadResponse& begin)
+        : client_(client),
+          upload_id_(begin.upload_id),
+          credit_(std::clamp<uint32_t>(begin.credit, 1, kMaxCredit)) {}
+
+    uint64_t sent() const { return sent_; }
+
+    // Sends the next chunk (the message takes its bytes as they are: the transport lends them
+    // to ZeroMQ, and they go once sent), first waiting for replies while the credit is used up.
+    Status Send(Frame chunk) {
+      while (in_flight_.size() >= credit_) SF_RETURN_IF_ERROR(AwaitOne());
+      SF_ASSIGN_OR_RETURN(RpcChannel * ch, client_.Channel());
+      Message m = Request(Method::kUploadChunk, Encode(UploadChunkRequest{upload_id_, sent_}));
+      sent_ += chunk.size();
+      m.data.push_back(std::move(chunk));
+      SF_ASSIGN_OR_RETURN(uint64_t id, ch->SendRequest(std::move(m)));
+      in_flight_.emplace_back(id, sent_);
+      return Status();
+    }
+
+    // Waits for the replies to every chunk sent.
+    Status Drain() {
+      while (!in_flight_.empty()) SF_RETURN_IF_ERROR(AwaitOne());
+      return Status();
+    }
+
+   private:
+    Status AwaitOne() {
+      auto [id, sent_through] = in_flight_.front();
+      in_flight_.pop_front();
+      SF_ASSIGN_OR_RETURN(RpcChannel * ch, client_.Channel());
+      SF_ASSIGN_OR_RETURN(Message reply, ch->AwaitReply(id, client_.options_.request_timeout));
+      SF_RETURN_IF_ERROR(CheckReply(reply, Method::kUploadChunk, 0));
       UploadChunkResponse chunk;
-      if (s.ok()) s = Decode(reply->body, &chunk);
-      if (s.ok() && chunk.received != sent_through) {
-        s = InvalidArgumentError("server acknowledged " + std::to_string(chunk.received) +
-                                 " bytes, " + std::to_string(sent_through) + " were sent");
+      SF_RETURN_IF_ERROR(Decode(reply.body, &chunk));
+      if (chunk.received != sent_through) {
+        return InvalidArgumentError("server acknowledged " + std::to_string(chunk.received) +
+                                    " bytes, " + std::to_string(sent_through) + " were sent");
       }
-      if (!s.ok()) return fail(s);
-      credit = std::clamp<uint32_t>(chunk.credit, 1, kMaxCredit);
-    }
-    if (sent != digest.size) {
-      return fail(DataLossError("source has " + std::to_string(sent) + " bytes, the digest says " +
-                                std::to_string(digest.size)));
+      credit_ = std::clamp<uint32_t>(chunk.credit, 1, kMaxCredit);
+      return Status();
     }
 
+    RemoteCacheClient& client_;
+    const uint64_t upload_id_;
+    uint32_t credit_;
+    uint64_t sent_ = 0;
+    std::deque<std::pair<uint64_t, uint64_t>> in_flight_;  // request id, bytes sent through it
+  };
+
+  // Commits an upload whose chunks are all acknowledged. A lost commit or reply is resolved by
+  // asking whether the blob is stored now.
+  Status Commit(uint64_t upload_id, const Digest& digest, const Digest& named) {
     CommitUploadResponse commit;
     Status s =
-        CallOnce(Method::kCommitUpload, Encode(CommitUploadRequest{begin.upload_id}), &commit);
+        CallOnce(Method::kCommitUpload, Encode(CommitUploadRequest{upload_id, named}), &commit);
     if (!Transient(s)) return s;
-    // The commit or its reply was lost. If the blob is stored now, the commit happened.
     Reset();
     StatusOr<std::vector<Digest>> missing = FindMissing({digest});
     if (missing.ok() && missing->empty()) return Status();
     return s;
   }
+
+  Status Upload(const Digest& digest, const ByteSource& source) {
+    if (digest.hex.size() != 64) return InvalidArgumentError("upload without a digest");
+    SF_ASSIGN_OR_RETURN(BeginUploadResponse begin, Begin(digest));
+    if (begin.exists) return Status();
+    ChunkSender sender(*this, begin);
+    for (bool eof = false; !eof;) {
+      // Each chunk is read into a buffer of its own, which its message takes.
+      std::shared_ptr<char[]> buf(new char[begin.chunk_size]);
+      StatusOr<size_t> n = Fill(source, buf.get(), begin.chunk_size);
+      if (!n.ok()) return FailUpload(begin.upload_id, n.status());
+      eof = *n < begin.chunk_size;
+      if (*n == 0) break;
+      const uint64_t sent = sender.sent();
+      if (*n > digest.size - sent) {
+        return FailUpload(begin.upload_id, DataLossError("source has more than the digest's " +
+                                                         std::to_string(digest.size) + " bytes"));
+      }
+      if (eof && sent + *n != digest.size) {
+        return FailUpload(begin.upload_id,
+                          DataLossError("source has " + std::to_string(sent + *n) +
+                                        " bytes, the digest says " + std::to_string(digest.size)));
+      }
+      Status s = sender.Send(Frame(buf, std::string_view(buf.get(), *n)));
+      if (!s.ok()) return FailUpload(begin.upload_id, s);
+    }
+    Status s = sender.Drain();
+    if (!s.ok()) return FailUpload(begin.upload_id, s);
+    if (sender.sent() != digest.size) {
+      return FailUpload(begin.upload_id,
+                        DataLossError("source has " + std::to_string(sender.sent()) +
+                                      " bytes, the digest says " + std::to_string(digest.size)));
+    }
+    return Commit(begin.upload_id, digest, {});
+  }
+
+  // A streamed upload: bytes gathered into chunks as they come, the digest named at the commit.
+  class StreamedUpload : public BlobUpload {
+   public:
+    StreamedUpload(RemoteCacheClient& client, const BeginUploadResponse& begin)
+        : client_(client),
+          upload_id_(begin.upload_id),
+          chunk_size_(begin.chunk_size),
+          sender_(client, begin) {}
+    ~StreamedUpload() override {
+      if (!done_) client_.FailUpload(upload_id_, CancelledError("upload abandoned")).IgnoreError();
+    }
+
+    Status Write(std::string_view bytes) override {
+      if (done_) return error_;
+      while (!bytes.empty()) {
+        if (!buf_) {
+          buf_.reset(new char[chunk_size_]);
+          fill_ = 0;
+        }
+        const size_t take = std::min<size_t>(bytes.size(), chunk_size_ - fill_);
+        std::memcpy(buf_.get() + fill_, bytes.data(), take);
+        fill_ += take;
+        bytes.remove_prefix(take);
+        if (fill_ == chunk_size_) SF_RETURN_IF_ERROR(Check(SendBuffer()));
+      }
+      return Status();
+    }
+
+    Status Commit(const Digest& digest) override {
+      if (done_) return error_.ok() ? FailedPreconditionError("upload committed already") : error_;
+      if (buf_) SF_RETURN_IF_ERROR(Check(SendBuffer()));
+      SF_RETURN_IF_ERROR(Check(sender_.Drain()));
+      if (sender_.sent() != digest.size) {
+        return Check(DataLossError("upload has " + std::to_string(sender_.sent()) +
+                                   " bytes, its digest says " + std::to_string(digest.size)));
+      }
+      done_ = true;
+      Status s = client_.Commit(upload_id_, digest, digest);
+      return s.ok() ? s : s.Annotate("upload " + digest.str());
+    }
+
+   private:
+    Status SendBuffer() {
+      std::shared_ptr<char[]> buf = std::move(buf_);
+      const std::string_view bytes(buf.get(), fill_);
+      return sender_.Send(Frame(std::move(buf), bytes));
+    }
+    // Ends the upload on the first failure; the server drops what it has of it.
+    Status Check(Status s) {
+      if (s.ok()) return s;
+      done_ = true;
+      error_ = client_.FailUpload(upload_id_, s);
+      return error_;
+    }
+
+    RemoteCacheClient& client_;
+    const uint64_t upload_id_;
+    const uint32_t chunk_size_;
+    ChunkSender sender_;
+    std::shared_ptr<char[]> buf_;  // the chunk being filled
+    size_t fill_ = 0;
+    bool done_ = false;
+    Status error_;
+  };
 
   // Reads [*pos, *end) with up to read_window requests in flight, advancing *pos as bytes reach
   // the sink. Learns *end and *blob_size from the first reply if unknown.

@@ -169,8 +169,9 @@ class Uploader {
       std::lock_guard lock(ledger_.mu);
       rec->fate = Fate::kInDoubt;
     }
-    auto commit = ch.Call(Request(Method::kCommitUpload, Encode(CommitUploadRequest{begin.upload_id})),
-                          kRequestTimeout);
+    auto commit =
+        ch.Call(Request(Method::kCommitUpload, Encode(CommitUploadRequest{begin.upload_id, {}})),
+                kRequestTimeout);
     std::lock_guard lock(ledger_.mu);
     if (commit.ok()) {
       EXPECT_FALSE(rec->corrupt) << "a commit of wrong bytes was acknowledged";

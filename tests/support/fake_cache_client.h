@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <memory>
 #include <mutex>
 
 #include "stagefarm/common/cache_client.h"
@@ -31,6 +32,29 @@ class FakeCacheClient : public CacheClient {
     blobs_[digest.hex] = std::move(bytes);
     ++puts;
     return Status();
+  }
+  StatusOr<std::unique_ptr<BlobUpload>> StartUpload() override {
+    if (!streamed_failure.ok()) return streamed_failure;
+    class Upload : public BlobUpload {
+     public:
+      explicit Upload(FakeCacheClient& c) : c_(c) {}
+      Status Write(std::string_view bytes) override {
+        bytes_.append(bytes);
+        return Status();
+      }
+      Status Commit(const Digest& digest) override {
+        if (!(Digest::Of(bytes_) == digest)) return DataLossError("digest mismatch");
+        std::lock_guard lock(c_.mu_);
+        c_.blobs_[digest.hex] = std::move(bytes_);
+        ++c_.streamed_puts;
+        return Status();
+      }
+
+     private:
+      FakeCacheClient& c_;
+      std::string bytes_;
+    };
+    return std::unique_ptr<BlobUpload>(new Upload(*this));
   }
   Status Read(const Digest& digest, uint64_t offset, uint64_t length,
               const ByteSink& sink) override {
@@ -74,6 +98,8 @@ class FakeCacheClient : public CacheClient {
   }
 
   int puts = 0;
+  int streamed_puts = 0;
+  Status streamed_failure;  // StartUpload fails with this when set (as a server down would)
 
  private:
   std::mutex mu_;

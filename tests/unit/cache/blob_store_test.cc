@@ -410,6 +410,93 @@ TEST_P(BlobStoreTest, IdleUploadsExpire) {
             StatusCode::kFailedPrecondition);
 }
 
+// Sends `bytes` as a streamed upload (begun without a digest) in chunks; returns the upload id,
+// or the first error of a chunk.
+StatusOr<uint64_t> StreamChunks(BlobStore& store, std::string_view bytes,
+                                const std::string& owner = "peer") {
+  SF_ASSIGN_OR_RETURN(BlobStore::BeginResult begin, store.BeginUpload(Digest{}, owner));
+  EXPECT_FALSE(begin.exists);
+  for (size_t off = 0; off < bytes.size(); off += kChunk) {
+    SF_RETURN_IF_ERROR(
+        store.WriteChunk(begin.upload_id, owner, off, bytes.substr(off, kChunk)).status());
+  }
+  return begin.upload_id;
+}
+
+TEST_P(BlobStoreTest, StreamedUploadNamesItsDigestAtTheCommit) {
+  TempDir dir;
+  auto store = OpenStore(Options(dir));
+  for (size_t size : {size_t{0}, size_t{100}, 3 * size_t{kChunk}, 3 * size_t{kChunk} + 17}) {
+    std::string bytes = RandomBytes(size, 60);
+    auto id = StreamChunks(*store, bytes);
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    Status s = store->CommitUpload(*id, "peer", Digest::Of(bytes));
+    ASSERT_TRUE(s.ok()) << size << ": " << s.ToString();
+    EXPECT_EQ(ReadAll(*store, Digest::Of(bytes)), bytes) << size;
+  }
+  EXPECT_EQ(store->Stats().blobs, 4u);
+  EXPECT_EQ(store->Stats().uploads_in_progress, 0u);
+}
+
+TEST_P(BlobStoreTest, StreamedUploadsThatDoNotAddUpLeaveNothing) {
+  TempDir dir;
+  BlobStoreOptions o = Options(dir);
+  o.max_bytes = 10 * kChunk;
+  auto store = OpenStore(o);
+  const std::string bytes = RandomBytes(2 * kChunk + 5, 61);
+  const Digest d = Digest::Of(bytes);
+  // The commit must name the digest.
+  auto id = StreamChunks(*store, bytes);
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(store->CommitUpload(*id, "peer").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->CommitUpload(*id, "peer", d).code(), StatusCode::kFailedPrecondition);
+  // Bytes that are not the named digest's, or not its size.
+  id = StreamChunks(*store, bytes);
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(store->CommitUpload(*id, "peer", Digest::Of("other")).code(), StatusCode::kDataLoss);
+  id = StreamChunks(*store, bytes);
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(store->CommitUpload(*id, "peer", Digest{d.hex, d.size + 1}).code(),
+            StatusCode::kDataLoss);
+  // A chunk after a short one, which had to be the last.
+  auto begin = store->BeginUpload(Digest{}, "peer");
+  ASSERT_TRUE(begin.ok());
+  ASSERT_TRUE(store->WriteChunk(begin->upload_id, "peer", 0, bytes.substr(0, 10)).ok());
+  EXPECT_EQ(store->WriteChunk(begin->upload_id, "peer", 10, bytes.substr(10, 10)).status().code(),
+            StatusCode::kInvalidArgument);
+  // More than the whole cache may hold.
+  const std::string huge = RandomBytes(11 * kChunk, 62);
+  EXPECT_EQ(StreamChunks(*store, huge).status().code(), StatusCode::kResourceExhausted);
+  // An upload begun with a digest cannot commit as another.
+  begin = store->BeginUpload(d, "peer");
+  ASSERT_TRUE(begin.ok());
+  for (size_t off = 0; off < bytes.size(); off += kChunk) {
+    ASSERT_TRUE(store->WriteChunk(begin->upload_id, "peer", off, bytes.substr(off, kChunk)).ok());
+  }
+  EXPECT_EQ(store->CommitUpload(begin->upload_id, "peer", Digest::Of("other")).code(),
+            StatusCode::kInvalidArgument);
+
+  EXPECT_EQ(store->Stats().blobs, 0u);
+  EXPECT_EQ(store->Stats().uploads_in_progress, 0u);
+  EXPECT_EQ(CountStored(o.data_dir), 0u);
+  EXPECT_EQ(CountKeys(o.data_dir, "uploads"), 0u);
+}
+
+TEST_P(BlobStoreTest, StreamedUploadOfAStoredBlobKeepsOneCopy) {
+  TempDir dir;
+  BlobStoreOptions o = Options(dir);
+  auto store = OpenStore(o);
+  const std::string bytes = RandomBytes(3 * kChunk + 1, 63);
+  ASSERT_TRUE(Upload(*store, Digest::Of(bytes), bytes).ok());
+  auto id = StreamChunks(*store, bytes, "other");
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(store->CommitUpload(*id, "other", Digest::Of(bytes)).ok());
+  EXPECT_EQ(store->Stats().blobs, 1u);
+  EXPECT_EQ(store->Stats().bytes, bytes.size());
+  EXPECT_EQ(CountStored(o.data_dir), ExpectedStored({bytes.size()}));
+  EXPECT_EQ(ReadAll(*store, Digest::Of(bytes)), bytes);
+}
+
 TEST_P(BlobStoreTest, CommittedBlobsSurviveACrashAndUnfinishedOnesLeaveNothing) {
   TempDir dir;
   BlobStoreOptions o = Options(dir);
@@ -422,6 +509,7 @@ TEST_P(BlobStoreTest, CommittedBlobsSurviveACrashAndUnfinishedOnesLeaveNothing) 
     auto begin = store->BeginUpload(Digest::Of(partial), "p");
     ASSERT_TRUE(begin.ok());
     ASSERT_TRUE(store->WriteChunk(begin->upload_id, "p", 0, partial.substr(0, kChunk)).ok());
+    ASSERT_TRUE(StreamChunks(*store, partial, "streamed").ok());  // never committed
     ASSERT_TRUE(Upload(*store, Digest::Of(big), big).ok());
     ASSERT_TRUE(Upload(*store, Digest::Of(small), small).ok());
     EXPECT_EQ(ReadAll(*store, Digest::Of(big)), big);

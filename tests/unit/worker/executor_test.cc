@@ -138,6 +138,33 @@ TEST_F(ExecutorTest, RunWritesFileIntoLayerWithoutRuntimeMountPoints) {
   EXPECT_EQ(events_.back().layer, done.layers[0]);
 }
 
+// A step's layer streams to the cache as it is written; when the stream cannot start (the
+// server unreachable for a moment), the layer is written to a file and uploaded from there, and
+// both ways store the same bytes.
+TEST_F(ExecutorTest, LayersStreamToTheCacheOrFallBackToAFile) {
+  Executor ex(options_);
+  const int puts_before = cache_.puts;
+  TaskDone streamed = Execute(ex, Task({Run("echo hi > /hello", "k1")}));
+  ASSERT_TRUE(streamed.status.ok()) << streamed.status.ToString() << "\n" << log_;
+  ASSERT_EQ(streamed.layers.size(), 1u);
+  EXPECT_EQ(cache_.streamed_puts, 1);
+  EXPECT_EQ(cache_.puts, puts_before + 1);  // the TOC only
+
+  cache_.streamed_failure = UnavailableError("cache server restarting");
+  TaskDone from_file = Execute(ex, Task({Run("echo hi > /hello", "k2")}));
+  ASSERT_TRUE(from_file.status.ok()) << from_file.status.ToString() << "\n" << log_;
+  ASSERT_EQ(from_file.layers.size(), 1u);
+  EXPECT_EQ(cache_.streamed_puts, 1);
+  EXPECT_EQ(cache_.puts, puts_before + 3);  // the layer and its TOC
+  // mtimes are whole seconds in the tar: the two steps may differ by one. Files and sizes agree.
+  auto a = TocOf(streamed.layers[0]), b = TocOf(from_file.layers[0]);
+  ASSERT_TRUE(a.count("hello") && b.count("hello"));
+  EXPECT_EQ(a["hello"].digest, b["hello"].digest);
+  auto bytes = cache_.ReadBytes(from_file.layers[0].diff_id);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(Digest::Of(*bytes), from_file.layers[0].diff_id);
+}
+
 TEST_F(ExecutorTest, FailingRunReportsExitCodeAndLogTail) {
   Executor ex(options_);
   TaskDone done = Execute(ex, Task({Run("true", "a"), Run("echo one; echo two >&2; exit 3", "b")}));

@@ -126,7 +126,8 @@ class BlobStore {
   };
   // Starts an upload of `digest` (its size included). InvalidArgument if a blob with that hex but
   // another size is stored; ResourceExhausted if the blob is larger than max_bytes or too many
-  // uploads are in progress.
+  // uploads are in progress. An empty digest starts a streamed upload, whose digest the commit
+  // names: it goes to a file, and is never found existing here.
   StatusOr<BeginResult> BeginUpload(const Digest& digest, std::string owner);
   // Appends a chunk at `offset`, which must equal the bytes received so far; every chunk but the
   // last is exactly chunk_size bytes. Returns the bytes received. Any error ends the upload and
@@ -136,8 +137,9 @@ class BlobStore {
                                 Frame bytes);
   // Verifies size and SHA-256 and makes the blob visible, durably (sync). DataLoss if the bytes
   // do not match (nothing stays). If the blob was committed meanwhile by another upload, this
-  // upload's chunks are dropped and the commit succeeds. The upload ends either way.
-  Status CommitUpload(uint64_t upload_id, std::string_view owner);
+  // upload's chunks are dropped and the commit succeeds. The upload ends either way. A streamed
+  // upload's `digest` is required; another upload's may be given and must be the begin's.
+  Status CommitUpload(uint64_t upload_id, std::string_view owner, const Digest& digest = {});
   // Ends an upload of `owner` and removes its chunks; unknown ids and others' uploads are ignored.
   void AbortUpload(uint64_t upload_id, std::string_view owner);
   // Aborts uploads without a chunk for longer than upload_idle_timeout. Returns how many.
@@ -199,6 +201,8 @@ class BlobStore {
     Digest digest;
     std::string owner;
     bool in_file = false;  // a large upload: its bytes go to files/<generation>
+    bool streamed = false;  // begun without a digest; `digest` is set at the commit
+    bool ended = false;     // streamed: a chunk shorter than chunk_size came, the last
     UniqueFd file;         // open from begin until the commit has synced it
     std::shared_ptr<FileWrites> writes;  // of the file's chunks, queued on writer_
     bool done = false;   // committed or aborted: no more chunks

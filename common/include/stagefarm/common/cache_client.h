@@ -38,6 +38,18 @@ using ByteSource = std::function<StatusOr<size_t>(char* buf, size_t cap)>;
 // Receives the next bytes of a blob, in order.
 using ByteSink = std::function<Status(std::string_view bytes)>;
 
+// A blob sent as it is made, its digest known only at the end (a layer tar as it is written).
+// Memory stays bounded: a chunk being filled and the chunks in flight.
+class BlobUpload {
+ public:
+  virtual ~BlobUpload() = default;  // one not committed is abandoned: nothing of it is kept
+  // Appends bytes. An error ends the upload; later calls return it again.
+  virtual Status Write(std::string_view bytes) = 0;
+  // Makes the blob visible as `digest` once it is durable; DataLoss if the bytes do not match.
+  // A blob stored meanwhile by someone else is success. The upload ends either way.
+  virtual Status Commit(const Digest& digest) = 0;
+};
+
 class CacheClient {
  public:
   virtual ~CacheClient() = default;
@@ -47,6 +59,10 @@ class CacheClient {
   // Uploads a blob whose digest (and size) the caller already knows. An existing blob is
   // acknowledged without transfer. If the bytes do not match, DataLoss and nothing is stored.
   virtual Status Put(const Digest& digest, const ByteSource& source) = 0;
+  // Starts a streamed upload. While it is open the client serves nothing else, and it must not
+  // outlive the client. Its bytes cannot be sent again, so a transient failure in the middle is
+  // not retried: it fails the upload, and the caller makes the bytes again.
+  virtual StatusOr<std::unique_ptr<BlobUpload>> StartUpload() = 0;
   // Streams bytes [offset, offset+length) of a blob to `sink`; length 0 means to the end.
   virtual Status Read(const Digest& digest, uint64_t offset, uint64_t length,
                       const ByteSink& sink) = 0;

@@ -1,6 +1,6 @@
-// Messages of the cache server (Method::kFindMissing ... kCacheStats, kPruneCache, kDeleteRef). Encode/Decode are the
-// Cap'n Proto codec (common/schema/cache.capnp); Decode fails with InvalidArgument on malformed
-// bytes and never throws.
+// Messages of the cache server (Method::kFindMissing ... kCacheStats, kPruneCache, kDeleteRef).
+// Encode/Decode are the Cap'n Proto codec (common/schema/cache.capnp); Decode fails with
+// InvalidArgument on malformed bytes and never throws.
 //
 // Blob bytes never travel inside these structs: an UploadChunk request and a ReadBlob reply carry
 // exactly one raw data frame (Message::data[0]) after the body.
@@ -14,6 +14,9 @@
 //   CommitUpload{upload_id} -> OK once the blob is durable and visible; DataLoss if the bytes do
 //     not match the digest (then nothing of the upload is kept).
 //   An error on any chunk ends the upload on the server; later chunks get FailedPrecondition.
+// A streamed upload (a layer tar sent as it is made, its digest known only at the end) begins
+// with an empty digest and names it at the commit: CommitUpload{upload_id, digest}. It is never
+// "exists" at the begin; a blob stored meanwhile makes the commit drop the upload's bytes.
 //
 // Reads (the receiver is the client): ReadBlob{digest, offset, length} returns
 // min(length, blob_size - offset) bytes as one data frame; length must be at most
@@ -48,7 +51,7 @@ struct FindMissingResponse {
 };
 
 struct BeginUploadRequest {
-  Digest digest;  // with its size
+  Digest digest;  // with its size; empty for a streamed upload
 };
 struct BeginUploadResponse {
   bool exists = false;     // already stored: the upload is done, send nothing
@@ -68,6 +71,7 @@ struct UploadChunkResponse {
 
 struct CommitUploadRequest {
   uint64_t upload_id = 0;
+  Digest digest;  // a streamed upload's digest and size; empty otherwise (or the begin's)
 };
 struct CommitUploadResponse {
   Digest digest;  // the stored blob

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "stagefarm/common/digest.h"
@@ -30,8 +32,16 @@ struct WrittenLayer {
 // at `tar_path`: entries sorted by path, numeric uid/gid without names, no atime/ctime, xattrs
 // sorted, hard links as tar links. Overlay whiteouts (0/0 character devices) become ".wh.<name>"
 // entries and directories with the overlay opaque xattr get a ".wh..wh..opq" entry.
+// The tar is a working file: it is not synced (a layer is made durable where it is kept, by
+// the cache server).
 StatusOr<WrittenLayer> WriteLayer(const std::string& dir, const std::string& tar_path,
                                   const LayerWriteOptions& options = {});
+
+// Receives the tar's bytes in order as they are made; an error stops the writing.
+using LayerSink = std::function<Status(std::string_view bytes)>;
+// WriteLayer's tar, streamed to `out` instead of a file (to a cache upload, say).
+StatusOr<WrittenLayer> WriteLayerTo(const std::string& dir, const LayerSink& out,
+                                    const LayerWriteOptions& options = {});
 
 struct ExtractOptions {
   // A layer's OCI whiteouts and opaque markers are applied; a user's tar (ADD) has none, and its
