@@ -43,7 +43,7 @@ StatusOr<std::vector<RemoteFile>> FetchAddUrls(
           fetched.push_back(std::move(*got));
           file = &fetched.back();
         }
-        SF_RETURN_IF_ERROR(CheckAddChecksum(step.checksum, *file).Annotate(where));
+        SF_RETURN_IF_ERROR(CheckAddChecksum(step.checksum, *file, &cache).Annotate(where));
       }
     }
   }

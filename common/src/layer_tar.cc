@@ -722,12 +722,22 @@ StatusOr<WrittenLayer> WriteLayerTo(const std::string& dir, const LayerSink& out
   SF_RETURN_IF_ERROR(Walk(root.get(), "", exclude, &items));
   std::sort(items.begin(), items.end(),
             [](const Item& a, const Item& b) { return a.sort_key < b.sort_key; });
+  struct stat root_st;
+  if (::fstat(root.get(), &root_st) != 0) return ErrnoError("stat " + dir, errno);
+  uint64_t disk_bytes = static_cast<uint64_t>(root_st.st_blocks) * 512;
+  std::set<std::pair<dev_t, ino_t>> linked;  // hard-linked files counted already
   LayerWriter writer(root.get(), options);
   SF_RETURN_IF_ERROR(writer.Open(out));
   for (const Item& item : items) {
     SF_RETURN_IF_ERROR(writer.Add(item));
+    const struct stat& st = item.st;
+    if (S_ISDIR(st.st_mode) || st.st_nlink < 2 || linked.emplace(st.st_dev, st.st_ino).second) {
+      disk_bytes += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
   }
-  return writer.Finish();
+  SF_ASSIGN_OR_RETURN(WrittenLayer written, writer.Finish());
+  written.disk_bytes = disk_bytes;
+  return written;
 }
 
 Status ExtractLayer(const std::string& tar_path, const std::string& dir,

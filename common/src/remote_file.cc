@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -71,24 +72,58 @@ std::string RemoteFileName(std::string_view url) {
   return path.substr(path.rfind('/') + 1);
 }
 
-StatusOr<Digest> ParseAddChecksum(std::string_view checksum) {
+StatusOr<AddChecksum> ParseAddChecksum(std::string_view checksum) {
   const std::string shown = "--checksum=" + std::string(checksum);
-  if (!checksum.starts_with("sha256:")) {
-    return InvalidArgumentError(shown + ": only sha256:<64 hex digits> is supported");
+  static constexpr std::pair<std::string_view, size_t> kAlgorithms[] = {
+      {"sha256", 64}, {"sha384", 96}, {"sha512", 128}};
+  const size_t colon = checksum.find(':');
+  const std::string_view algorithm = checksum.substr(0, colon);
+  const std::string_view hex =
+      colon == std::string_view::npos ? std::string_view() : checksum.substr(colon + 1);
+  for (const auto& [name, digits] : kAlgorithms) {
+    if (algorithm != name || colon == std::string_view::npos) continue;
+    bool valid = hex.size() == digits;
+    for (char c : hex) valid = valid && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+    if (!valid) {
+      return InvalidArgumentError(shown + ": expected " + std::string(name) + ": and " +
+                                  std::to_string(digits) + " lowercase hex digits");
+    }
+    return AddChecksum{std::string(name), std::string(hex)};
   }
-  std::string_view hex = checksum.substr(7);
-  bool valid = hex.size() == 64;
-  for (char c : hex) valid = valid && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
-  if (!valid) return InvalidArgumentError(shown + ": expected sha256: and 64 lowercase hex digits");
-  return Digest{std::string(hex), 0};
+  return InvalidArgumentError(shown + ": expected sha256:, sha384: or sha512: and hex digits");
 }
 
-Status CheckAddChecksum(const std::string& checksum, const RemoteFile& file) {
+Status CheckAddChecksum(const std::string& checksum, const RemoteFile& file, CacheClient* cache) {
   if (checksum.empty()) return Status();
-  SF_ASSIGN_OR_RETURN(Digest expected, ParseAddChecksum(checksum));
-  if (expected.hex == file.digest.hex) return Status();
+  SF_ASSIGN_OR_RETURN(AddChecksum expected, ParseAddChecksum(checksum));
+  AddChecksum got{expected.algorithm, file.digest.hex};
+  if (expected.algorithm != "sha256") {
+    if (cache == nullptr) return Status();
+    const EVP_MD* md = EVP_get_digestbyname(expected.algorithm.c_str());
+    SF_CHECK(md != nullptr);
+    std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    SF_CHECK(ctx && EVP_DigestInit_ex(ctx.get(), md, nullptr) == 1);
+    SF_RETURN_IF_ERROR(
+        cache
+            ->Read(file.digest, 0, 0,
+                   [&](std::string_view bytes) {
+                     SF_CHECK(EVP_DigestUpdate(ctx.get(), bytes.data(), bytes.size()) == 1);
+                     return Status();
+                   })
+            .Annotate("read " + file.url + " back to check its " + expected.algorithm));
+    unsigned char out[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    SF_CHECK(EVP_DigestFinal_ex(ctx.get(), out, &len) == 1);
+    static constexpr char kHex[] = "0123456789abcdef";
+    got.hex.clear();
+    for (unsigned int i = 0; i < len; ++i) {
+      got.hex.push_back(kHex[out[i] >> 4]);
+      got.hex.push_back(kHex[out[i] & 15]);
+    }
+  }
+  if (expected.hex == got.hex) return Status();
   return InvalidArgumentError("checksum mismatch for " + file.url + ": expected " + expected.str() +
-                              ", got " + file.digest.str());
+                              ", got " + got.str());
 }
 
 const RemoteFile* FindRemoteFile(const std::vector<RemoteFile>& files, std::string_view url) {

@@ -89,7 +89,7 @@ Status SplitCopySources(const frontend::ResolvedStep& step, const std::string& w
   if (urls->empty()) {
     return InvalidArgumentError(where + ": --checksum can't be specified for non-HTTP(S) sources");
   }
-  StatusOr<Digest> expected = ParseAddChecksum(step.checksum);
+  StatusOr<AddChecksum> expected = ParseAddChecksum(step.checksum);
   if (!expected.ok()) return InvalidArgumentError(where + ": " + expected.status().message());
   return Status();
 }

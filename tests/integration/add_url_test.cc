@@ -159,6 +159,27 @@ TEST_F(AddUrlTest, BadChecksumMissingFileRefusedConnectionAndCopyFailNamingTheLi
                       Digest::Of("hello v1\n").str())))
       << err;
 
+  // sha512 (and sha384) as BuildKit takes them: checked on the fetched bytes.
+  const std::string sha512 =
+      "sha512:"
+      "6be5d47cc0ebce523ef2b2e3514ada539dd40c41ec74590e1acb00dfb085d905a3682dffaf453f940da04f"
+      "02927e06e48b65798ca0f07d4da5a339cce661cb72";
+  ASSERT_EQ(Build("Dockerfile.512",
+                  "FROM busybox\nADD --checksum=" + sha512 + " " + base_ + "hello.txt /x\n", &err),
+            0)
+      << err;
+  EXPECT_EQ(ReadFileOrEmpty(D() + "/out/x"), "hello v1\n");
+  const std::string wrong512 = "sha512:" + std::string(128, 'e');
+  EXPECT_NE(
+      Build("Dockerfile.bad512",
+            "FROM busybox\nADD --checksum=" + wrong512 + " " + base_ + "hello.txt /x\n", &err),
+      0);
+  EXPECT_NE(err.find("Dockerfile.bad512:2: ADD --checksum=" + wrong512 + " " + base_ +
+                     "hello.txt /x: checksum mismatch for " + base_ + "hello.txt: expected " +
+                     wrong512 + ", got " + sha512),
+            std::string::npos)
+      << err;
+
   EXPECT_NE(Build("Dockerfile.404", "FROM busybox\nADD " + base_ + "missing /x\n", &err), 0);
   EXPECT_NE(
       err.find("Dockerfile.404:2: ADD " + base_ + "missing /x: GET " + base_ + "missing: HTTP 404"),

@@ -456,8 +456,9 @@ Status Executor::RunStep(StepContext& ctx) {
   // The next step stacks on this layer. Its files are the upper dir's, unless their times were
   // clamped in the tar: then the tar is extracted (never fetched back from the cache).
   ctx.pin.Add(written->diff_id);
-  Status kept = ctx.task.source_date_epoch < 0 ? layers_.Adopt(written->diff_id, upper)
-                                               : layers_.Insert(written->diff_id, tar);
+  Status kept = ctx.task.source_date_epoch < 0
+                    ? layers_.Adopt(written->diff_id, upper, written->disk_bytes)
+                    : layers_.Insert(written->diff_id, tar);
   if (!kept.ok()) return kept.Annotate(prefix + "storing the layer");
   return Status();
 }

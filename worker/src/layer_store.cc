@@ -287,12 +287,16 @@ Status LayerStore::Insert(const Digest& diff_id, const std::string& tar_path) {
   return ExtractInto(diff_id, tar_path);
 }
 
-Status LayerStore::Adopt(const Digest& diff_id, const std::string& dir) {
+Status LayerStore::Adopt(const Digest& diff_id, const std::string& dir,
+                         std::optional<uint64_t> disk_bytes) {
   if (diff_id.hex.size() != 64) return InvalidArgumentError("bad layer digest " + diff_id.str());
   auto layer_lock = LockFor(diff_id.hex);
   std::lock_guard hold(*layer_lock);
   if (IsDir(PathOf(diff_id))) return Status();
-  SF_ASSIGN_OR_RETURN(uint64_t bytes, DiskUsage(dir));
+  if (!disk_bytes) {
+    SF_ASSIGN_OR_RETURN(disk_bytes, DiskUsage(dir));
+  }
+  const uint64_t bytes = *disk_bytes;
   // The first layer of a fresh worker may be made before any was extracted (FROM scratch).
   SF_RETURN_IF_ERROR(MakeDirs(root_, 0755));
   std::string into = PathOf(diff_id);

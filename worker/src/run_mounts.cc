@@ -386,6 +386,89 @@ StatusOr<std::string> RealPathInRoot(int root_fd, int fd) {
   return path.substr(root.size() + 1);
 }
 
+// Walks `rel` (clean, relative to the rootfs) as the runtime does on its way to a mount target:
+// symlinks followed inside the root. Adds to `created` the directories that do not exist yet,
+// below the real directory they will be made in, and that directory to `parents`. Returns
+// NotFound at a symlink that leads nowhere (`*dangling` is its path and `*dangling_parent` the
+// real directory holding it), FailedPrecondition under a file; OK otherwise.
+Status WalkToTarget(int root_fd, const std::string& rel, std::set<std::string>* created,
+                    std::set<std::string>* parents, std::string* dangling,
+                    std::string* dangling_parent) {
+  std::string so_far;  // the last existing directory, symlinks resolved
+  for (size_t start = 0; start < rel.size();) {
+    size_t end = rel.find('/', start);
+    if (end == std::string::npos) end = rel.size();
+    std::string path = rel.substr(0, end);
+    // Symlinks on the way are followed (inside the root), as the runtime does.
+    auto fd = OpenInRoot(root_fd, path, O_PATH);
+    if (!fd.ok()) {
+      if (fd.status().code() != StatusCode::kNotFound) return fd.status();  // under a file
+      auto link = OpenInRoot(root_fd, path, O_PATH | O_NOFOLLOW);
+      struct stat st;
+      if (link.ok() && ::fstat(link->get(), &st) == 0 && S_ISLNK(st.st_mode)) {
+        *dangling = path;
+        *dangling_parent = so_far;
+        return NotFoundError("/" + path + " is a symlink to nothing");
+      }
+      // From here down the runtime makes the path, below the real directory: all stubs.
+      const std::string base = so_far.empty() ? "" : so_far + "/";
+      for (size_t p = end; p != std::string::npos; p = rel.find('/', p + 1)) {
+        created->insert(base + rel.substr(start, p - start));
+      }
+      created->insert(base + rel.substr(start));
+      if (!so_far.empty()) parents->insert(so_far);
+      return Status();
+    }
+    start = end + 1;
+    struct stat st;
+    if (::fstat(fd->get(), &st) != 0) return ErrnoError("stat /" + path + " in the rootfs", errno);
+    if (!S_ISDIR(st.st_mode)) return Status();  // the existing target: nothing is created
+    SF_ASSIGN_OR_RETURN(so_far, RealPathInRoot(root_fd, fd->get()));
+  }
+  return Status();
+}
+
+// The target of the symlink at `path` inside the rootfs, clean and relative to the root, for a
+// symlink held by the real directory `parent`.
+StatusOr<std::string> SymlinkTargetInRoot(int root_fd, const std::string& path,
+                                          const std::string& parent) {
+  SF_ASSIGN_OR_RETURN(UniqueFd link, OpenInRoot(root_fd, path, O_PATH | O_NOFOLLOW));
+  char buf[PATH_MAX];
+  ssize_t n = ::readlinkat(link.get(), "", buf, sizeof buf);
+  if (n < 0) return ErrnoError("readlink /" + path + " in the rootfs", errno);
+  std::string target(buf, static_cast<size_t>(n));
+  if (target.empty()) return InvalidArgumentError("/" + path + " is an empty symlink");
+  // ".." stops at the root, as openat2(RESOLVE_IN_ROOT) has it.
+  return CleanSlashPath(target[0] == '/' ? target : "/" + parent + "/" + target).substr(1);
+}
+
+// mkdir -p of `rel` inside the rootfs as runc does it: symlinks on the way are followed, and
+// one that leads nowhere has the directories it names made first (up to 40 of them, the
+// kernel's limit). Adds what it makes to `created` and the directories they are made in to
+// `parents`.
+Status MakeDirsThrough(int root_fd, const std::string& rel, std::set<std::string>* created,
+                       std::set<std::string>* parents, int links) {
+  for (std::string last;;) {
+    std::set<std::string> made, made_in;
+    std::string dangling, dangling_parent;
+    Status walked = WalkToTarget(root_fd, rel, &made, &made_in, &dangling, &dangling_parent);
+    if (!dangling.empty() && dangling == last) {
+      return FailedPreconditionError("/" + dangling + " still leads nowhere");
+    }
+    last = dangling;
+    if (dangling.empty()) {
+      SF_RETURN_IF_ERROR(walked);
+      SF_RETURN_IF_ERROR(MakeDirsInRoot(root_fd, rel, 0755, 0, 0).status());
+      created->insert(made.begin(), made.end());
+      parents->insert(made_in.begin(), made_in.end());
+      return Status();
+    }
+    if (links >= 40) return FailedPreconditionError("too many levels of symlinks at /" + rel);
+    SF_ASSIGN_OR_RETURN(std::string to, SymlinkTargetInRoot(root_fd, dangling, dangling_parent));
+    SF_RETURN_IF_ERROR(MakeDirsThrough(root_fd, to, created, parents, links + 1));
+  }
+}
+
 }  // namespace
 
 StatusOr<MountStubs> MountStubs::Record(int root_fd, const std::string& upper,
@@ -393,32 +476,18 @@ StatusOr<MountStubs> MountStubs::Record(int root_fd, const std::string& upper,
   MountStubs stubs;
   std::set<std::string> created, parents;
   for (const std::string& target : targets) {
-    std::string rel = CleanSlashPath(target).substr(1);  // targets are absolute
-    std::string so_far;  // the last existing directory, symlinks resolved
-    for (size_t start = 0; start < rel.size();) {
-      size_t end = rel.find('/', start);
-      if (end == std::string::npos) end = rel.size();
-      std::string path = rel.substr(0, end);
-      // Symlinks on the way are followed (inside the root), as the runtime does.
-      auto fd = OpenInRoot(root_fd, path, O_PATH);
-      if (!fd.ok()) {
-        if (fd.status().code() != StatusCode::kNotFound) break;  // under a file: the runtime fails
-        // From here down the runtime makes the path, below the real directory: all stubs.
-        const std::string base = so_far.empty() ? "" : so_far + "/";
-        for (size_t p = end; p != std::string::npos; p = rel.find('/', p + 1)) {
-          created.insert(base + rel.substr(start, p - start));
-        }
-        created.insert(base + rel.substr(start));
-        if (!so_far.empty()) parents.insert(so_far);
-        break;
-      }
-      start = end + 1;
-      struct stat st;
-      if (::fstat(fd->get(), &st) != 0)
-        return ErrnoError("stat /" + path + " in the rootfs", errno);
-      if (!S_ISDIR(st.st_mode)) break;  // the existing target: nothing is created
-      SF_ASSIGN_OR_RETURN(so_far, RealPathInRoot(root_fd, fd->get()));
-    }
+    const std::string rel = CleanSlashPath(target).substr(1);  // targets are absolute
+    std::string dangling, dangling_parent;
+    // An error is the runtime's to report, when it fails the same way.
+    WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent).IgnoreError();
+    if (dangling.empty()) continue;
+    // A symlink on the way leads nowhere yet: runc makes the directories it names (and docker
+    // build runs the step), crun refuses ("openat2 ...: No such file or directory"). They are
+    // made here, as runc would, and are stubs like those the runtime makes below them.
+    auto to = SymlinkTargetInRoot(root_fd, dangling, dangling_parent);
+    if (!to.ok() || !MakeDirsThrough(root_fd, *to, &created, &parents, 1).ok()) continue;
+    dangling.clear();
+    WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent).IgnoreError();
   }
   // Every directory above a created stub is copied up to the upper dir.
   for (const std::string& p : std::set<std::string>(parents)) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "support/fake_cache_client.h"
+
 namespace stagefarm {
 namespace {
 
@@ -27,15 +29,23 @@ TEST(RemoteFile, NameIsTheLastPathComponentAsDockerfile2llbGivesIt) {
   for (const auto& [url, name] : cases) EXPECT_EQ(RemoteFileName(url), name) << url;
 }
 
-TEST(RemoteFile, ChecksumIsSha256WithSixtyFourHexDigits) {
+TEST(RemoteFile, ChecksumIsAnAlgorithmAndItsHexDigits) {
+  for (const auto& [algorithm, digits] :
+       {std::pair{"sha256", 64}, std::pair{"sha384", 96}, std::pair{"sha512", 128}}) {
+    const std::string hex(digits, 'a');
+    StatusOr<AddChecksum> c = ParseAddChecksum(std::string(algorithm) + ":" + hex);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ(c->algorithm, algorithm);
+    EXPECT_EQ(c->hex, hex);
+  }
   const std::string hex(64, 'a');
-  StatusOr<Digest> d = ParseAddChecksum("sha256:" + hex);
-  ASSERT_TRUE(d.ok()) << d.status().ToString();
-  EXPECT_EQ(d->hex, hex);
-  for (const std::string& bad :
-       std::vector<std::string>{"", "sha256:", "sha256:abc", "md5:" + hex, "sha512:" + hex,
-                                "sha256:" + std::string(64, 'A'), hex}) {
-    EXPECT_EQ(ParseAddChecksum(bad).status().code(), StatusCode::kInvalidArgument) << bad;
+  for (const std::string& bad : std::vector<std::string>{
+           "", "sha256:", "sha256:abc", "md5:" + hex, "sha512:" + hex, "sha384:" + hex,
+           "sha256:" + std::string(64, 'A'), "sha256:" + hex + "a", hex, "sha256" + hex}) {
+    StatusOr<AddChecksum> c = ParseAddChecksum(bad);
+    EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(c.status().message().find("--checksum=" + bad + ": expected"), std::string::npos)
+        << c.status().message();
   }
 }
 
@@ -47,6 +57,35 @@ TEST(RemoteFile, ChecksumMismatchNamesTheUrlAndBothDigests) {
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "checksum mismatch for http://h/x: expected " + Digest::Of("other").str() +
                              ", got " + f.digest.str());
+}
+
+// sha384 and sha512 are checked on the bytes, read back from the cache.
+TEST(RemoteFile, Sha384AndSha512ChecksumsAreCheckedOnTheBytes) {
+  testing::FakeCacheClient cache;
+  Digest d;
+  ASSERT_TRUE(cache.PutBytes("abc", &d).ok());
+  RemoteFile f{"http://h/abc", d, 0};
+  // The FIPS 180-2 test vectors of "abc".
+  const std::string sha384 =
+      "sha384:cb00753f45a35e8bb5a03d699ac65007272c32ab0eded1631a8b605a43ff5bed8086072ba1e7cc2358ba"
+      "eca134c825a7";
+  const std::string sha512 =
+      "sha512:"
+      "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c"
+      "23a3feebbd454d4423643ce80e2a9ac94fa54ca49f";
+  for (const std::string& good : {sha384, sha512}) {
+    Status s = CheckAddChecksum(good, f, &cache);
+    EXPECT_TRUE(s.ok()) << good << ": " << s.ToString();
+  }
+  const std::string wrong = "sha512:" + std::string(128, '0');
+  Status s = CheckAddChecksum(wrong, f, &cache);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(),
+            "checksum mismatch for http://h/abc: expected " + wrong + ", got " + sha512);
+  // Without the bytes, only the form: the client that fetched the file checked them.
+  EXPECT_TRUE(CheckAddChecksum(wrong, f).ok());
+  RemoteFile gone{"http://h/gone", Digest::Of("gone"), 0};
+  EXPECT_EQ(CheckAddChecksum(sha512, gone, &cache).code(), StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "stagefarm/common/layer_tar.h"
 #include "worker_fixture.h"
 
 namespace stagefarm::worker {
@@ -71,6 +72,31 @@ TEST_F(LayerStoreTest, AdoptsAnUpperDirIntoAStoreNotYetCreated) {
   ASSERT_TRUE(store.Adopt(a.diff_id, upper).ok());
   EXPECT_TRUE(Present(a));
   EXPECT_FALSE(fs::exists(upper));
+}
+
+// A step's layer is adopted with the size its writing measured: it must be what a walk of the
+// directory (DiskUsage, du's count) finds, or --max-disk would count wrong.
+TEST_F(LayerStoreTest, WrittenLayerMeasuresItsDirectoryAsDiskUsageDoes) {
+  const std::string dir = tmp_.path() + "/upper";
+  fs::create_directories(dir + "/a/b/c");
+  for (int i = 0; i < 50; ++i) {
+    std::ofstream(dir + "/a/f" + std::to_string(i)) << std::string(i * 997, 'x');
+  }
+  std::ofstream(dir + "/a/b/c/big") << std::string(3 * kMiB + 5, 'y');
+  std::ofstream(dir + "/empty");
+  ASSERT_EQ(::link((dir + "/a/b/c/big").c_str(), (dir + "/hardlink").c_str()), 0);
+  fs::create_symlink("a/f3", dir + "/symlink");
+  auto written = WriteLayer(dir, tmp_.path() + "/layer.tar");
+  ASSERT_TRUE(written.ok()) << written.status().ToString();
+  auto walked = DiskUsage(dir);
+  ASSERT_TRUE(walked.ok()) << walked.status().ToString();
+  EXPECT_EQ(written->disk_bytes, *walked);
+  EXPECT_GT(written->disk_bytes, 3 * kMiB);  // the hard-linked file once
+  EXPECT_LT(written->disk_bytes, 5 * kMiB);  // twice would be over 7 MiB
+
+  LayerStore store(LayersDir());
+  ASSERT_TRUE(store.Adopt(written->diff_id, dir, written->disk_bytes).ok());
+  EXPECT_EQ(store.bytes(), *walked);
 }
 
 TEST_F(LayerStoreTest, EvictsLeastRecentlyUsedUnpinnedLayersPastTheBudget) {

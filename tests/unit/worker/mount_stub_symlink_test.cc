@@ -21,10 +21,12 @@ class MountStubSymlinkTest : public WorkerFixture {
     WorkerFixture::SetUp();
     if (HasFatalFailure()) return;
     const std::string rootfs = tmp_.path() + "/base";
-    InstallBusybox(rootfs, {"sh", "true", "touch"});
+    InstallBusybox(rootfs, {"sh", "true", "touch", "grep"});
     fs::create_directories(rootfs + "/real/existing");
     fs::create_symlink("/real", rootfs + "/link");        // absolute: resolved inside the rootfs
     fs::create_symlink("real", rootfs + "/rellink");      // relative
+    fs::create_symlink("/nowhere/deeper", rootfs + "/dangling");  // to nothing yet
+    fs::create_symlink("dangling/x", rootfs + "/chain");          // to nothing, through it
     base_ = PutLayer(rootfs, "base");
   }
 
@@ -69,6 +71,19 @@ TEST_F(MountStubSymlinkTest, StubBelowAnAbsoluteSymlinkStaysOutOfTheLayer) {
 TEST_F(MountStubSymlinkTest, StubsOfMissingDirsBelowARelativeSymlinkStayOutOfTheLayer) {
   std::set<std::string> paths = RunWithTmpfs("true", "/rellink/a/b/m");
   EXPECT_TRUE(paths.empty()) << "leaked: " << *paths.begin();
+}
+
+// runc (docker build) makes the directories a symlink leading nowhere names, and mounts there;
+// crun alone would refuse. The mount is where the symlink leads; the directories made for it
+// are stubs, while what the command writes beside them stays.
+TEST_F(MountStubSymlinkTest, StubsBelowADanglingSymlinkStayOutOfTheLayer) {
+  std::set<std::string> paths =
+      RunWithTmpfs("grep -q ' /nowhere/deeper/a/m tmpfs' /proc/mounts", "/dangling/a/m");
+  EXPECT_TRUE(paths.empty()) << "leaked: " << *paths.begin();
+  paths = RunWithTmpfs("grep -q ' /nowhere/deeper/x/m tmpfs' /proc/mounts", "/chain/m");
+  EXPECT_TRUE(paths.empty()) << "leaked: " << *paths.begin();
+  paths = RunWithTmpfs("touch /nowhere/kept", "/dangling/m");
+  EXPECT_EQ(paths, (std::set<std::string>{"nowhere", "nowhere/kept"}));
 }
 
 TEST_F(MountStubSymlinkTest, WhatTheCommandWritesBesideTheStubIsKept) {

@@ -26,6 +26,9 @@ struct WrittenLayer {
   Toc toc;               // one entry per tar entry
   std::string toc_blob;  // toc.Serialize()
   Digest toc_digest;     // Digest::Of(toc_blob)
+  // What the directory takes on disk (allocated blocks, a hard-linked file once), as du counts
+  // it, from the stat calls the writing made anyway.
+  uint64_t disk_bytes = 0;
 };
 
 // Writes the directory `dir` (an overlayfs upper dir, or any directory) as a deterministic tar

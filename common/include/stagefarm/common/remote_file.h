@@ -31,12 +31,22 @@ bool IsRemoteUrl(std::string_view source);
 // and fragment left out, percent-decoded), or "__unnamed__" when the path has none.
 std::string RemoteFileName(std::string_view url);
 
-// The expected digest of --checksum=sha256:<64 hex>. InvalidArgument for any other form.
-StatusOr<Digest> ParseAddChecksum(std::string_view checksum);
+// An ADD's --checksum=<algorithm>:<hex>, with the algorithms BuildKit takes (go-digest's):
+// sha256 (64 lowercase hex digits), sha384 (96) and sha512 (128).
+struct AddChecksum {
+  std::string algorithm;
+  std::string hex;
+  std::string str() const { return algorithm + ":" + hex; }
+};
+// InvalidArgument for any other form.
+StatusOr<AddChecksum> ParseAddChecksum(std::string_view checksum);
 
 // Checks `file` against an ADD's --checksum (none: OK). InvalidArgument for a malformed
-// checksum, or "checksum mismatch for <url>: expected sha256:..., got sha256:...".
-Status CheckAddChecksum(const std::string& checksum, const RemoteFile& file);
+// checksum, or "checksum mismatch for <url>: expected sha512:..., got sha512:...". A sha256 is
+// the file's digest; another algorithm hashes the file's bytes, read from `cache` (without
+// one, only the checksum's form is checked: the client that fetched the file checks the rest).
+Status CheckAddChecksum(const std::string& checksum, const RemoteFile& file,
+                        CacheClient* cache = nullptr);
 
 // The entry for `url` in `files`, or nullptr.
 const RemoteFile* FindRemoteFile(const std::vector<RemoteFile>& files, std::string_view url);

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -78,8 +79,10 @@ class LayerStore {
   // `diff_id`) into place as the layer, unless it is already present (then `dir` is left alone).
   // Saves extracting the tar again: the upper dir already holds the layer's files, in overlay's
   // own whiteout form. Only for layers whose tar keeps the files' times as they are (no
-  // SOURCE_DATE_EPOCH clamping), so that every worker sees the same bits.
-  Status Adopt(const Digest& diff_id, const std::string& dir);
+  // SOURCE_DATE_EPOCH clamping), so that every worker sees the same bits. `disk_bytes`, when the
+  // caller knows it (WrittenLayer::disk_bytes), saves walking `dir` again to measure it.
+  Status Adopt(const Digest& diff_id, const std::string& dir,
+               std::optional<uint64_t> disk_bytes = std::nullopt);
 
   // Disk usage of the layers in the store now.
   uint64_t bytes() const;
