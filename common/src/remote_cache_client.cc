@@ -50,9 +50,7 @@ class RemoteCacheClient : public CacheClient {
   }
 
   StatusOr<std::unique_ptr<BlobUpload>> StartUpload() override {
-    SF_ASSIGN_OR_RETURN(BeginUploadResponse begin, Begin(Digest{}));
-    if (begin.exists) return InvalidArgumentError("server found a streamed upload existing");
-    return std::unique_ptr<BlobUpload>(new StreamedUpload(*this, begin));
+    return std::unique_ptr<BlobUpload>(new StreamedUpload(*this));
   }
 
   Status Put(const Digest& digest, const ByteSource& source) override {
@@ -320,19 +318,27 @@ class RemoteCacheClient : public CacheClient {
   }
 
   // A streamed upload: bytes gathered into chunks as they come, the digest named at the commit.
+  // The server hears of it only once a whole chunk has come: a smaller blob (the layer of most
+  // steps) is put at the commit as one of known digest, which the server keeps in RocksDB with
+  // one sync, where a streamed upload costs a file of its own and four.
   class StreamedUpload : public BlobUpload {
    public:
-    StreamedUpload(RemoteCacheClient& client, const BeginUploadResponse& begin)
-        : client_(client),
-          upload_id_(begin.upload_id),
-          chunk_size_(begin.chunk_size),
-          sender_(client, begin) {}
+    explicit StreamedUpload(RemoteCacheClient& client) : client_(client) {}
     ~StreamedUpload() override {
-      if (!done_) client_.FailUpload(upload_id_, CancelledError("upload abandoned")).IgnoreError();
+      if (!done_ && sender_) {
+        client_.FailUpload(upload_id_, CancelledError("upload abandoned")).IgnoreError();
+      }
     }
 
     Status Write(std::string_view bytes) override {
       if (done_) return error_;
+      if (!sender_) {
+        const size_t take = std::min(bytes.size(), kCacheChunkSize - head_.size());
+        head_.append(bytes.substr(0, take));
+        bytes.remove_prefix(take);
+        if (head_.size() < kCacheChunkSize) return Status();
+        SF_RETURN_IF_ERROR(Check(Begin()));
+      }
       while (!bytes.empty()) {
         if (!buf_) {
           buf_.reset(new char[chunk_size_]);
@@ -349,10 +355,20 @@ class RemoteCacheClient : public CacheClient {
 
     Status Commit(const Digest& digest) override {
       if (done_) return error_.ok() ? FailedPreconditionError("upload committed already") : error_;
+      if (!sender_) {
+        done_ = true;
+        size_t pos = 0;
+        return client_.Put(digest, [&](char* buf, size_t cap) -> StatusOr<size_t> {
+          const size_t n = std::min(cap, head_.size() - pos);
+          std::memcpy(buf, head_.data() + pos, n);
+          pos += n;
+          return n;
+        });
+      }
       if (buf_) SF_RETURN_IF_ERROR(Check(SendBuffer()));
-      SF_RETURN_IF_ERROR(Check(sender_.Drain()));
-      if (sender_.sent() != digest.size) {
-        return Check(DataLossError("upload has " + std::to_string(sender_.sent()) +
+      SF_RETURN_IF_ERROR(Check(sender_->Drain()));
+      if (sender_->sent() != digest.size) {
+        return Check(DataLossError("upload has " + std::to_string(sender_->sent()) +
                                    " bytes, its digest says " + std::to_string(digest.size)));
       }
       done_ = true;
@@ -361,24 +377,35 @@ class RemoteCacheClient : public CacheClient {
     }
 
    private:
+    // Begins the upload on the server and sends what came so far in its chunks.
+    Status Begin() {
+      SF_ASSIGN_OR_RETURN(BeginUploadResponse begin, client_.Begin(Digest{}));
+      if (begin.exists) return InvalidArgumentError("server found a streamed upload existing");
+      upload_id_ = begin.upload_id;
+      chunk_size_ = begin.chunk_size;
+      sender_.emplace(client_, begin);
+      std::string head = std::move(head_);
+      return Write(head);
+    }
     Status SendBuffer() {
       std::shared_ptr<char[]> buf = std::move(buf_);
       const std::string_view bytes(buf.get(), fill_);
-      return sender_.Send(Frame(std::move(buf), bytes));
+      return sender_->Send(Frame(std::move(buf), bytes));
     }
     // Ends the upload on the first failure; the server drops what it has of it.
     Status Check(Status s) {
       if (s.ok()) return s;
       done_ = true;
-      error_ = client_.FailUpload(upload_id_, s);
+      error_ = sender_ ? client_.FailUpload(upload_id_, s) : s;
       return error_;
     }
 
     RemoteCacheClient& client_;
-    const uint64_t upload_id_;
-    const uint32_t chunk_size_;
-    ChunkSender sender_;
-    std::shared_ptr<char[]> buf_;  // the chunk being filled
+    std::string head_;  // what came before the upload began
+    uint64_t upload_id_ = 0;
+    uint32_t chunk_size_ = 0;
+    std::optional<ChunkSender> sender_;  // once begun
+    std::shared_ptr<char[]> buf_;        // the chunk being filled
     size_t fill_ = 0;
     bool done_ = false;
     Status error_;

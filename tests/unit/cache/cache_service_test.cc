@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -159,10 +160,34 @@ TEST_P(CacheServiceTest, StreamedUploadRoundTrips) {
   auto missing = client_->FindMissing({Digest::Of(other)});
   ASSERT_TRUE(missing.ok());
   EXPECT_EQ(missing->size(), 1u);
+
+  // Under a chunk: put as a blob of known digest at the commit, kept in RocksDB (no file); a
+  // wrong digest is refused there too.
+  auto files = [&] {
+    return std::distance(std::filesystem::directory_iterator(dir_.path() + "/db/files"),
+                         std::filesystem::directory_iterator());
+  };
+  const auto files_before = files();
+  const std::string small = RandomBytes(5000, 11);
+  {
+    auto upload = client_->StartUpload();
+    ASSERT_TRUE(upload.ok());
+    ASSERT_TRUE((*upload)->Write(small.substr(0, 10)).ok());
+    ASSERT_TRUE((*upload)->Write(small.substr(10)).ok());
+    ASSERT_TRUE((*upload)->Commit(Digest::Of(small)).ok());
+  }
+  EXPECT_EQ(ReadAll(Digest::Of(small)), small);
+  EXPECT_EQ(files(), files_before);
+  {
+    auto upload = client_->StartUpload();
+    ASSERT_TRUE(upload.ok());
+    ASSERT_TRUE((*upload)->Write("tiny").ok());
+    EXPECT_EQ((*upload)->Commit(Digest::Of("tinx")).code(), StatusCode::kDataLoss);
+  }
   // The abandon is a message the server takes in turn: a round trip later it is done.
   ASSERT_TRUE(client_->GetRef("sync").ok());
   EXPECT_EQ(server_->service().store().Stats().uploads_in_progress, 0u);
-  EXPECT_EQ(server_->service().store().Stats().blobs, 1u);
+  EXPECT_EQ(server_->service().store().Stats().blobs, 2u);
 }
 
 TEST_P(CacheServiceTest, RangeReads) {
