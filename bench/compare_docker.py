@@ -13,6 +13,10 @@ and times each three ways:
   - fresh: warm on a new machine. stagefarm: the farm's workers are replaced by new ones with
            empty layer stores while the cache server keeps its contents. docker has no shared
            cache without an explicit export and import, so its "fresh" run is cold again.
+Each case runs --repeat times (3) in one sitting, every tool in turn (each repetition starting
+with another), and the table shows the median: this VM's timings of one build vary by a third
+from run to run. Before each timed build
+the disk is synced, so that no build pays for the writeback of the one before.
 Then it prints a table of seconds and of ratios (stagefarm / docker; below 1 is faster), and
 draws the ratios as a PNG chart (matplotlib). The worker's peak RSS while producing a 1 GiB
 layer is measured on the local farm (the target is under 100 MiB).
@@ -25,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -120,13 +125,15 @@ def main():
     ap.add_argument("--cases", default=",".join(dockerfiles()))
     ap.add_argument("--out", default=f"{SRC}/bench/results")
     ap.add_argument("--no-rss", action="store_true", help="skip the 1 GiB layer RSS measurement")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each case (cold, warm and fresh each time); the median is shown")
     args = ap.parse_args()
     binary = os.path.abspath(args.bin)
     cases = {k: v for k, v in dockerfiles().items() if k in args.cases.split(",")}
     tmp = tempfile.mkdtemp(prefix="stagefarm-compare-")
     os.makedirs(args.out, exist_ok=True)
     docker = None
-    times = {}  # (case, tool, mode) -> seconds
+    samples = {}  # (case, tool, mode) -> seconds of each repetition
     try:
         run([f"{SRC}/scripts/make-busybox-image", f"{tmp}/busybox"])
         docker = Docker(tmp)
@@ -137,48 +144,64 @@ def main():
             with open(f"{ctx}/Dockerfile", "w") as f:
                 f.write(text)
 
-        for case in cases:
+        for case, rep in ((case, rep) for case in cases for rep in range(args.repeat)):
             ctx = f"{tmp}/ctx/{case}"
-            print(f"== {case}", flush=True)
-            # docker: cold, warm, and "fresh" (cold again: no shared cache)
-            docker.prune()
-            times[case, "docker", "cold"] = docker.build(ctx, f"bench-{case}")
-            times[case, "docker", "warm"] = docker.build(ctx, f"bench-{case}")
-            docker.prune()
-            times[case, "docker", "fresh"] = docker.build(ctx, f"bench-{case}")
+            print(f"== {case} ({rep + 1} of {args.repeat})", flush=True)
 
-            # embedded farm: a fresh store; "fresh" is a new machine sharing nothing, as docker
-            home = f"{tmp}/home-{case}"
-            env = dict(os.environ, STAGEFARM_HOME=home)
-            sf = [binary, "build", "--progress=quiet", "-t", f"bench-{case}", ctx]
-            run([binary, "image", "import", f"{tmp}/busybox", "busybox"], env=env)
-            times[case, "embedded", "cold"] = timed(sf, env=env)
-            times[case, "embedded", "warm"] = timed(sf, env=env)
-            shutil.rmtree(home)
-            run([binary, "image", "import", f"{tmp}/busybox", "busybox"], env=env)
-            times[case, "embedded", "fresh"] = timed(sf, env=env)
-            shutil.rmtree(home)
+            def record(tool, mode, seconds, case=case):
+                samples.setdefault((case, tool, mode), []).append(seconds)
 
-            # a local farm of 2 workers: "fresh" replaces both workers, the cache server stays
-            farm_dir = f"{tmp}/farm-{case}"
-            os.makedirs(farm_dir)
-            with LocalFarm(binary, farm_dir, workers=2) as farm:
-                run([binary, "image", "import", "--cache", farm.cache, f"{tmp}/busybox", "busybox"])
-                sf = [binary, "build", "--farm", farm.coordinator, "--progress=quiet",
-                      "-t", f"bench-{case}", ctx]
-                times[case, "farm2", "cold"] = timed(sf)
-                times[case, "farm2", "warm"] = timed(sf)
-                farm.replace_workers()
-                times[case, "farm2", "fresh"] = timed(sf)
-            shutil.rmtree(farm_dir)
-            print("   " + "  ".join(f"{tool}/{mode} {times[case, tool, mode]:.2f}s"
+            def with_docker():
+                # cold, warm, and "fresh" (cold again: no shared cache)
+                docker.prune()
+                record("docker", "cold", docker.build(ctx, f"bench-{case}"))
+                record("docker", "warm", docker.build(ctx, f"bench-{case}"))
+                docker.prune()
+                record("docker", "fresh", docker.build(ctx, f"bench-{case}"))
+
+            def with_embedded():
+                # a fresh store; "fresh" is a new machine sharing nothing, as docker's
+                home = f"{tmp}/home-{case}"
+                env = dict(os.environ, STAGEFARM_HOME=home)
+                sf = [binary, "build", "--progress=quiet", "-t", f"bench-{case}", ctx]
+                run([binary, "image", "import", f"{tmp}/busybox", "busybox"], env=env)
+                record("embedded", "cold", timed(sf, env=env))
+                record("embedded", "warm", timed(sf, env=env))
+                shutil.rmtree(home)
+                run([binary, "image", "import", f"{tmp}/busybox", "busybox"], env=env)
+                record("embedded", "fresh", timed(sf, env=env))
+                shutil.rmtree(home)
+
+            def with_farm():
+                # a local farm of 2 workers: "fresh" replaces both workers, the cache server stays
+                farm_dir = f"{tmp}/farm-{case}"
+                os.makedirs(farm_dir)
+                with LocalFarm(binary, farm_dir, workers=2) as farm:
+                    run([binary, "image", "import", "--cache", farm.cache, f"{tmp}/busybox",
+                         "busybox"])
+                    sf = [binary, "build", "--farm", farm.coordinator, "--progress=quiet",
+                          "-t", f"bench-{case}", ctx]
+                    record("farm2", "cold", timed(sf))
+                    record("farm2", "warm", timed(sf))
+                    farm.replace_workers()
+                    record("farm2", "fresh", timed(sf))
+                shutil.rmtree(farm_dir)
+
+            # Each repetition starts with another tool: a build that follows one which freed a
+            # lot of memory (a store removed) runs slower on this VM, whose freed memory is slow
+            # to touch again, and no tool should always be the one that follows.
+            order = [with_docker, with_embedded, with_farm]
+            for step in order[rep % 3:] + order[:rep % 3]:
+                step()
+            print("   " + "  ".join(f"{tool}/{mode} {samples[case, tool, mode][-1]:.2f}s"
                                     for tool in ("docker", "embedded", "farm2") for mode in MODES),
                   flush=True)
 
+        times = {k: statistics.median(v) for k, v in samples.items()}
         rss = None
         if not args.no_rss:
             rss = measure_rss(binary, tmp)
-        report(cases, times, rss, args.out)
+        report(cases, times, samples, rss, args.out)
         return 0
     finally:
         if docker:
@@ -203,9 +226,10 @@ def measure_rss(binary, tmp):
     return {"seconds": seconds, "worker": worker, "cache": cache}
 
 
-def report(cases, times, rss, out):
+def report(cases, times, samples, rss, out):
     tools = ["embedded", "farm2"]
-    lines = ["seconds (one run each, this machine):",
+    runs = len(next(iter(samples.values())))
+    lines = [f"seconds (median of {runs} runs each, this machine, one sitting):",
              f"{'case':<12}{'mode':<7}{'docker':>9}{'embedded':>10}{'farm2':>9}"
              f"{'embedded/docker':>17}{'farm2/docker':>14}"]
     for case in cases:
@@ -229,7 +253,9 @@ def report(cases, times, rss, out):
     with open(f"{out}/compare-docker.txt", "w") as f:
         f.write(text + "\n")
     with open(f"{out}/compare-docker.json", "w") as f:
-        json.dump({"times": {"/".join(k): v for k, v in times.items()}, "rss": rss}, f, indent=1)
+        json.dump({"times": {"/".join(k): v for k, v in times.items()},
+                   "samples": {"/".join(k): v for k, v in samples.items()}, "rss": rss}, f,
+                  indent=1)
     plot(cases, times, f"{out}/compare-docker.png")
 
 
