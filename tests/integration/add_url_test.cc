@@ -57,10 +57,7 @@ int Count(const std::string& text, const std::regex& re) {
 class AddUrlTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string err;
-    ASSERT_EQ(
-        RunCommand({kBin, "image", "import", BusyboxLayout(), "busybox"}, nullptr, &err, Env()), 0)
-        << err;
+    ASSERT_TRUE(ImportBusybox(Env()));
     std::filesystem::create_directories(D() + "/www/files");
     std::filesystem::create_directories(D() + "/ctx");
     WriteFile(D() + "/www/files/hello.txt", "hello v1\n");

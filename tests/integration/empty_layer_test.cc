@@ -25,8 +25,7 @@ TEST(EmptyLayerTest, WorkdirOnAnExistingDirectoryKeepsAnEmptyLayerAsDockerDoes) 
   const std::string t = tmp.path();
   std::vector<std::string> env = {"STAGEFARM_HOME=" + t + "/home"};
   std::string out, err;
-  ASSERT_EQ(RunCommand({kBin, "image", "import", BusyboxLayout(), "busybox"}, &out, &err, env), 0)
-      << err;
+  ASSERT_TRUE(ImportBusybox(env));
   ASSERT_EQ(RunCommand({kBin, "image", "inspect", "busybox"}, &out, &err, env), 0) << err;
   const size_t base_layers = nlohmann::json::parse(out)["rootfs"]["diff_ids"].size();
   std::filesystem::create_directories(t + "/ctx");

@@ -31,9 +31,7 @@ class ExamplesTest : public ::testing::Test {
                          &out, &err, Env()),
               0)
         << err;
-    ASSERT_EQ(RunCommand({kBin, "image", "import", BusyboxLayout(), "busybox"}, &out, &err, Env()),
-              0)
-        << err;
+    ASSERT_TRUE(ImportBusybox(Env()));
   }
   static void TearDownTestSuite() {
     delete dir_;

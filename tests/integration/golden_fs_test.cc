@@ -66,10 +66,7 @@ class GoldenFsTest : public ::testing::TestWithParam<std::string> {
   // One store with busybox imported, and busybox's own listing, shared by the cases.
   static void SetUpTestSuite() {
     dir_ = new TempDir();
-    std::string out, err;
-    ASSERT_EQ(RunCommand({kBin, "image", "import", BusyboxLayout(), "busybox"}, &out, &err, Env()),
-              0)
-        << err;
+    ASSERT_TRUE(ImportBusybox(Env()));
     auto base = golden::FlattenImage(BusyboxLayout());
     ASSERT_TRUE(base.ok()) << base.status().ToString();
     base_ = new nlohmann::json(std::move(*base));

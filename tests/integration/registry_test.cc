@@ -89,11 +89,7 @@ class RegistryTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
-    std::string out, err;
-    ASSERT_EQ(
-        RunCommand({kBin, "image", "import", BusyboxLayout(), "busybox"}, &out, &err, Home("src")),
-        0)
-        << err;
+    ASSERT_TRUE(ImportBusybox(Home("src")));
   }
   static void TearDownTestSuite() {
     delete dir_;

@@ -20,9 +20,7 @@ TEST(RunMounts, BindFromContextAndStageAndCacheMountEndToEnd) {
   const std::string d = dir.path();
   const std::vector<std::string> env = {"STAGEFARM_HOME=" + d + "/home"};
   std::string err;
-  ASSERT_EQ(RunCommand({kBin, "image", "import", BusyboxLayout(), "busybox"}, nullptr, &err, env),
-            0)
-      << err;
+  ASSERT_TRUE(ImportBusybox(env));
   std::filesystem::create_directories(d + "/ctx/data");
   std::ofstream(d + "/ctx/data/x") << "context-v1\n";
   std::ofstream(d + "/ctx/Dockerfile")

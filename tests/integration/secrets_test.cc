@@ -20,10 +20,7 @@ const std::string kBin = STAGEFARM_BINARY;
 class SecretsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string err;
-    ASSERT_EQ(
-        RunCommand({kBin, "image", "import", BusyboxLayout(), "busybox"}, nullptr, &err, Env()), 0)
-        << err;
+    ASSERT_TRUE(ImportBusybox(Env()));
     std::filesystem::create_directories(D() + "/ctx");
     std::ofstream(D() + "/ctx/Dockerfile")
         << "FROM busybox\n"

@@ -25,8 +25,7 @@ TEST(WorkdirTest, WorkdirIsAStepWithALayerHistoryAndCache) {
   const std::string t = tmp.path();
   std::vector<std::string> env = {"STAGEFARM_HOME=" + t + "/home"};
   std::string out, err;
-  ASSERT_EQ(RunCommand({kBin, "image", "import", BusyboxLayout(), "busybox"}, &out, &err, env), 0)
-      << err;
+  ASSERT_TRUE(ImportBusybox(env));
   std::filesystem::create_directories(t + "/ctx");
   std::ofstream(t + "/ctx/Dockerfile") << "FROM busybox\n"
                                           "USER 1000:1000\n"

@@ -25,6 +25,16 @@ const std::string& BusyboxLayout() {
   return path;
 }
 
+bool ImportBusybox(const std::vector<std::string>& env) {
+  std::string err;
+  if (RunCommand({STAGEFARM_BINARY, "image", "import", BusyboxLayout(), "busybox"}, nullptr, &err,
+                 env) == 0) {
+    return true;
+  }
+  ADD_FAILURE() << "stagefarm image import of busybox failed:\n" << err;
+  return false;
+}
+
 std::string RunImage(const std::string& src_ref, const std::string& dir) {
   static std::atomic<int> counter{0};
   std::string out, err;
