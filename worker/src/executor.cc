@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "stagefarm/common/layer_tar.h"
+#include "stagefarm/common/log.h"
 #include "stagefarm/common/unique_fd.h"
 #include "stagefarm/worker/copy.h"
 #include "stagefarm/worker/fs_util.h"
@@ -441,7 +442,13 @@ Status Executor::RunStep(StepContext& ctx) {
   // worker keeps the tar to extract (see below). A failed stream (the server unreachable for a
   // moment, say) is written again to a file, whose upload is retried.
   StatusOr<WrittenLayer> written = UnavailableError("not streamed");
-  if (ctx.task.source_date_epoch < 0) written = StreamLayer(ctx.cache, upper, write_options);
+  if (ctx.task.source_date_epoch < 0) {
+    written = StreamLayer(ctx.cache, upper, write_options);
+    if (!written.ok()) {
+      LogWarning(prefix + "streaming the layer to the cache failed (" +
+                 written.status().ToString() + "); writing it to a file to upload");
+    }
+  }
   if (!written.ok()) {
     written = WriteLayer(upper, tar, write_options);
     if (!written.ok()) return written.status().Annotate(prefix + "writing the layer");
