@@ -7,6 +7,7 @@
 #include "cache_metrics.h"
 #include "stagefarm/common/cache_protocol.h"
 #include "stagefarm/common/oci.h"
+#include "stagefarm/common/thread_name.h"
 
 namespace stagefarm::cache {
 namespace {
@@ -93,8 +94,12 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
     workers_stop_ = false;
   }
   std::thread evictor([this] { EvictLoop(); });
+  NameThread(evictor, "sf-cache-evict");
   std::vector<std::thread> workers;
-  for (int i = 0; i < threads_; ++i) workers.emplace_back([&] { WorkerLoop(*socket); });
+  for (int i = 0; i < threads_; ++i) {
+    workers.emplace_back([&] { WorkerLoop(*socket); });
+    NameThread(workers.back(), "sf-cache-work");
+  }
   Status result;
   auto next_housekeeping = std::chrono::steady_clock::now() + kHousekeepingInterval;
   while (!stop_.load()) {

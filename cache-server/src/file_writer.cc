@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "stagefarm/common/fd_io.h"
+#include "stagefarm/common/thread_name.h"
 
 namespace stagefarm::cache {
 
@@ -23,8 +24,12 @@ Status FileWrites::Error() {
 FileWriter::FileWriter(int threads, size_t max_bytes) : max_bytes_(max_bytes) {
   SF_CHECK(threads > 0 && max_bytes > 0);
   for (int i = 0; i < threads; ++i) queues_.push_back(std::make_unique<WriterQueue>());
-  for (auto& q : queues_) writers_.emplace_back([this, &q = *q] { RunWriter(q); });
+  for (auto& q : queues_) {
+    writers_.emplace_back([this, &q = *q] { RunWriter(q); });
+    NameThread(writers_.back(), "sf-cache-write");
+  }
   syncer_ = std::thread([this] { RunSyncer(); });
+  NameThread(syncer_, "sf-cache-sync");
 }
 
 FileWriter::~FileWriter() {

@@ -8,7 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -157,6 +159,29 @@ TEST_F(OneFile, DestructionFinishesQueuedWrites) {
   }
   ASSERT_TRUE(track->Wait().ok());
   EXPECT_TRUE(ReadAll(path) == bytes);
+}
+
+// Its threads carry names, so that `top -H` tells the server's writers and syncer apart.
+TEST(FileWriter, ThreadsAreNamed) {
+  auto names = [] {
+    std::multiset<std::string> out;
+    for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(t.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      out.insert(name);
+    }
+    return out;
+  };
+  const size_t writers_before = names().count("sf-cache-write");
+  const size_t syncers_before = names().count("sf-cache-sync");
+  {
+    FileWriter writer(3, 1 << 20);
+    std::multiset<std::string> now = names();
+    EXPECT_EQ(now.count("sf-cache-write"), writers_before + 3);
+    EXPECT_EQ(now.count("sf-cache-sync"), syncers_before + 1);
+  }
+  EXPECT_EQ(names().count("sf-cache-write"), writers_before);
 }
 
 }  // namespace
