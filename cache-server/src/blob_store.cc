@@ -362,11 +362,19 @@ StatusOr<std::vector<std::optional<BlobMeta>>> BlobStore::GetMetas(
   return out;
 }
 
+void BlobStore::TouchLocked(std::string_view hex, uint64_t now) {
+  if (auto it = touched_.find(hex); it != touched_.end()) {
+    it->second = now;
+  } else {
+    touched_.emplace(hex, now);
+  }
+}
+
 void BlobStore::TouchAll(const std::vector<std::string_view>& hexes) {
   if (hexes.empty()) return;
   const uint64_t now = NowMillis();
   std::lock_guard lock(mu_);
-  for (std::string_view hex : hexes) touched_.insert_or_assign(std::string(hex), now);
+  for (std::string_view hex : hexes) TouchLocked(hex, now);
   if (touched_.size() >= kMaxTouched) {
     // Access times only order eviction; a failed flush is retried with the next one.
     FlushAccessTimesLocked().IgnoreError();
@@ -377,8 +385,12 @@ void BlobStore::NoteRead(std::string_view hex) {
   const uint64_t now = NowMillis();
   const int64_t ticks = SteadyTicks(std::chrono::steady_clock::now());
   std::lock_guard lock(mu_);
-  touched_.insert_or_assign(std::string(hex), now);
-  reads_.insert_or_assign(std::string(hex), ticks);
+  TouchLocked(hex, now);
+  if (auto it = reads_.find(hex); it != reads_.end()) {
+    it->second = ticks;
+  } else {
+    reads_.emplace(hex, ticks);
+  }
   if (touched_.size() >= kMaxTouched) FlushAccessTimesLocked().IgnoreError();  // as in TouchAll
 }
 
@@ -400,7 +412,7 @@ Status BlobStore::FlushAccessTimesLocked() {
   for (size_t i = 0; i < hexes.size(); ++i) {
     if (!metas[i]) continue;  // evicted meanwhile
     BlobMeta m = *metas[i];
-    uint64_t when = touched_.at(std::string(hexes[i]));
+    uint64_t when = touched_.find(hexes[i])->second;
     if (m.last_access >= when) continue;
     batch.Delete(atime_cf_, AccessKey(m.last_access, hexes[i]));
     m.last_access = when;
@@ -412,22 +424,22 @@ Status BlobStore::FlushAccessTimesLocked() {
   return Status();
 }
 
-StatusOr<std::vector<Digest>> BlobStore::FindMissing(const std::vector<Digest>& digests) {
+StatusOr<std::vector<Digest>> BlobStore::FindMissing(std::vector<Digest> digests) {
   std::vector<std::string_view> hexes;
   hexes.reserve(digests.size());
   for (const auto& d : digests) hexes.push_back(d.hex);
   SF_ASSIGN_OR_RETURN(auto metas, GetMetas(hexes));
-  std::vector<Digest> missing;
   std::vector<std::string_view> present;
   present.reserve(digests.size());
   for (size_t i = 0; i < digests.size(); ++i) {
-    if (metas[i] && metas[i]->size == digests[i].size) {
-      present.push_back(digests[i].hex);
-    } else {
-      missing.push_back(digests[i]);
-    }
+    if (metas[i] && metas[i]->size == digests[i].size) present.push_back(digests[i].hex);
   }
   TouchAll(present);
+  std::vector<Digest> missing;
+  missing.reserve(digests.size() - present.size());
+  for (size_t i = 0; i < digests.size(); ++i) {
+    if (!(metas[i] && metas[i]->size == digests[i].size)) missing.push_back(std::move(digests[i]));
+  }
   return missing;
 }
 

@@ -333,7 +333,7 @@ StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message&
                                     " digests; at most " + std::to_string(kMaxFindMissing));
       }
       FindMissingResponse resp;
-      SF_ASSIGN_OR_RETURN(resp.missing, store_->FindMissing(req.digests));
+      SF_ASSIGN_OR_RETURN(resp.missing, store_->FindMissing(std::move(req.digests)));
       return request.Reply(Encode(resp));
     }
     case Method::kBeginUpload: {

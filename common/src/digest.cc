@@ -58,11 +58,15 @@ StatusOr<Digest> Digest::FromHex(std::string_view hex, uint64_t size) {
     return InvalidArgumentError("digest \"sha256:" + std::string(hex) +
                                 "\" is not 64 hex characters");
   }
+  // Without a branch per character, so that the compiler checks many at once: FindMissing
+  // decodes 10,000 digests per request.
+  bool hex_only = true;
   for (char c : hex) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return InvalidArgumentError("digest \"sha256:" + std::string(hex) +
-                                  "\" is not lowercase hex");
-    }
+    const auto u = static_cast<unsigned char>(c);
+    hex_only &= static_cast<unsigned char>(u - '0') < 10 || static_cast<unsigned char>(u - 'a') < 6;
+  }
+  if (!hex_only) {
+    return InvalidArgumentError("digest \"sha256:" + std::string(hex) + "\" is not lowercase hex");
   }
   return Digest{std::string(hex), size};
 }

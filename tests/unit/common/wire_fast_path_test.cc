@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "stagefarm/common/cache_protocol.h"
 #include "stagefarm/common/digest.h"
@@ -85,8 +86,13 @@ TEST(Digest, FromHexChecksLikeParse) {
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(*d, (Digest{hex, 3}));
   EXPECT_EQ(*Digest::Parse("sha256:" + hex, 3), *d);
-  for (std::string bad : {hex.substr(1), hex + "0", std::string(63, 'a') + "G",
-                          std::string(63, 'a') + "A", std::string()}) {
+  std::vector<std::string> bad_ones = {hex.substr(1), hex + "0", std::string()};
+  // Each character just outside '0'-'9' and 'a'-'f', at the end and at the start.
+  for (char c : {'/', ':', '`', 'g', 'A', 'F', 'G', '\0', '\xff', ' '}) {
+    bad_ones.push_back(std::string(63, 'a') + c);
+    bad_ones.push_back(c + std::string(63, '0'));
+  }
+  for (const std::string& bad : bad_ones) {
     auto r = Digest::FromHex(bad);
     ASSERT_FALSE(r.ok()) << bad;
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);

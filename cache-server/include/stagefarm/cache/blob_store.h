@@ -115,8 +115,9 @@ class BlobStore {
 
   // --- CAS
   // The digests not stored (a stored blob of another size counts as missing). Refreshes the
-  // access time of the others, in memory (see FlushAccessTimes).
-  StatusOr<std::vector<Digest>> FindMissing(const std::vector<Digest>& digests);
+  // access time of the others, in memory (see FlushAccessTimes). Takes the digests by value to
+  // move the missing ones into the answer.
+  StatusOr<std::vector<Digest>> FindMissing(std::vector<Digest> digests);
   // The blob's meta by hex, or NotFound.
   StatusOr<BlobMeta> Stat(std::string_view hex);
 
@@ -196,6 +197,14 @@ class BlobStore {
   const BlobStoreOptions& options() const { return options_; }
 
  private:
+  // Lets the maps keyed by hex be searched with a string_view, without building a string.
+  struct HexHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view hex) const { return std::hash<std::string_view>{}(hex); }
+  };
+  template <typename V>
+  using HexMap = std::unordered_map<std::string, V, HexHash, std::equal_to<>>;
+
   struct Upload {
     std::mutex mu;  // serializes this upload's chunks, commit and abort
     Digest digest;
@@ -225,6 +234,8 @@ class BlobStore {
   StatusOr<std::optional<BlobMeta>> GetMeta(std::string_view hex);
   // Meta of many blobs in one MultiGet; absent ones are nullopt.
   StatusOr<std::vector<std::optional<BlobMeta>>> GetMetas(const std::vector<std::string_view>& hexes);
+  // Records an access at `now` (unix ms); mu_ held.
+  void TouchLocked(std::string_view hex, uint64_t now);
   void TouchAll(const std::vector<std::string_view>& hexes);
   void NoteRead(std::string_view hex);
   Status FlushAccessTimesLocked();
@@ -262,9 +273,9 @@ class BlobStore {
 
   std::mutex mu_;  // guards everything below and serializes writes of meta/atime/counters
   std::unordered_map<uint64_t, std::shared_ptr<Upload>> uploads_;
-  std::unordered_map<std::string, uint64_t> touched_;  // hex -> last access (unix ms)
+  HexMap<uint64_t> touched_;  // hex -> last access (unix ms)
   // hex -> last ReadRange (steady ticks), for eviction_pin; pruned by EvictIfNeeded.
-  std::unordered_map<std::string, int64_t> reads_;
+  HexMap<int64_t> reads_;
   uint64_t next_generation_ = 0;
   uint64_t reserved_generation_ = 0;  // generations below this are reserved on disk
   uint64_t bytes_ = 0;
