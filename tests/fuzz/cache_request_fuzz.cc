@@ -34,7 +34,13 @@ cache::CacheService* Service() {
     o.max_bytes = 64 << 20;
     auto s = cache::CacheService::Open(o, nullptr);
     if (!s.ok()) std::abort();
-    return std::move(s).value().release();  // lives for the whole run
+    // The store lives for the whole run; its directory goes when the fuzzer exits normally.
+    static std::string dir = tmpl;
+    std::atexit([] {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+    });
+    return std::move(s).value().release();
   }();
   return service;
 }
