@@ -431,14 +431,15 @@ StatusOr<std::vector<Digest>> BlobStore::FindMissing(std::vector<Digest> digests
   SF_ASSIGN_OR_RETURN(auto metas, GetMetas(hexes));
   std::vector<std::string_view> present;
   present.reserve(digests.size());
+  auto stored = [&](size_t i) { return metas[i] && metas[i]->size == digests[i].size; };
   for (size_t i = 0; i < digests.size(); ++i) {
-    if (metas[i] && metas[i]->size == digests[i].size) present.push_back(digests[i].hex);
+    if (stored(i)) present.push_back(digests[i].hex);
   }
   TouchAll(present);
   std::vector<Digest> missing;
   missing.reserve(digests.size() - present.size());
   for (size_t i = 0; i < digests.size(); ++i) {
-    if (!(metas[i] && metas[i]->size == digests[i].size)) missing.push_back(std::move(digests[i]));
+    if (!stored(i)) missing.push_back(std::move(digests[i]));
   }
   return missing;
 }
