@@ -16,6 +16,7 @@
 #include <future>
 #include <thread>
 
+#include "stagefarm/cache/blob_store.h"
 #include "stagefarm/cache/cache_service.h"
 #include "stagefarm/cache/file_writer.h"
 #include "stagefarm/common/allocator.h"
@@ -157,7 +158,7 @@ void BM_LocalIngest(benchmark::State& state) {
   std::string dir = (std::filesystem::temp_directory_path() / "sf-ingest-XXXXXX").string();
   if (mkdtemp(dir.data()) == nullptr) std::abort();
   const std::string path = dir + "/blob";
-  FileWriter writer(2, 32 << 20);  // as the store's (blob_store.cc)
+  FileWriter writer(BlobStore::kWriterThreads, BlobStore::kWriterBytes);
   for (auto _ : state) {
     state.PauseTiming();
     Generator source(NextSeed(), size);
@@ -171,7 +172,7 @@ void BM_LocalIngest(benchmark::State& state) {
       const size_t n = *source(buf.get(), kCacheChunkSize);
       if (hash) hasher.Update(std::string_view(buf.get(), n));
       writer.Write(fd.get(), offset, Frame(buf, std::string_view(buf.get(), n)), writes,
-                   /*max_writes=*/4);
+                   BlobStore::kWritesPerUpload);
     }
     if (hash) benchmark::DoNotOptimize(hasher.Finish());
     if (!writes->Wait().ok() || ::fdatasync(fd.get()) != 0) state.SkipWithError("write failed");

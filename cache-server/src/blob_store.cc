@@ -34,12 +34,6 @@ constexpr size_t kAgedBatch = 1024;                   // index entries read per 
 constexpr uint8_t kMetaVersion = 1;      // the blob is chunks in the blobs column family
 constexpr uint8_t kMetaVersionFile = 2;  // the blob is files/<generation>
 constexpr char kFilesDir[] = "files";
-// The file writer's threads and the bytes it may hold for all uploads together; the chunks of
-// one upload on their way to its file (some written while the next is hashed, some queued
-// behind a write the disk is slow to take).
-constexpr int kWriterThreads = 2;
-constexpr size_t kWriterBytes = 32 << 20;
-constexpr int kWritesPerUpload = 4;
 
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return Status();

@@ -105,6 +105,13 @@ enum class ActionLookup { kHit, kMiss, kIncomplete };
 
 class BlobStore {
  public:
+  // The file writer's threads and the bytes it may hold for all uploads together; the chunks of
+  // one upload on their way to its file (some written while the next is hashed, some queued
+  // behind a write the disk is slow to take). Public for the benchmark of the write path.
+  static constexpr int kWriterThreads = 2;
+  static constexpr size_t kWriterBytes = 32 << 20;
+  static constexpr int kWritesPerUpload = 4;
+
   // Opens (creating if needed) the store in options.data_dir. Uploads left unfinished by an
   // earlier process are removed here.
   static StatusOr<std::unique_ptr<BlobStore>> Open(const BlobStoreOptions& options);
