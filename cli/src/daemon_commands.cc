@@ -15,6 +15,7 @@
 #include "stagefarm/cli/embedded_farm.h"
 #include "stagefarm/cli/label_flags.h"
 #include "stagefarm/common/log.h"
+#include "stagefarm/common/thread_name.h"
 #include "stagefarm/coordinator/coordinator.h"
 #include "stagefarm/worker/host_check.h"
 #include "stagefarm/worker/worker_daemon.h"
@@ -49,6 +50,8 @@ void AddDaemonFlags(CLI::App* app, DaemonFlags* f, const std::string& default_li
 // --- daemons ----------------------------------------------------------------------------------
 
 int RunCache(const DaemonFlags& df, const std::string& data, const std::string& max_bytes) {
+  // Before any thread starts, so that all of them (RocksDB's, ZeroMQ's, the server's) inherit it.
+  if (!UseBatchScheduling()) LogWarning("cannot use SCHED_BATCH; the cache server may be slower");
   cache::CacheServerOptions opts;
   opts.data_dir = data.empty() ? DefaultHome() + "/cache" : data;
   if (!max_bytes.empty()) {
