@@ -62,6 +62,7 @@ StatusOr<std::unique_ptr<CacheService>> CacheService::Open(const CacheServerOpti
   store_options.max_bytes = options.max_bytes;
   store_options.chunk_size = kCacheChunkSize;
   store_options.upload_idle_timeout = options.upload_idle_timeout;
+  store_options.upload_credit = options.upload_credit;
   SF_ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> store, BlobStore::Open(store_options));
   return std::unique_ptr<CacheService>(
       new CacheService(std::move(store), registry, std::max(options.threads, 1)));
@@ -345,20 +346,24 @@ StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message&
       resp.upload_id = r.upload_id;
       resp.credit = r.exists ? 0 : store_->options().upload_credit;
       resp.chunk_size = store_->options().chunk_size;
+      resp.chunks_per_request = kMaxChunksPerRequest;
       return request.Reply(Encode(resp));
     }
     case Method::kUploadChunk: {
       UploadChunkRequest req;
       SF_RETURN_IF_ERROR(Decode(request.body, &req).Annotate("UploadChunk"));
-      if (request.data.size() != 1) {
-        // The upload cannot continue in order without this chunk: end it.
+      if (request.data.empty() || request.data.size() > kMaxChunksPerRequest) {
+        // The upload cannot continue in order without these chunks: end it.
         store_->AbortUpload(req.upload_id, peer);
-        return InvalidArgumentError("UploadChunk takes exactly one data frame, got " +
+        return InvalidArgumentError("UploadChunk takes 1 to " +
+                                    std::to_string(kMaxChunksPerRequest) + " data frames, got " +
                                     std::to_string(request.data.size()));
       }
-      SF_ASSIGN_OR_RETURN(uint64_t received,
-                          store_->WriteChunk(req.upload_id, peer, req.offset, request.data[0]));
-      metrics_->AddTransfer(true, request.data[0].size());
+      uint64_t received = req.offset;
+      for (const Frame& chunk : request.data) {
+        SF_ASSIGN_OR_RETURN(received, store_->WriteChunk(req.upload_id, peer, received, chunk));
+        metrics_->AddTransfer(true, chunk.size());
+      }
       UploadChunkResponse resp;
       resp.credit = store_->options().upload_credit;
       resp.received = received;

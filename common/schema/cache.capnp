@@ -22,9 +22,12 @@ struct BeginUploadResponse {
   uploadId @1 :UInt64;
   credit @2 :UInt32;
   chunkSize @3 :UInt32;
+  # The most chunks one UploadChunk may carry; 0 (a server older than this field) means 1.
+  chunksPerRequest @4 :UInt32;
 }
 
-# Followed by exactly one data frame: the chunk.
+# Followed by 1 to BeginUploadResponse.chunksPerRequest data frames: consecutive chunks, the
+# first at `offset`.
 struct UploadChunkRequest {
   uploadId @0 :UInt64;
   offset @1 :UInt64;

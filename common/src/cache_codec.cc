@@ -2,6 +2,8 @@
 // cache.capnp.h.
 #include <capnp/message.h>
 
+#include <algorithm>
+
 #include "cache.capnp.h"
 #include "codec_common.h"
 #include "codec_util.h"
@@ -85,6 +87,7 @@ std::string Encode(const BeginUploadResponse& m) {
     b.setUploadId(m.upload_id);
     b.setCredit(m.credit);
     b.setChunkSize(m.chunk_size);
+    b.setChunksPerRequest(m.chunks_per_request);
   });
 }
 Status Decode(std::string_view bytes, BeginUploadResponse* m) {
@@ -93,6 +96,7 @@ Status Decode(std::string_view bytes, BeginUploadResponse* m) {
     m->upload_id = r.getUploadId();
     m->credit = r.getCredit();
     m->chunk_size = r.getChunkSize();
+    m->chunks_per_request = std::max<uint32_t>(r.getChunksPerRequest(), 1);
     return Status();
   });
 }

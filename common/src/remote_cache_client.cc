@@ -18,6 +18,7 @@ namespace stagefarm {
 namespace {
 
 constexpr uint32_t kMaxCredit = 64;            // whatever a server grants, chunks in flight
+constexpr uint32_t kChunksPerRequest = 4;      // at most, whatever a server takes
 constexpr uint32_t kMaxChunkSize = 16u << 20;  // a server asking for more is refused
 constexpr size_t kFindMissingBatch = 10000;    // digests per request (keeps frames small)
 
@@ -215,58 +216,91 @@ class RemoteCacheClient : public CacheClient {
     return begin;
   }
 
-  // The chunks of one upload on their way: sent in order, with no more than the server's credit
-  // waiting for a reply.
+  // The chunks of one upload on their way: sent in order, several to a request, with no more
+  // than the server's credit waiting for a reply.
   class ChunkSender {
    public:
     ChunkSender(RemoteCacheClient& client, const BeginUploadResponse& begin)
         : client_(client),
           upload_id_(begin.upload_id),
+          per_request_(std::clamp<uint32_t>(begin.chunks_per_request, 1, kChunksPerRequest)),
           credit_(std::clamp<uint32_t>(begin.credit, 1, kMaxCredit)) {}
 
     uint64_t sent() const { return sent_; }
 
-    // Sends the next chunk (the message takes its bytes as they are: the transport lends them
-    // to ZeroMQ, and they go once sent), first waiting for replies while the credit is used up.
+    // Queues the next chunk (the message takes its bytes as they are: the transport lends them
+    // to ZeroMQ, and they go once sent). A request goes once it has its chunks: as many as the
+    // server takes in one, but no more than half the credit, so that the next request can be
+    // on its way while the server handles this one.
     Status Send(Frame chunk) {
-      while (in_flight_.size() >= credit_) SF_RETURN_IF_ERROR(AwaitOne());
-      SF_ASSIGN_OR_RETURN(RpcChannel * ch, client_.Channel());
-      Message m = Request(Method::kUploadChunk, Encode(UploadChunkRequest{upload_id_, sent_}));
       sent_ += chunk.size();
-      m.data.push_back(std::move(chunk));
-      SF_ASSIGN_OR_RETURN(uint64_t id, ch->SendRequest(std::move(m)));
-      in_flight_.emplace_back(id, sent_);
-      return Status();
+      queued_.push_back(std::move(chunk));
+      const size_t group = std::clamp<size_t>(credit_ / 2, 1, per_request_);
+      return queued_.size() >= group ? Flush() : Status();
     }
 
-    // Waits for the replies to every chunk sent.
+    // Sends what is queued and waits for the replies to every chunk sent.
     Status Drain() {
+      SF_RETURN_IF_ERROR(Flush());
       while (!in_flight_.empty()) SF_RETURN_IF_ERROR(AwaitOne());
       return Status();
     }
 
    private:
+    // Sends the queued chunks, first waiting for replies while the credit is used up; a credit
+    // that shrank meanwhile splits them over several requests.
+    Status Flush() {
+      while (!queued_.empty()) {
+        while (chunks_in_flight_ >= credit_) SF_RETURN_IF_ERROR(AwaitOne());
+        const size_t n =
+            std::min<size_t>({queued_.size(), credit_ - chunks_in_flight_, per_request_});
+        uint64_t offset = sent_;
+        for (const Frame& f : queued_) offset -= f.size();
+        Message m = Request(Method::kUploadChunk, Encode(UploadChunkRequest{upload_id_, offset}));
+        for (size_t i = 0; i < n; ++i) {
+          offset += queued_[i].size();
+          m.data.push_back(std::move(queued_[i]));
+        }
+        queued_.erase(queued_.begin(), queued_.begin() + n);
+        SF_ASSIGN_OR_RETURN(RpcChannel * ch, client_.Channel());
+        SF_ASSIGN_OR_RETURN(uint64_t id, ch->SendRequest(std::move(m)));
+        in_flight_.push_back({id, offset, n});
+        chunks_in_flight_ += n;
+      }
+      return Status();
+    }
+
     Status AwaitOne() {
-      auto [id, sent_through] = in_flight_.front();
+      const InFlight f = in_flight_.front();
       in_flight_.pop_front();
+      chunks_in_flight_ -= f.chunks;
       SF_ASSIGN_OR_RETURN(RpcChannel * ch, client_.Channel());
-      SF_ASSIGN_OR_RETURN(Message reply, ch->AwaitReply(id, client_.options_.request_timeout));
+      SF_ASSIGN_OR_RETURN(Message reply, ch->AwaitReply(f.id, client_.options_.request_timeout));
       SF_RETURN_IF_ERROR(CheckReply(reply, Method::kUploadChunk, 0));
       UploadChunkResponse chunk;
       SF_RETURN_IF_ERROR(Decode(reply.body, &chunk));
-      if (chunk.received != sent_through) {
+      if (chunk.received != f.sent_through) {
         return InvalidArgumentError("server acknowledged " + std::to_string(chunk.received) +
-                                    " bytes, " + std::to_string(sent_through) + " were sent");
+                                    " bytes, " + std::to_string(f.sent_through) + " were sent");
       }
       credit_ = std::clamp<uint32_t>(chunk.credit, 1, kMaxCredit);
       return Status();
     }
 
+    struct InFlight {
+      uint64_t id;            // of the request
+      uint64_t sent_through;  // the upload's bytes up to the end of its chunks
+      size_t chunks;
+    };
+
     RemoteCacheClient& client_;
     const uint64_t upload_id_;
+    const uint32_t per_request_;  // the most chunks to a request
     uint32_t credit_;
-    uint64_t sent_ = 0;
-    std::deque<std::pair<uint64_t, uint64_t>> in_flight_;  // request id, bytes sent through it
+    uint64_t sent_ = 0;  // bytes queued or sent
+    std::deque<InFlight> in_flight_;
+    size_t chunks_in_flight_ = 0;
+    std::vector<Frame> queued_;  // not yet sent
   };
 
   // Commits an upload whose chunks are all acknowledged. A lost commit or reply is resolved by

@@ -50,9 +50,10 @@ double MetricValue(prometheus::Registry& registry, const std::string& name,
 class RunningServer {
  public:
   RunningServer(Transport& transport, const std::string& data_dir, const std::string& endpoint,
-                prometheus::Registry* registry) {
+                prometheus::Registry* registry, uint32_t upload_credit = 8) {
     CacheServerOptions o;
     o.data_dir = data_dir;
+    o.upload_credit = upload_credit;
     auto service = CacheService::Open(o, registry);
     EXPECT_TRUE(service.ok()) << service.status().ToString();
     service_ = std::move(service).value();
@@ -396,6 +397,107 @@ TEST_P(CacheServiceTest, MalformedRequestsGetErrorsAndServerKeepsServing) {
   EXPECT_EQ(server_->service().store().Stats().uploads_in_progress, 0u);
 }
 
+TEST_P(CacheServiceTest, SeveralChunksToARequest) {
+  auto socket = transport_.Connect(server_->endpoint());
+  ASSERT_TRUE(socket.ok());
+  ClientSocket& s = **socket;
+  auto begin = [&](const std::string& bytes) {
+    Message m =
+        RawCall(s, Make(Method::kBeginUpload, Encode(BeginUploadRequest{Digest::Of(bytes)})));
+    BeginUploadResponse b;
+    EXPECT_TRUE(m.status.ok()) << m.status.ToString();
+    EXPECT_TRUE(Decode(m.body, &b).ok());
+    EXPECT_FALSE(b.exists);
+    return b;
+  };
+  auto chunks = [&](uint64_t id, uint64_t offset, std::vector<std::string> data) {
+    return RawCall(
+        s, Make(Method::kUploadChunk, Encode(UploadChunkRequest{id, offset}), std::move(data)));
+  };
+
+  // Four chunks in two requests, the upload's short last chunk among them.
+  const std::string bytes = RandomBytes(3 * kMiB + 5, 11);
+  BeginUploadResponse b = begin(bytes);
+  EXPECT_EQ(b.chunks_per_request, kMaxChunksPerRequest);
+  Message first = chunks(b.upload_id, 0, {bytes.substr(0, kMiB), bytes.substr(kMiB, kMiB)});
+  ASSERT_TRUE(first.status.ok()) << first.status.ToString();
+  UploadChunkResponse r;
+  ASSERT_TRUE(Decode(first.body, &r).ok());
+  EXPECT_EQ(r.received, 2 * kMiB);
+  Message second =
+      chunks(b.upload_id, 2 * kMiB, {bytes.substr(2 * kMiB, kMiB), bytes.substr(3 * kMiB)});
+  ASSERT_TRUE(second.status.ok()) << second.status.ToString();
+  ASSERT_TRUE(Decode(second.body, &r).ok());
+  EXPECT_EQ(r.received, bytes.size());
+  ASSERT_TRUE(RawCall(s, Make(Method::kCommitUpload, Encode(CommitUploadRequest{b.upload_id, {}})))
+                  .status.ok());
+  EXPECT_EQ(ReadAll(Digest::Of(bytes)), bytes);
+  EXPECT_EQ(BytesIn(), static_cast<double>(bytes.size()));
+
+  // A short chunk before another in one request is refused, and ends the upload.
+  const std::string other = RandomBytes(3 * kMiB, 12);
+  b = begin(other);
+  EXPECT_EQ(chunks(b.upload_id, 0, {other.substr(0, 10), other.substr(10, kMiB)}).status.code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(chunks(b.upload_id, 0, {other.substr(0, kMiB)}).status.code(),
+            StatusCode::kFailedPrecondition);
+
+  // So is a request of more chunks than the server takes, before any is looked at.
+  b = begin(other);
+  std::vector<std::string> too_many(kMaxChunksPerRequest + 1, std::string(1, 'x'));
+  EXPECT_EQ(chunks(b.upload_id, 0, too_many).status.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(chunks(b.upload_id, 0, {other.substr(0, kMiB)}).status.code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(server_->service().store().Stats().uploads_in_progress, 0u);
+  EXPECT_EQ(server_->service().store().Stat(Digest::Of(other).hex).status().code(),
+            StatusCode::kNotFound);
+}
+
+// The client sends its chunks four to a request: a 10 MiB put is 3 requests, not 10.
+TEST_P(CacheServiceTest, ClientSendsSeveralChunksToARequest) {
+  const std::string bytes = RandomBytes(10 * kMiB + 1, 13);
+  ASSERT_TRUE(client_->PutBytes(bytes).ok());
+  EXPECT_EQ(MetricValue(registry_, "stagefarm_cache_ops_total",
+                        {{"op", "UploadChunk"}, {"outcome", "ok"}}),
+            3);
+  EXPECT_EQ(ReadAll(Digest::Of(bytes)), bytes);
+
+  // And a streamed upload too.
+  auto upload = client_->StartUpload();
+  ASSERT_TRUE(upload.ok());
+  const std::string streamed = RandomBytes(9 * kMiB, 14);
+  for (size_t pos = 0; pos < streamed.size(); pos += 100000) {
+    ASSERT_TRUE((*upload)->Write(std::string_view(streamed).substr(pos, 100000)).ok());
+  }
+  ASSERT_TRUE((*upload)->Commit(Digest::Of(streamed)).ok());
+  EXPECT_EQ(MetricValue(registry_, "stagefarm_cache_ops_total",
+                        {{"op", "UploadChunk"}, {"outcome", "ok"}}),
+            3 + 3);
+  EXPECT_EQ(ReadAll(Digest::Of(streamed)), streamed);
+}
+
+// With a credit of 4 the client sends two chunks to a request, so that one request can be on its
+// way while the server handles the other; with a credit of 1, one.
+TEST_P(CacheServiceTest, ClientFitsItsRequestsToTheCredit) {
+  for (uint32_t credit : {4u, 1u}) {
+    client_.reset();
+    server_.reset();
+    prometheus::Registry registry;
+    server_ = std::make_unique<RunningServer>(transport_, dir_.path() + "/db", Endpoint(),
+                                              &registry, credit);
+    client_ = ConnectCache(transport_, server_->endpoint(), FastOptions());
+    const std::string bytes = RandomBytes(10 * kMiB + 1, 15 + credit);
+    ASSERT_TRUE(client_->PutBytes(bytes).ok());
+    EXPECT_EQ(MetricValue(registry, "stagefarm_cache_ops_total",
+                          {{"op", "UploadChunk"}, {"outcome", "ok"}}),
+              credit == 4 ? 6 : 11)
+        << "credit " << credit;
+    EXPECT_EQ(ReadAll(Digest::Of(bytes)), bytes);
+    client_.reset();
+    server_.reset();  // before `registry` goes
+  }
+}
+
 TEST_P(CacheServiceTest, RestartKeepsCommittedBlobs) {
   std::string bytes = RandomBytes(kMiB + 3, 10);
   Digest d;
@@ -446,6 +548,14 @@ TEST(CacheProtocol, CodecRoundTrips) {
   DeleteRefRequest d{"app:1"}, d2;
   ASSERT_TRUE(Decode(Encode(d), &d2).ok());
   EXPECT_EQ(d2.name, "app:1");
+  BeginUploadResponse b{false, 7, 8, kCacheChunkSize, 5}, b2;
+  ASSERT_TRUE(Decode(Encode(b), &b2).ok());
+  EXPECT_EQ(b2.upload_id, 7u);
+  EXPECT_EQ(b2.chunks_per_request, 5u);
+  // A server from before chunks_per_request sends none: one chunk to a request.
+  b.chunks_per_request = 0;
+  ASSERT_TRUE(Decode(Encode(b), &b2).ok());
+  EXPECT_EQ(b2.chunks_per_request, 1u);
   FindMissingRequest bad;
   EXPECT_EQ(Decode("1234567", &bad).code(), StatusCode::kInvalidArgument);
 }

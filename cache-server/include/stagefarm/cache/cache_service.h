@@ -44,6 +44,7 @@ struct CacheServerOptions {
   uint64_t max_bytes = 0;  // 0 = unbounded
   std::chrono::seconds upload_idle_timeout{300};
   int threads = 4;  // workers handling requests
+  uint32_t upload_credit = BlobStoreOptions().upload_credit;  // chunks in flight per upload
 };
 
 class CacheMetrics;

