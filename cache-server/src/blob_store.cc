@@ -356,19 +356,23 @@ StatusOr<std::vector<std::optional<BlobMeta>>> BlobStore::GetMetas(
   return out;
 }
 
-void BlobStore::TouchLocked(std::string_view hex, uint64_t now) {
-  if (auto it = touched_.find(hex); it != touched_.end()) {
-    it->second = now;
+namespace {
+// insert_or_assign by string_view: a string is built only for a new key.
+template <typename Map, typename V>
+void SetByHex(Map& map, std::string_view hex, V value) {
+  if (auto it = map.find(hex); it != map.end()) {
+    it->second = value;
   } else {
-    touched_.emplace(hex, now);
+    map.emplace(hex, value);
   }
 }
+}  // namespace
 
 void BlobStore::TouchAll(const std::vector<std::string_view>& hexes) {
   if (hexes.empty()) return;
   const uint64_t now = NowMillis();
   std::lock_guard lock(mu_);
-  for (std::string_view hex : hexes) TouchLocked(hex, now);
+  for (std::string_view hex : hexes) SetByHex(touched_, hex, now);
   if (touched_.size() >= kMaxTouched) {
     // Access times only order eviction; a failed flush is retried with the next one.
     FlushAccessTimesLocked().IgnoreError();
@@ -379,12 +383,8 @@ void BlobStore::NoteRead(std::string_view hex) {
   const uint64_t now = NowMillis();
   const int64_t ticks = SteadyTicks(std::chrono::steady_clock::now());
   std::lock_guard lock(mu_);
-  TouchLocked(hex, now);
-  if (auto it = reads_.find(hex); it != reads_.end()) {
-    it->second = ticks;
-  } else {
-    reads_.emplace(hex, ticks);
-  }
+  SetByHex(touched_, hex, now);
+  SetByHex(reads_, hex, ticks);
   if (touched_.size() >= kMaxTouched) FlushAccessTimesLocked().IgnoreError();  // as in TouchAll
 }
 

@@ -20,8 +20,8 @@ constexpr size_t kMaxFindMissing = 100000;  // digests per FindMissing request
 // in bytes for all peers together.
 constexpr size_t kMaxQueuedPerPeer = 64;
 // A chunk leaves this count once handled, but a large upload's chunk is then held by the
-// store's file writer until written (at most 32 MiB for all uploads, blob_store.cc). With those
-// and RocksDB's two 32 MiB blob memtables the server stays well under 300 MiB.
+// store's file writer until written (BlobStore::kWriterBytes, 32 MiB, for all uploads). With
+// those and RocksDB's two 32 MiB blob memtables the server stays well under 300 MiB.
 constexpr size_t kMaxQueuedBytes = 64u << 20;
 constexpr uint64_t kMaxManifestBytes = 4 << 20;
 // A FindMissing body up to this size (about 160 digests) is answered on the socket's thread.

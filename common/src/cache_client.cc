@@ -3,22 +3,26 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "stagefarm/common/unique_fd.h"
 
 namespace stagefarm {
 
-Status CacheClient::PutBytes(std::string_view bytes, Digest* digest_out) {
-  Digest d = Digest::Of(bytes);
-  if (digest_out) *digest_out = d;
-  size_t pos = 0;
-  return Put(d, [&](char* buf, size_t cap) -> StatusOr<size_t> {
-    size_t n = std::min(cap, bytes.size() - pos);
+ByteSource SourceOf(std::string_view bytes) {
+  return [bytes, pos = size_t{0}](char* buf, size_t cap) mutable -> StatusOr<size_t> {
+    const size_t n = std::min(cap, bytes.size() - pos);
     std::copy_n(bytes.data() + pos, n, buf);
     pos += n;
     return n;
-  });
+  };
+}
+
+Status CacheClient::PutBytes(std::string_view bytes, Digest* digest_out) {
+  Digest d = Digest::Of(bytes);
+  if (digest_out) *digest_out = d;
+  return Put(d, SourceOf(bytes));
 }
 
 Status CacheClient::PutFile(const std::string& path, const Digest& digest) {

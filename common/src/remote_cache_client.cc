@@ -391,13 +391,7 @@ class RemoteCacheClient : public CacheClient {
       if (done_) return error_.ok() ? FailedPreconditionError("upload committed already") : error_;
       if (!sender_) {
         done_ = true;
-        size_t pos = 0;
-        return client_.Put(digest, [&](char* buf, size_t cap) -> StatusOr<size_t> {
-          const size_t n = std::min(cap, head_.size() - pos);
-          std::memcpy(buf, head_.data() + pos, n);
-          pos += n;
-          return n;
-        });
+        return client_.Put(digest, SourceOf(head_));
       }
       if (buf_) SF_RETURN_IF_ERROR(Check(SendBuffer()));
       SF_RETURN_IF_ERROR(Check(sender_->Drain()));

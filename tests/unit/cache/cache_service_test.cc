@@ -224,36 +224,17 @@ TEST_P(CacheServiceTest, SecondPutTransfersNothing) {
 TEST_P(CacheServiceTest, WrongDigestRefusedAndNothingStored) {
   std::string bytes = RandomBytes(kMiB + 100, 4);
   Digest wrong = Digest::Of(RandomBytes(kMiB + 100, 5));
-  size_t pos = 0;
-  Status s = client_->Put(wrong, [&](char* buf, size_t cap) -> StatusOr<size_t> {
-    size_t n = std::min(cap, bytes.size() - pos);
-    std::copy_n(bytes.data() + pos, n, buf);
-    pos += n;
-    return n;
-  });
+  Status s = client_->Put(wrong, SourceOf(bytes));
   EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
   auto missing = client_->FindMissing({wrong});
   ASSERT_TRUE(missing.ok());
   EXPECT_EQ(missing->size(), 1u);
   // A source longer than the digest says.
   Digest short_digest = Digest::Of(bytes.substr(0, 10));
-  pos = 0;
-  s = client_->Put(short_digest, [&](char* buf, size_t cap) -> StatusOr<size_t> {
-    size_t n = std::min(cap, bytes.size() - pos);
-    std::copy_n(bytes.data() + pos, n, buf);
-    pos += n;
-    return n;
-  });
+  s = client_->Put(short_digest, SourceOf(bytes));
   EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
   // A source shorter than the digest says.
-  pos = 0;
-  s = client_->Put(Digest{Digest::Of(bytes).hex, bytes.size() + 5},
-                   [&](char* buf, size_t cap) -> StatusOr<size_t> {
-                     size_t n = std::min(cap, bytes.size() - pos);
-                     std::copy_n(bytes.data() + pos, n, buf);
-                     pos += n;
-                     return n;
-                   });
+  s = client_->Put(Digest{Digest::Of(bytes).hex, bytes.size() + 5}, SourceOf(bytes));
   EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
   StoreStats st = server_->service().store().Stats();
   EXPECT_EQ(st.blobs, 0u);

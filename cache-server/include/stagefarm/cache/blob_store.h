@@ -241,8 +241,6 @@ class BlobStore {
   StatusOr<std::optional<BlobMeta>> GetMeta(std::string_view hex);
   // Meta of many blobs in one MultiGet; absent ones are nullopt.
   StatusOr<std::vector<std::optional<BlobMeta>>> GetMetas(const std::vector<std::string_view>& hexes);
-  // Records an access at `now` (unix ms); mu_ held.
-  void TouchLocked(std::string_view hex, uint64_t now);
   void TouchAll(const std::vector<std::string_view>& hexes);
   void NoteRead(std::string_view hex);
   Status FlushAccessTimesLocked();

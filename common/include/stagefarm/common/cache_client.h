@@ -35,6 +35,8 @@ struct ActionResult {
 
 // Fills `buf` with up to `cap` bytes; returns the count, 0 at the end.
 using ByteSource = std::function<StatusOr<size_t>(char* buf, size_t cap)>;
+// A source of `bytes`, in order; they must outlive it.
+ByteSource SourceOf(std::string_view bytes);
 // Receives the next bytes of a blob, in order.
 using ByteSink = std::function<Status(std::string_view bytes)>;
 
