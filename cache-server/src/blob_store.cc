@@ -498,8 +498,35 @@ StatusOr<BlobStore::BeginResult> BlobStore::BeginUpload(const Digest& digest, st
       return ErrnoError("create " + path, e);
     }
   }
-  uploads_.emplace(gen, std::move(u));
-  return BeginResult{false, gen};
+  Upload& added = *uploads_.emplace(gen, std::move(u)).first->second;
+  return BeginResult{false, gen, GrantLocked(added, 0)};
+}
+
+uint32_t BlobStore::GrantLocked(Upload& u, uint32_t answered) {
+  const uint64_t budget = std::max<uint32_t>(options_.upload_budget, 1);
+  const uint64_t share = std::clamp<uint64_t>(budget / std::max<size_t>(uploads_.size(), 1), 1,
+                                              std::max<uint32_t>(options_.upload_credit, 1));
+  const uint64_t others = credit_reserved_ - u.reserved;
+  const uint64_t left = budget > others ? budget - others : 0;
+  const uint64_t credit = std::max<uint64_t>(std::min(share, left), 1);
+  // Sent under the credit before, not yet answered.
+  const uint64_t out = u.reserved > answered ? u.reserved - answered : 0;
+  u.reserved = static_cast<uint32_t>(std::max(credit, out));
+  credit_reserved_ = others + u.reserved;
+  return static_cast<uint32_t>(credit);
+}
+
+uint32_t BlobStore::UploadCredit(uint64_t upload_id, std::string_view owner, uint32_t answered) {
+  std::lock_guard lock(mu_);
+  auto it = uploads_.find(upload_id);
+  if (it == uploads_.end() || it->second->owner != owner) return 1;
+  return GrantLocked(*it->second, answered);
+}
+
+void BlobStore::EraseUploadLocked(uint64_t upload_id, Upload& u) {
+  if (uploads_.erase(upload_id) == 0) return;
+  credit_reserved_ -= u.reserved;
+  u.reserved = 0;
 }
 
 std::shared_ptr<BlobStore::Upload> BlobStore::FindUpload(uint64_t upload_id,
@@ -638,7 +665,7 @@ Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner, const
     if (s.ok()) s = FromRocks(db_->Write(SyncWrite(), &batch), "commit " + digest.str());
     if (s.ok()) {
       u.done = true;
-      uploads_.erase(upload_id);
+      EraseUploadLocked(upload_id, u);
       if (!dedup) {
         bytes_ += digest.size;
         blobs_ += 1;
@@ -661,7 +688,7 @@ void BlobStore::AbortHeld(uint64_t upload_id, Upload& u) {
   u.done = true;
   {
     std::lock_guard lock(mu_);
-    uploads_.erase(upload_id);
+    EraseUploadLocked(upload_id, u);
   }
   if (u.in_file) {
     // The upload has failed already; its file stays open until no write of it is left.
@@ -882,6 +909,7 @@ StoreStats BlobStore::Stats() {
     st.bytes = bytes_;
     st.blobs = blobs_;
     st.uploads_in_progress = uploads_.size();
+    st.credit_reserved = credit_reserved_;
     st.evicted_blobs = evicted_blobs_;
     st.stale_actions_removed = stale_actions_removed_;
   }

@@ -22,7 +22,11 @@ constexpr size_t kMaxQueuedPerPeer = 64;
 // A chunk leaves this count once handled, but a large upload's chunk is then held by the
 // store's file writer until written (BlobStore::kWriterBytes, 32 MiB, for all uploads). With
 // those and RocksDB's two 32 MiB blob memtables the server stays well under 300 MiB.
-constexpr size_t kMaxQueuedBytes = 64u << 20;
+constexpr size_t kMaxQueuedBytes = 80u << 20;
+// The part of it the uploads' credit shares (BlobStoreOptions::upload_budget): the chunks of a
+// client keeping to its credit always find room, and the rest is for other requests and for the
+// one chunk of credit each upload past the budget's count still gets.
+constexpr size_t kUploadBudgetBytes = 64u << 20;
 constexpr uint64_t kMaxManifestBytes = 4 << 20;
 // A FindMissing body up to this size (about 160 digests) is answered on the socket's thread.
 constexpr size_t kMaxQuickFindMissingBytes = 16 << 10;
@@ -63,6 +67,7 @@ StatusOr<std::unique_ptr<CacheService>> CacheService::Open(const CacheServerOpti
   store_options.chunk_size = kCacheChunkSize;
   store_options.upload_idle_timeout = options.upload_idle_timeout;
   store_options.upload_credit = options.upload_credit;
+  store_options.upload_budget = static_cast<uint32_t>(kUploadBudgetBytes / kCacheChunkSize);
   SF_ASSIGN_OR_RETURN(std::unique_ptr<BlobStore> store, BlobStore::Open(store_options));
   return std::unique_ptr<CacheService>(
       new CacheService(std::move(store), registry, std::max(options.threads, 1)));
@@ -344,7 +349,7 @@ StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message&
       BeginUploadResponse resp;
       resp.exists = r.exists;
       resp.upload_id = r.upload_id;
-      resp.credit = r.exists ? 0 : store_->options().upload_credit;
+      resp.credit = r.credit;
       resp.chunk_size = store_->options().chunk_size;
       resp.chunks_per_request = kMaxChunksPerRequest;
       return request.Reply(Encode(resp));
@@ -365,7 +370,8 @@ StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message&
         metrics_->AddTransfer(true, chunk.size());
       }
       UploadChunkResponse resp;
-      resp.credit = store_->options().upload_credit;
+      resp.credit =
+          store_->UploadCredit(req.upload_id, peer, static_cast<uint32_t>(request.data.size()));
       resp.received = received;
       return request.Reply(Encode(resp));
     }

@@ -279,6 +279,63 @@ TEST_P(BlobStoreTest, InterleavedUploadsOfSameDigestBothSucceed) {
   EXPECT_EQ(CountStored(o.data_dir), ExpectedStored({bytes.size()}));
 }
 
+// Uploads share the budget of chunks in flight: each gets its share, taken only from what the
+// others leave, and at least one chunk. A credit that shrinks keeps reserved what its client may
+// still have in flight until answered; an ended upload's reservation goes back to the others.
+TEST_P(BlobStoreTest, UploadCreditSharesTheBudget) {
+  TempDir dir;
+  BlobStoreOptions o = Options(dir);
+  o.upload_budget = 8;
+  o.upload_credit = 4;
+  auto store = OpenStore(o);
+  auto begin = [&](int i) {
+    auto r = store->BeginUpload(Digest{Digest::Of(std::to_string(i)).hex, 10 * kChunk}, "peer");
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_FALSE(r->exists);
+    return *r;
+  };
+  auto reserved = [&] { return store->Stats().credit_reserved; };
+  BlobStore::BeginResult a = begin(1), b = begin(2), c = begin(3);
+  EXPECT_EQ(a.credit, 4u);  // alone: the most one upload gets
+  EXPECT_EQ(b.credit, 4u);  // half the budget
+  EXPECT_EQ(c.credit, 1u);  // the budget is spent: one chunk, the least
+  EXPECT_EQ(reserved(), 9u);
+  // Answered, each comes down to its share of 8 / 3. a has three chunks still on their way: they
+  // stay reserved until answered, and the others' shares come from what is left.
+  EXPECT_EQ(store->UploadCredit(a.upload_id, "peer", 1), 2u);
+  EXPECT_EQ(reserved(), 3u + 4 + 1);
+  EXPECT_EQ(store->UploadCredit(b.upload_id, "peer", 4), 2u);
+  EXPECT_EQ(store->UploadCredit(c.upload_id, "peer", 1), 2u);
+  EXPECT_EQ(reserved(), 3u + 2 + 2);
+  EXPECT_EQ(store->UploadCredit(a.upload_id, "peer", 3), 2u);
+  EXPECT_EQ(reserved(), 6u);
+  // An ended upload's reservation goes back: two uploads share 8 again.
+  store->AbortUpload(c.upload_id, "peer");
+  EXPECT_EQ(reserved(), 4u);
+  EXPECT_EQ(store->UploadCredit(a.upload_id, "peer", 2), 4u);
+  EXPECT_EQ(store->UploadCredit(b.upload_id, "peer", 2), 4u);
+  EXPECT_EQ(reserved(), 8u);
+  // A committed one's too.
+  const std::string bytes = RandomBytes(kChunk + 1, 30);
+  BlobStore::BeginResult d = store->BeginUpload(Digest::Of(bytes), "peer").value();
+  EXPECT_EQ(d.credit, 1u);
+  EXPECT_EQ(reserved(), 9u);
+  ASSERT_TRUE(store->WriteChunk(d.upload_id, "peer", 0, bytes.substr(0, kChunk)).ok());
+  ASSERT_TRUE(store->WriteChunk(d.upload_id, "peer", kChunk, bytes.substr(kChunk)).ok());
+  ASSERT_TRUE(store->CommitUpload(d.upload_id, "peer").ok());
+  EXPECT_EQ(reserved(), 8u);
+  store->AbortUpload(b.upload_id, "peer");
+  EXPECT_EQ(store->UploadCredit(a.upload_id, "peer", 4), 4u);
+  EXPECT_EQ(begin(5).credit, 4u);
+  EXPECT_EQ(reserved(), 8u);
+  // Not in progress, or another peer's: the least, and nothing changes.
+  EXPECT_EQ(store->UploadCredit(12345, "peer", 1), 1u);
+  EXPECT_EQ(store->UploadCredit(a.upload_id, "other", 1), 1u);
+  EXPECT_EQ(reserved(), 8u);
+  // A stored blob needs no credit.
+  EXPECT_EQ(store->BeginUpload(Digest::Of(bytes), "peer")->credit, 0u);
+}
+
 TEST_P(BlobStoreTest, ActionCacheAnswersOnlyWhenBlobsExist) {
   TempDir dir;
   auto store = OpenStore(Options(dir));

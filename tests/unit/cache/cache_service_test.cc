@@ -50,7 +50,8 @@ double MetricValue(prometheus::Registry& registry, const std::string& name,
 class RunningServer {
  public:
   RunningServer(Transport& transport, const std::string& data_dir, const std::string& endpoint,
-                prometheus::Registry* registry, uint32_t upload_credit = 8) {
+                prometheus::Registry* registry,
+                uint32_t upload_credit = CacheServerOptions().upload_credit) {
     CacheServerOptions o;
     o.data_dir = data_dir;
     o.upload_credit = upload_credit;
@@ -376,6 +377,59 @@ TEST_P(CacheServiceTest, MalformedRequestsGetErrorsAndServerKeepsServing) {
   ASSERT_TRUE(client_->PutBytes(bytes).ok());
   EXPECT_EQ(ReadAll(Digest::Of(bytes)), bytes);
   EXPECT_EQ(server_->service().store().Stats().uploads_in_progress, 0u);
+}
+
+// Many uploads at once, each sending all its credit allows without waiting for a reply: the
+// server has room for every chunk (none is refused as busy), and the credits come down to a share
+// of the budget (64 chunks) as the uploads are answered.
+TEST_P(CacheServiceTest, ChunksWithinTheirCreditAreNeverRefused) {
+  auto socket = transport_.Connect(server_->endpoint());
+  ASSERT_TRUE(socket.ok());
+  ClientSocket& s = **socket;
+  constexpr int kUploads = 12;
+  const std::string chunk = RandomBytes(kMiB, 31);
+  uint64_t request_id = 5000;
+  std::map<uint64_t, uint64_t> upload_of;  // request id -> upload id
+  std::map<uint64_t, uint32_t> credit;     // upload id -> latest credit
+  std::vector<BeginUploadResponse> begun;
+  uint32_t granted = 0;
+  for (int i = 0; i < kUploads; ++i) {
+    // Never committed, so the digest need not match the bytes.
+    Digest d{Digest::Of("upload " + std::to_string(i)).hex, 20 * kMiB};
+    Message reply = RawCall(s, Make(Method::kBeginUpload, Encode(BeginUploadRequest{d})));
+    ASSERT_TRUE(reply.status.ok()) << reply.status.ToString();
+    ASSERT_TRUE(Decode(reply.body, &begun.emplace_back()).ok());
+    ASSERT_GE(begun.back().credit, 1u);
+    granted += begun.back().credit;
+  }
+  for (const BeginUploadResponse& b : begun) {
+    for (uint32_t c = 0; c < b.credit; ++c) {
+      Message m =
+          Make(Method::kUploadChunk, Encode(UploadChunkRequest{b.upload_id, c * kMiB}), {chunk});
+      m.request_id = ++request_id;
+      upload_of[m.request_id] = b.upload_id;
+      ASSERT_TRUE(s.Send(m).ok());
+    }
+  }
+  // The first four take 16 chunks each, the others one each past the budget.
+  EXPECT_EQ(granted, 4 * 16 + (kUploads - 4));
+  for (size_t n = 0; n < upload_of.size(); ++n) {
+    Message reply;
+    auto got = s.Receive(&reply, std::chrono::seconds(10));
+    ASSERT_TRUE(got.ok() && *got);
+    ASSERT_TRUE(reply.status.ok()) << reply.status.ToString();
+    UploadChunkResponse r;
+    ASSERT_TRUE(Decode(reply.body, &r).ok());
+    credit[upload_of.at(reply.request_id)] = r.credit;
+  }
+  uint32_t now_granted = 0;
+  for (const auto& [id, c] : credit) now_granted += c;
+  EXPECT_LE(now_granted, 64u);
+  // All answered: what the uploads hold is their credit, within the budget.
+  EXPECT_EQ(server_->service().store().Stats().credit_reserved, now_granted);
+  EXPECT_EQ(MetricValue(registry_, "stagefarm_cache_ops_total",
+                        {{"op", "UploadChunk"}, {"outcome", "ok"}}),
+            granted);
 }
 
 TEST_P(CacheServiceTest, SeveralChunksToARequest) {

@@ -70,7 +70,11 @@ struct BlobStoreOptions {
   uint64_t max_bytes = 0;      // 0 = unbounded; EvictIfNeeded() evicts down to low_watermark
   double low_watermark = 0.9;  // fraction of max_bytes eviction stops at
   uint32_t chunk_size = 1 << 20;
-  uint32_t upload_credit = 8;  // chunks a client may have in flight per upload
+  // Flow control of uploads: the chunks a client may send ahead of the server's replies. Each
+  // upload gets a fair share of `upload_budget` (chunks in flight for all uploads together), at
+  // most `upload_credit`, and at least 1 (see UploadCredit).
+  uint32_t upload_credit = 16;
+  uint32_t upload_budget = 64;
   size_t max_uploads = 1024;   // uploads in progress at once; more are ResourceExhausted
   std::chrono::seconds upload_idle_timeout{300};
   // Uploads of at least this many bytes are stored as files (see above); smaller ones as chunks.
@@ -97,6 +101,7 @@ struct StoreStats {
   uint64_t refs = 0;     // RocksDB's estimate
   uint64_t max_bytes = 0;
   uint64_t bytes_received = 0;  // upload bytes accepted since Open (dedup is visible here)
+  uint64_t credit_reserved = 0;  // upload chunks its clients may have in flight (UploadCredit)
   uint64_t evicted_blobs = 0;   // since Open
   uint64_t stale_actions_removed = 0;  // by Prune, since Open
 };
@@ -131,6 +136,7 @@ class BlobStore {
   struct BeginResult {
     bool exists = false;     // stored already: nothing to upload
     uint64_t upload_id = 0;  // otherwise the upload to write chunks into
+    uint32_t credit = 0;     // and the chunks its client may send ahead (see UploadCredit)
   };
   // Starts an upload of `digest` (its size included). InvalidArgument if a blob with that hex but
   // another size is stored; ResourceExhausted if the blob is larger than max_bytes or too many
@@ -143,6 +149,14 @@ class BlobStore {
   // written to its file after this returns, from `bytes` (shared, not copied).
   StatusOr<uint64_t> WriteChunk(uint64_t upload_id, std::string_view owner, uint64_t offset,
                                 Frame bytes);
+  // The upload's credit from now on, for the reply to `answered` of its chunks: the chunks its
+  // client may have in flight. An upload's share is upload_budget / uploads in progress (1 to
+  // upload_credit), taken only from what the others leave, and at least 1. Each upload in
+  // progress reserves the chunks its client may have in flight: its credit, or while that
+  // shrinks, what it may still have in flight from the credit before (the old one less those
+  // answered since). The reservations add up to at most upload_budget, but for the one chunk a
+  // new upload gets when the budget is spent. 1 for an upload not in progress.
+  uint32_t UploadCredit(uint64_t upload_id, std::string_view owner, uint32_t answered);
   // Verifies size and SHA-256 and makes the blob visible, durably (sync). DataLoss if the bytes
   // do not match (nothing stays). If the blob was committed meanwhile by another upload, this
   // upload's chunks are dropped and the commit succeeds. The upload ends either way. A streamed
@@ -225,6 +239,7 @@ class BlobStore {
     uint64_t received = 0;
     std::unique_ptr<Sha256> hasher;
     std::atomic<int64_t> last_activity{0};  // steady_clock ticks
+    uint32_t reserved = 0;  // chunks in flight at most; in credit_reserved_ (the store's mu_)
   };
   // Blob hex -> what the least-recently-used walk needs.
   struct AgedBlob {
@@ -245,6 +260,11 @@ class BlobStore {
   void NoteRead(std::string_view hex);
   Status FlushAccessTimesLocked();
   StatusOr<uint64_t> AllocateGeneration();  // requires mu_
+  // Returns u's credit for the reply to `answered` of its chunks and sets its reservation (see
+  // UploadCredit). Requires mu_, u in uploads_.
+  uint32_t GrantLocked(Upload& u, uint32_t answered);
+  // Removes an upload from uploads_ and its reservation from credit_reserved_. Requires mu_.
+  void EraseUploadLocked(uint64_t upload_id, Upload& u);
   std::shared_ptr<Upload> FindUpload(uint64_t upload_id, std::string_view owner);
   // Ends `u` (whose mu the caller holds) and removes its chunks or file.
   void AbortHeld(uint64_t upload_id, Upload& u);
@@ -278,6 +298,7 @@ class BlobStore {
 
   std::mutex mu_;  // guards everything below and serializes writes of meta/atime/counters
   std::unordered_map<uint64_t, std::shared_ptr<Upload>> uploads_;
+  uint64_t credit_reserved_ = 0;  // the sum of the uploads' reservations
   HexMap<uint64_t> touched_;  // hex -> last access (unix ms)
   // hex -> last ReadRange (steady ticks), for eviction_pin; pruned by EvictIfNeeded.
   HexMap<int64_t> reads_;

@@ -7,14 +7,17 @@
 // in parallel, so a slow request (a commit's synced write, a cold read, a large FindMissing)
 // delays only its own client. Quick requests (GetAction, GetRef, Ping, a FindMissing of a few
 // digests) from a peer with nothing queued are answered on the socket's thread at once: a
-// hand-off to a worker and back would cost more than the lookup. A client that stops reading its replies costs only its ZeroMQ
-// queue; one that stops sending only holds its upload until the idle timeout.
+// hand-off to a worker and back would cost more than the lookup. A client that stops reading its
+// replies costs only its ZeroMQ queue; one that stops sending only holds its upload until the idle
+// timeout.
 //
 // Every request gets exactly one reply. Malformed bodies, unknown methods, data frames where none
 // belong and out-of-order chunks get an error reply; nothing a peer sends aborts the process.
 // Memory is bounded: a peer may have at most kMaxQueuedPerPeer requests waiting and all peers
 // together kMaxQueuedBytes of them; past either the request is refused at once with Unavailable
-// (the remote client retries those) instead of being queued.
+// (the remote client retries those, but not an upload's chunks) instead of being queued. The
+// uploads' credit shares most of those bytes (BlobStore::UploadCredit), so the chunks of a client
+// that keeps to its credit find room unless some 80 uploads are sending at once.
 #pragma once
 
 #include <atomic>
@@ -44,7 +47,7 @@ struct CacheServerOptions {
   uint64_t max_bytes = 0;  // 0 = unbounded
   std::chrono::seconds upload_idle_timeout{300};
   int threads = 4;  // workers handling requests
-  uint32_t upload_credit = BlobStoreOptions().upload_credit;  // chunks in flight per upload
+  uint32_t upload_credit = BlobStoreOptions().upload_credit;  // most chunks in flight per upload
 };
 
 class CacheMetrics;
