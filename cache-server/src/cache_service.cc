@@ -23,9 +23,9 @@ constexpr size_t kMaxQueuedPerPeer = 64;
 // store's file writer until written (BlobStore::kWriterBytes, 32 MiB, for all uploads). With
 // those and RocksDB's two 32 MiB blob memtables the server stays well under 300 MiB.
 constexpr size_t kMaxQueuedBytes = 80u << 20;
-// The part of it the uploads' credit shares (BlobStoreOptions::upload_budget): the chunks of a
-// client keeping to its credit always find room, and the rest is for other requests and for the
-// one chunk of credit each upload past the budget's count still gets.
+// The part of it the uploads' credit shares (BlobStoreOptions::upload_budget). The rest is for
+// other requests and for the one chunk of credit each upload past the budget's count still gets:
+// the chunks of a client keeping to its credit find room unless some 80 uploads send at once.
 constexpr size_t kUploadBudgetBytes = 64u << 20;
 constexpr uint64_t kMaxManifestBytes = 4 << 20;
 // A FindMissing body up to this size (about 160 digests) is answered on the socket's thread.
