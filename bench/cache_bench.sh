@@ -70,6 +70,19 @@ put = next((v for k, v in by_name.items() if k.startswith("BM_Put/1073741824")),
 local = next((v for k, v in by_name.items() if k.startswith("BM_LocalIngest/hash:1")), None)
 if put and local:
     print(f"{'Put 1 GiB over loopback against BM_LocalIngest/hash:1':50s} {put / local:8.1%}")
+# What bounds the Put here: it can go no faster than the hash (one core) nor than the durable write
+# path alone (BM_LocalIngest/hash:0), which on a virtual disk varies from run to run. Put against
+# the lower of the two says how much of what this machine allows the server gets; the target
+# itself is against SHA-256 and cannot be met in a run whose write path alone is below it.
+store = next((v for k, v in by_name.items() if k.startswith("BM_LocalIngest/hash:0")), None)
+if put and store:
+    bound, what = (sha, "SHA-256") if sha <= store else (store, "write path")
+    label = f"Put 1 GiB against its bound ({what})"
+    print(f"{label:50s} {put / bound:8.1%}")
+    verdict = "met" if put >= 0.7 * sha else "NOT met"
+    why = "" if put >= 0.7 * sha or store >= 0.7 * sha else \
+        f" (the write path alone reaches only {store / sha:.1%} of SHA-256 in this run)"
+    print(f"{'ingest target, 70% of SHA-256':50s} {verdict}{why}")
 mib = hwm_kib / 1024
 print(f"{'server peak RSS (VmHWM)':50s} {mib:8.1f} MiB   (target < 300 MiB){'' if mib < 300 else '  OVER'}")
 PY
