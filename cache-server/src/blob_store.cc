@@ -9,6 +9,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -222,6 +223,11 @@ BlobStore::BlobStore(BlobStoreOptions options, std::unique_ptr<rocksdb::DB> db,
       files_dir_(std::move(files_dir)),
       writer_(std::make_unique<FileWriter>(kWriterThreads, kWriterBytes)) {
   SF_CHECK(handles_.size() == 7);
+  rlimit files{};
+  const rlim_t open_max = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
+                              ? files.rlim_cur
+                              : 1024;
+  max_file_uploads_ = std::max<size_t>(16, static_cast<size_t>(open_max / 4));
   default_cf_ = handles_[0];
   blobs_cf_ = handles_[1];
   meta_cf_ = handles_[2];
@@ -304,12 +310,14 @@ Status BlobStore::RemoveUnfinishedUploads() {
     for (size_t i = 0; i < 8; ++i) gen = (gen << 8) | static_cast<uint8_t>(key[i]);
     batch.DeleteRange(blobs_cf_, ChunkKey(gen, 0), ChunkKey(gen + 1, 0));
     batch.Delete(uploads_cf_, key);
-    // Before the batch that drops the record: a crash in between finds the record again.
+    // Before the batch that drops the record (and durably, below): a crash in between finds the
+    // record again.
     std::string path = FilePath(gen);
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) return ErrnoError("remove " + path, errno);
   }
   SF_RETURN_IF_ERROR(FromRocks(it->status(), "scan unfinished uploads"));
   if (batch.Count() == 0) return Status();
+  SF_RETURN_IF_ERROR(SyncFd(files_dir_.get(), "blob file directory"));
   return FromRocks(db_->Write(SyncWrite(), &batch), "remove unfinished uploads");
 }
 
@@ -477,6 +485,10 @@ StatusOr<BlobStore::BeginResult> BlobStore::BeginUpload(const Digest& digest, st
     return ResourceExhaustedError("too many uploads in progress (" +
                                   std::to_string(uploads_.size()) + ")");
   }
+  if (in_file && file_uploads_ >= max_file_uploads_) {
+    return ResourceExhaustedError("too many large uploads in progress (" +
+                                  std::to_string(file_uploads_) + ", each holds a file open)");
+  }
   SF_ASSIGN_OR_RETURN(uint64_t gen, AllocateGeneration());
   // Recorded before any byte so that a restart finds and removes everything the upload wrote. A
   // small upload's chunks follow this record in the WAL, so no sync is needed; a large upload's
@@ -499,6 +511,7 @@ StatusOr<BlobStore::BeginResult> BlobStore::BeginUpload(const Digest& digest, st
     }
   }
   Upload& added = *uploads_.emplace(gen, std::move(u)).first->second;
+  if (in_file) ++file_uploads_;
   return BeginResult{false, gen, GrantLocked(added, 0)};
 }
 
@@ -525,6 +538,7 @@ uint32_t BlobStore::UploadCredit(uint64_t upload_id, std::string_view owner, uin
 
 void BlobStore::EraseUploadLocked(uint64_t upload_id, Upload& u) {
   if (uploads_.erase(upload_id) == 0) return;
+  if (u.in_file) --file_uploads_;
   credit_reserved_ -= u.reserved;
   u.reserved = 0;
 }
@@ -641,16 +655,22 @@ Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner, const
     std::lock_guard lock(mu_);
     auto existing = GetMeta(digest.hex);
     rocksdb::WriteBatch batch;
-    batch.Delete(uploads_cf_, GenerationKey(upload_id));
     const bool dedup = existing.ok() && existing->has_value();
     if (!existing.ok()) {
       s = existing.status();
     } else if (dedup) {
       // Another upload of the same bytes won the race: keep its generation, drop ours (the file
-      // before the record, so that a crash in between still finds the record).
+      // durably before the record, so that a crash in between still finds the record; a file
+      // that will not go keeps its record for the next Open).
       batch.DeleteRange(blobs_cf_, ChunkKey(upload_id, 0), ChunkKey(upload_id + 1, 0));
-      if (u.in_file) ::unlink(FilePath(upload_id).c_str());
+      bool file_gone = true;
+      if (u.in_file) {
+        file_gone = (::unlink(FilePath(upload_id).c_str()) == 0 || errno == ENOENT) &&
+                    SyncFd(files_dir_.get(), "blob file directory").ok();
+      }
+      if (file_gone) batch.Delete(uploads_cf_, GenerationKey(upload_id));
     } else {
+      batch.Delete(uploads_cf_, GenerationKey(upload_id));
       BlobMeta m;
       m.size = digest.size;
       m.chunk_size = options_.chunk_size;
@@ -662,7 +682,18 @@ Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner, const
       batch.Put(atime_cf_, AccessKey(m.last_access, digest.hex), SizeValue(m.size));
       batch.Put(default_cf_, kCountersKey, EncodeCounters(bytes_ + digest.size, blobs_ + 1));
     }
-    if (s.ok()) s = FromRocks(db_->Write(SyncWrite(), &batch), "commit " + digest.str());
+    if (s.ok()) {
+      s = FromRocks(db_->Write(SyncWrite(), &batch), "commit " + digest.str());
+      if (!s.ok()) {
+        // A synced write that failed may still have left the batch in the WAL, for the next
+        // Open to replay: until then it is unknown whether the blob is committed, so its file
+        // and upload record stay for that Open, which removes the file only if the record is
+        // still there. Nothing is acknowledged.
+        u.done = true;
+        EraseUploadLocked(upload_id, u);
+        return s;
+      }
+    }
     if (s.ok()) {
       u.done = true;
       EraseUploadLocked(upload_id, u);
@@ -694,8 +725,10 @@ void BlobStore::AbortHeld(uint64_t upload_id, Upload& u) {
     // The upload has failed already; its file stays open until no write of it is left.
     if (u.writes) u.writes->Wait().IgnoreError();
     u.file.reset();
-    // A failed unlink leaves the file to the next Open, which still finds the record.
+    // A failed unlink leaves the file to the next Open, which still finds the record; so does
+    // one not yet durable when the record's removal is.
     if (::unlink(FilePath(upload_id).c_str()) != 0 && errno != ENOENT) return;
+    if (!SyncFd(files_dir_.get(), "blob file directory").ok()) return;
   }
   rocksdb::WriteBatch batch;
   batch.DeleteRange(blobs_cf_, ChunkKey(upload_id, 0), ChunkKey(upload_id + 1, 0));
@@ -837,35 +870,36 @@ StatusOr<std::optional<ActionResult>> BlobStore::GetAction(const std::string& ke
   GetActionResponse stored;
   SF_RETURN_IF_ERROR(Decode(v.ToStringView(), &stored).Annotate("stored action " + key));
   if (!stored.result) return std::optional<ActionResult>();
-  if (!stored.result->layer.diff_id.empty()) {
-    bool complete = false;
-    SF_RETURN_IF_ERROR(CheckNamedBlobs(*stored.result, &complete));
-    if (!complete) {
-      // Kept: the entry becomes valid again if its blobs are uploaded again (prune removes it).
-      *lookup = ActionLookup::kIncomplete;
-      return std::optional<ActionResult>();
-    }
-    std::vector<std::string_view> named = {stored.result->layer.diff_id.hex};
-    if (!stored.result->layer.toc.empty()) named.push_back(stored.result->layer.toc.hex);
-    TouchAll(named);
+  // Every digest the entry names is checked, whichever are empty: a step without a layer names
+  // none, but an entry naming only a TOC is still only as good as that TOC.
+  bool complete = false;
+  SF_RETURN_IF_ERROR(CheckNamedBlobs(*stored.result, &complete));
+  if (!complete) {
+    // Kept: the entry becomes valid again if its blobs are uploaded again (prune removes it).
+    *lookup = ActionLookup::kIncomplete;
+    return std::optional<ActionResult>();
   }
+  std::vector<std::string_view> named;
+  for (const Digest* d : {&stored.result->layer.diff_id, &stored.result->layer.toc}) {
+    if (!d->empty()) named.push_back(d->hex);
+  }
+  TouchAll(named);
   *lookup = ActionLookup::kHit;
   return stored.result;
 }
 
 Status BlobStore::PutAction(const std::string& key, const ActionResult& result) {
   if (key.empty()) return InvalidArgumentError("empty action key");
-  if (!result.layer.diff_id.empty()) {
-    bool complete = false;
-    SF_RETURN_IF_ERROR(CheckNamedBlobs(result, &complete));
-    if (!complete) {
-      return FailedPreconditionError("action " + key + " names layer " +
-                                     result.layer.diff_id.str() + " / TOC " +
-                                     result.layer.toc.str() + ", not all stored");
-    }
+  bool complete = false;
+  SF_RETURN_IF_ERROR(CheckNamedBlobs(result, &complete));
+  if (!complete) {
+    return FailedPreconditionError("action " + key + " names layer " + result.layer.diff_id.str() +
+                                   " / TOC " + result.layer.toc.str() + ", not all stored");
   }
   GetActionResponse stored;
   stored.result = result;
+  // Under mu_, as RemoveStaleActions' deletes are: an entry put again meanwhile is not removed.
+  std::lock_guard lock(mu_);
   return FromRocks(db_->Put({}, ac_cf_, key, Encode(stored)), "write action " + key);
 }
 
@@ -944,7 +978,8 @@ StatusOr<std::vector<BlobStore::AgedBlob>> BlobStore::OldestBlobs(size_t limit,
   return out;
 }
 
-StatusOr<bool> BlobStore::DeleteBlobLocked(const std::string& hex) {
+StatusOr<bool> BlobStore::DeleteBlobLocked(const std::string& hex,
+                                            std::vector<uint64_t>* files) {
   auto m = GetMeta(hex);
   if (!m.ok()) return m.status();
   if (!m->has_value()) return false;
@@ -954,7 +989,8 @@ StatusOr<bool> BlobStore::DeleteBlobLocked(const std::string& hex) {
   batch.Delete(atime_cf_, AccessKey(meta.last_access, hex));
   batch.DeleteRange(blobs_cf_, ChunkKey(meta.generation, 0), ChunkKey(meta.generation + 1, 0));
   if (meta.in_file) {
-    // The file goes after the batch; until it has, the record makes the next Open remove it.
+    // The file goes after the batch (RemoveFiles); until it has, the record makes the next Open
+    // remove it.
     std::string v;
     PutU64(&v, meta.size);
     v += hex;
@@ -970,15 +1006,22 @@ StatusOr<bool> BlobStore::DeleteBlobLocked(const std::string& hex) {
                 "delete sha256:" + hex));
   bytes_ = bytes;
   blobs_ = blobs;
-  if (meta.in_file) {
-    const std::string path = FilePath(meta.generation);
-    // Readers that opened the file keep reading it; new ones find no meta.
-    if (::unlink(path.c_str()) == 0 || errno == ENOENT) {
-      db_->Delete({}, uploads_cf_, GenerationKey(meta.generation)).PermitUncheckedError();
-    }
-  }
+  // Readers that opened the file keep reading it; new ones find no meta.
+  if (meta.in_file) files->push_back(meta.generation);
   touched_.erase(hex);
   return true;
+}
+
+void BlobStore::RemoveFiles(const std::vector<uint64_t>& generations) {
+  if (generations.empty()) return;
+  rocksdb::WriteBatch batch;
+  for (uint64_t gen : generations) {
+    if (::unlink(FilePath(gen).c_str()) == 0 || errno == ENOENT) {
+      batch.Delete(uploads_cf_, GenerationKey(gen));
+    }
+  }
+  if (batch.Count() == 0 || !SyncFd(files_dir_.get(), "blob file directory").ok()) return;
+  db_->Write({}, &batch).PermitUncheckedError();
 }
 
 StatusOr<std::pair<uint64_t, uint64_t>> BlobStore::RemoveOldest(
@@ -995,10 +1038,19 @@ StatusOr<std::pair<uint64_t, uint64_t>> BlobStore::RemoveOldest(
     std::lock_guard lock(mu_);
     std::erase_if(reads_, [&](const auto& r) { return r.second < pinned_after; });
   }
+  // The files of deleted blobs, removed outside mu_ after each round and on every way out.
+  std::vector<uint64_t> files;
+  struct RemoveFilesAtExit {
+    BlobStore* store;
+    std::vector<uint64_t>* files;
+    ~RemoveFilesAtExit() { store->RemoveFiles(*files); }
+  } at_exit{this, &files};
   std::string after;
   for (;;) {
     SF_ASSIGN_OR_RETURN(std::vector<AgedBlob> batch, OldestBlobs(kAgedBatch, after));
     if (batch.empty()) break;
+    RemoveFiles(files);
+    files.clear();
     for (const AgedBlob& b : batch) {
       if (keep.count(b.hex)) continue;
       if (dry_run) {
@@ -1012,7 +1064,7 @@ StatusOr<std::pair<uint64_t, uint64_t>> BlobStore::RemoveOldest(
       std::lock_guard lock(mu_);
       if (bytes_ <= target) return std::make_pair(removed, removed_bytes);
       if (pin && reads_.count(b.hex)) continue;  // being read, perhaps in many requests
-      SF_ASSIGN_OR_RETURN(bool deleted, DeleteBlobLocked(b.hex));
+      SF_ASSIGN_OR_RETURN(bool deleted, DeleteBlobLocked(b.hex, &files));
       if (!deleted) continue;
       ++removed;
       removed_bytes += b.size;
@@ -1039,36 +1091,57 @@ StatusOr<uint64_t> BlobStore::EvictIfNeeded() {
 StatusOr<uint64_t> BlobStore::RemoveStaleActions() {
   constexpr size_t kBatch = 1024;
   uint64_t removed = 0;
-  std::vector<std::pair<std::string, ActionResult>> pending;
+  struct Entry {
+    std::string key, value;
+    ActionResult result;
+  };
+  std::vector<Entry> pending;
   auto check = [&]() -> Status {
     std::vector<std::string_view> hexes;
-    for (const auto& [key, r] : pending) {
-      for (const Digest* d : {&r.layer.diff_id, &r.layer.toc}) {
+    for (const Entry& e : pending) {
+      for (const Digest* d : {&e.result.layer.diff_id, &e.result.layer.toc}) {
         if (!d->empty()) hexes.push_back(d->hex);
       }
     }
     SF_ASSIGN_OR_RETURN(auto metas, GetMetas(hexes));
-    rocksdb::WriteBatch batch;
+    std::vector<const Entry*> stale;
     size_t i = 0;
-    for (const auto& [key, r] : pending) {
-      bool stale = false;
-      for (const Digest* d : {&r.layer.diff_id, &r.layer.toc}) {
+    for (const Entry& e : pending) {
+      bool named_absent = false;
+      for (const Digest* d : {&e.result.layer.diff_id, &e.result.layer.toc}) {
         if (d->empty()) continue;
-        if (!metas[i] || metas[i]->size != d->size) stale = true;
+        if (!metas[i] || metas[i]->size != d->size) named_absent = true;
         ++i;
       }
-      if (stale) batch.Delete(ac_cf_, key);
+      if (named_absent) stale.push_back(&e);
+    }
+    rocksdb::WriteBatch batch;
+    {
+      // Checked again under mu_, which commits, deletes of blobs and PutAction all hold: an
+      // entry put again since the walk read it, or whose blobs were uploaded again, stays.
+      std::lock_guard lock(mu_);
+      for (const Entry* e : stale) {
+        std::string now;
+        rocksdb::Status s = db_->Get({}, ac_cf_, e->key, &now);
+        if (s.IsNotFound() || (s.ok() && now != e->value)) continue;
+        SF_RETURN_IF_ERROR(FromRocks(s, "read action"));
+        bool complete = false;
+        SF_RETURN_IF_ERROR(CheckNamedBlobs(e->result, &complete));
+        if (!complete) batch.Delete(ac_cf_, e->key);
+      }
+      SF_RETURN_IF_ERROR(FromRocks(db_->Write({}, &batch), "remove stale actions"));
     }
     removed += batch.Count();
     pending.clear();
-    return FromRocks(db_->Write({}, &batch), "remove stale actions");
+    return Status();
   };
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, ac_cf_));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     GetActionResponse stored;
     // An entry that does not decode is left alone: GetAction reports it.
     if (!Decode(it->value().ToStringView(), &stored).ok() || !stored.result) continue;
-    pending.emplace_back(it->key().ToString(), std::move(*stored.result));
+    pending.push_back(
+        Entry{it->key().ToString(), it->value().ToString(), std::move(*stored.result)});
     if (pending.size() >= kBatch) SF_RETURN_IF_ERROR(check());
   }
   SF_RETURN_IF_ERROR(FromRocks(it->status(), "walk the action cache"));

@@ -15,18 +15,30 @@ namespace {
 constexpr auto kPollInterval = std::chrono::milliseconds(100);
 constexpr auto kHousekeepingInterval = std::chrono::seconds(1);
 constexpr auto kAccessFlushInterval = std::chrono::seconds(10);
-constexpr size_t kMaxFindMissing = 100000;  // digests per FindMissing request
 // Requests waiting to be handled: per peer (well above any client's credit or read window), and
-// in bytes for all peers together.
+// in bytes for all peers together, UploadChunk requests and the others apart.
 constexpr size_t kMaxQueuedPerPeer = 64;
-// A chunk leaves this count once handled, but a large upload's chunk is then held by the
-// store's file writer until written (BlobStore::kWriterBytes, 32 MiB, for all uploads). With
-// those and RocksDB's two 32 MiB blob memtables the server stays well under 300 MiB.
+// The bytes of queued UploadChunk requests. A chunk leaves this count once handled, but a large
+// upload's chunk is then held by the store's file writer until written (BlobStore::kWriterBytes,
+// 32 MiB, for all uploads). With those, the other requests' 24 MiB and RocksDB's two 32 MiB blob
+// memtables the server stays under 300 MiB.
 constexpr size_t kMaxQueuedBytes = 80u << 20;
 // The part of it the uploads' credit shares (BlobStoreOptions::upload_budget). The rest is for
-// other requests and for the one chunk of credit each upload past the budget's count still gets:
-// the chunks of a client keeping to its credit find room unless some 80 uploads send at once.
+// the one chunk of credit each upload past the budget's count still gets: the chunks of a client
+// keeping to its credit find room unless some 80 uploads send at once.
 constexpr size_t kUploadBudgetBytes = 64u << 20;
+// Requests other than UploadChunk have a budget of their own, so that they never take the
+// uploads' room, and each peer a part of it: one peer's large bodies (a FindMissing of 100,000
+// digests is about 9 MiB) cannot keep the others' requests out.
+constexpr size_t kMaxQueuedOtherBytes = 24u << 20;
+constexpr size_t kMaxQueuedOtherBytesPerPeer = 12u << 20;
+// What a queued request costs besides its bytes: a frame of none still takes memory.
+constexpr size_t kQueuedBytesPerFrame = 64;
+// Replies waiting in ZeroMQ to be sent to one peer; past it they are dropped. Well above what a
+// client has in flight (a read window of 4, an upload credit of at most 64, a pipeline of 64
+// action-cache gets), also while ZeroMQ's count lags by half of it; a peer that does not read
+// its replies holds at most this many (of at most 1 MiB each) instead of ZeroMQ's 1000.
+constexpr int kMaxUnsentRepliesPerPeer = 256;
 constexpr uint64_t kMaxManifestBytes = 4 << 20;
 // A FindMissing body up to this size (about 160 digests) is answered on the socket's thread.
 constexpr size_t kMaxQuickFindMissingBytes = 16 << 10;
@@ -88,7 +100,8 @@ void CacheService::Stop() { stop_.store(true); }
 
 Status CacheService::Serve(Transport& transport, const std::string& endpoint, bool insecure,
                            const std::function<void(const std::string&)>& on_ready) {
-  SF_ASSIGN_OR_RETURN(std::unique_ptr<ServerSocket> socket, transport.Bind(endpoint, insecure));
+  SF_ASSIGN_OR_RETURN(std::unique_ptr<ServerSocket> socket,
+                      transport.Bind(endpoint, insecure, kMaxUnsentRepliesPerPeer));
   if (on_ready) on_ready(socket->endpoint());
 
   {
@@ -108,6 +121,7 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
   }
   Status result;
   auto next_housekeeping = std::chrono::steady_clock::now() + kHousekeepingInterval;
+  uint64_t malformed = 0;  // counted so far, of those the socket answered itself
   while (!stop_.load()) {
     std::string peer;
     Message request;
@@ -115,6 +129,9 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
     if (!got.ok()) {
       result = got.status().Annotate("cache server on " + socket->endpoint());
       break;
+    }
+    for (; malformed < socket->malformed(); ++malformed) {
+      metrics_->RecordOp("malformed", InvalidArgumentError("malformed message"), 0);
     }
     if (*got && !HandleQuick(*socket, peer, request)) Enqueue(*socket, peer, std::move(request));
     SendReplies(*socket);
@@ -136,6 +153,7 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
     peers_.clear();
     ready_.clear();
     queued_bytes_ = 0;
+    queued_other_bytes_ = 0;
   }
   {
     std::lock_guard lock(evict_mu_);
@@ -163,14 +181,25 @@ bool CacheService::HandleQuick(ServerSocket& socket, const std::string& peer,
   return true;
 }
 
-void CacheService::Enqueue(ServerSocket& socket, const std::string& peer, Message request) {
-  size_t bytes = request.body.size();
+size_t CacheService::QueuedBytes(const Message& request) {
+  size_t bytes = request.body.size() + kQueuedBytesPerFrame * (2 + request.data.size());
   for (const auto& d : request.data) bytes += d.size();
+  return bytes;
+}
+
+void CacheService::Enqueue(ServerSocket& socket, const std::string& peer, Message request) {
+  const size_t bytes = QueuedBytes(request);
+  const bool upload = request.method == Method::kUploadChunk;
   {
     std::lock_guard lock(queue_mu_);
     PeerQueue& q = peers_[peer];
-    if (q.pending.size() < kMaxQueuedPerPeer && queued_bytes_ + bytes <= kMaxQueuedBytes) {
-      queued_bytes_ += bytes;
+    const bool room =
+        upload ? queued_bytes_ + bytes <= kMaxQueuedBytes
+               : queued_other_bytes_ + bytes <= kMaxQueuedOtherBytes &&
+                     q.other_bytes + bytes <= kMaxQueuedOtherBytesPerPeer;
+    if (q.pending.size() < kMaxQueuedPerPeer && room) {
+      (upload ? queued_bytes_ : queued_other_bytes_) += bytes;
+      if (!upload) q.other_bytes += bytes;
       q.pending.push_back(std::move(request));
       if (!q.scheduled) {
         q.scheduled = true;
@@ -210,20 +239,21 @@ void CacheService::WorkerLoop(ServerSocket& socket) {
     SF_CHECK(it != peers_.end() && !it->second.pending.empty());
     Message request = std::move(it->second.pending.front());
     it->second.pending.pop_front();
-    size_t bytes = request.body.size();
-    for (const auto& d : request.data) bytes += d.size();
+    const size_t bytes = QueuedBytes(request);
+    const bool upload = request.method == Method::kUploadChunk;
     lock.unlock();
 
     Message reply = Handle(peer, request);
     request = Message();  // the chunk's memory goes before the next request is taken
 
     lock.lock();
-    queued_bytes_ -= bytes;
+    (upload ? queued_bytes_ : queued_other_bytes_) -= bytes;
     // One wake per batch of replies: if some were waiting already, their wake is still pending
     // (SendReplies takes them all at once), which saves a syscall per reply under load.
     const bool wake = replies_.empty();
     replies_.emplace_back(peer, std::move(reply));
     it = peers_.find(peer);  // the map may have rehashed meanwhile
+    if (!upload) it->second.other_bytes -= bytes;
     if (it->second.pending.empty()) {
       peers_.erase(it);
     } else {
@@ -334,9 +364,9 @@ StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message&
     case Method::kFindMissing: {
       FindMissingRequest req;
       SF_RETURN_IF_ERROR(DecodeBody(request, &req));
-      if (req.digests.size() > kMaxFindMissing) {
+      if (req.digests.size() > kCacheMaxFindMissing) {
         return InvalidArgumentError("FindMissing of " + std::to_string(req.digests.size()) +
-                                    " digests; at most " + std::to_string(kMaxFindMissing));
+                                    " digests; at most " + std::to_string(kCacheMaxFindMissing));
       }
       FindMissingResponse resp;
       SF_ASSIGN_OR_RETURN(resp.missing, store_->FindMissing(std::move(req.digests)));

@@ -2,6 +2,7 @@
 
 #include <prometheus/exposer.h>
 #include <prometheus/registry.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -52,6 +53,12 @@ void AddDaemonFlags(CLI::App* app, DaemonFlags* f, const std::string& default_li
 int RunCache(const DaemonFlags& df, const std::string& data, const std::string& max_bytes) {
   // Before any thread starts, so that all of them (RocksDB's, ZeroMQ's, the server's) inherit it.
   if (!UseBatchScheduling()) LogWarning("cannot use SCHED_BATCH; the cache server may be slower");
+  // RocksDB's tables, the files of large uploads and the clients' sockets: the soft limit of
+  // open files (often 1024) goes up to the hard one, as for any database server.
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &files) != 0) LogWarning("cannot raise the open files limit");
+  }
   cache::CacheServerOptions opts;
   opts.data_dir = data.empty() ? DefaultHome() + "/cache" : data;
   if (!max_bytes.empty()) {

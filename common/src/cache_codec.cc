@@ -38,9 +38,15 @@ void WriteDigests(ListBuilder b, const std::vector<Digest>& v) {
   for (size_t i = 0; i < v.size(); ++i) codec::Write(b[i], v[i]);
 }
 
+// At most kCacheMaxFindMissing: a list's header may claim millions of elements that take no
+// bytes on the wire (empty structs), each of which would still become a Digest here.
 template <typename ListReader>
 Status ReadDigests(ListReader r, std::vector<Digest>* out) {
   out->clear();
+  if (r.size() > kCacheMaxFindMissing) {
+    return InvalidArgumentError(std::to_string(r.size()) + " digests; at most " +
+                                std::to_string(kCacheMaxFindMissing));
+  }
   out->reserve(r.size());
   for (auto d : r) {
     SF_ASSIGN_OR_RETURN(Digest digest, codec::ReadDigest(d));

@@ -8,6 +8,7 @@
 #include <kj/exception.h>
 #include <kj/io.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -19,7 +20,13 @@
 
 namespace stagefarm::codec {
 
-inline constexpr uint64_t kTraversalLimitWords = 8 * 1024 * 1024;  // 64 MiB
+// What a decoder may read of one message: a few times its own size (a field read twice counts
+// twice), and never more than 64 MiB. Proportional, so that a small message whose lists claim
+// many elements of no size (each counted as a word) cannot make its reader build millions of
+// objects.
+inline constexpr uint64_t kTraversalLimitWords = 8 * 1024 * 1024;
+inline constexpr uint64_t kTraversalWordsPerWord = 4;
+inline constexpr uint64_t kTraversalSlackWords = 1024;
 
 // Zeroed words for a ScratchBuilder's first segment: a base, so they are zero before the
 // MallocMessageBuilder base (which checks that) is made.
@@ -65,7 +72,8 @@ Status Read(std::string_view bytes, Fn&& fn) {
   Status result;
   kj::Maybe<kj::Exception> error = kj::runCatchingExceptions([&]() {
     capnp::ReaderOptions options;
-    options.traversalLimitInWords = kTraversalLimitWords;
+    options.traversalLimitInWords = std::min<uint64_t>(
+        kTraversalLimitWords, words.size() * kTraversalWordsPerWord + kTraversalSlackWords);
     options.nestingLimit = 64;
     capnp::FlatArrayMessageReader reader(words, options);
     result = fn(reader.getRoot<T>());

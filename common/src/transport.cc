@@ -210,6 +210,7 @@ class ZmqServerSocket : public ServerSocket {
       frames_.clear();  // ZeroMQ's buffers go now, not at the next message
       if (s.ok()) return true;
       // A peer's malformed bytes: answer with the error and wait for the next message.
+      ++malformed_;
       Message reply;
       reply.status = s;
       Send(*peer, reply).IgnoreError();  // the peer may already be gone; nothing to do then
@@ -218,11 +219,13 @@ class ZmqServerSocket : public ServerSocket {
   }
 
   PeerRole last_peer_role() const override { return peer_role_; }
+  uint64_t malformed() const override { return malformed_; }
 
  private:
   zmq::socket_t socket_;
   std::string endpoint_;
   PeerRole peer_role_ = PeerRole::kAny;
+  uint64_t malformed_ = 0;
   int wake_fd_;  // eventfd written by Wake(); -1 if it could not be made (Wake is then a no-op)
   Frames frames_;        // reused by every Receive
   std::string user_id_;  // of the last message
@@ -470,7 +473,7 @@ Status Transport::EnableCurve(CurveKeys keys) {
 }
 
 StatusOr<std::unique_ptr<ServerSocket>> Transport::Bind(const std::string& endpoint,
-                                                        bool insecure) {
+                                                        bool insecure, int max_unsent_per_peer) {
   if (!insecure && !impl_->curve && !IsLocalEndpoint(endpoint)) {
     return PermissionDeniedError("refusing to listen on " + endpoint +
                                  " without --curve-keys; pass --insecure to allow it");
@@ -483,6 +486,7 @@ StatusOr<std::unique_ptr<ServerSocket>> Transport::Bind(const std::string& endpo
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::maxmsgsize, kMaxFrameBytes);
     s.set(zmq::sockopt::router_mandatory, 0);
+    if (max_unsent_per_peer > 0) s.set(zmq::sockopt::sndhwm, max_unsent_per_peer);
     impl_->Secure(s, /*server=*/true);
     s.bind(endpoint);
     std::string bound = s.get(zmq::sockopt::last_endpoint);

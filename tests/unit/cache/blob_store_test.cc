@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -367,6 +368,35 @@ TEST_P(BlobStoreTest, ActionCacheAnswersOnlyWhenBlobsExist) {
   got = store->GetAction("k2");
   ASSERT_TRUE(got.ok() && got->has_value());
   EXPECT_EQ(**got, empty);
+}
+
+// An entry without a layer but naming a TOC is as good as that TOC, on put and on get.
+TEST_P(BlobStoreTest, ActionNamingOnlyATocIsCheckedToo) {
+  TempDir dir;
+  BlobStoreOptions o = Options(dir);
+  o.max_bytes = 3 * kChunk;
+  o.low_watermark = 0.7;  // down to 2.1 chunks: one of the two blobs goes
+  auto store = OpenStore(o);
+  std::string toc = RandomBytes(2 * kChunk, 8);
+  ActionResult r;
+  r.layer.toc = Digest::Of(toc);
+  EXPECT_EQ(store->PutAction("k", r).code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(Upload(*store, r.layer.toc, toc).ok());
+  ASSERT_TRUE(store->PutAction("k", r).ok());
+  ActionLookup lookup;
+  auto got = store->GetAction("k", &lookup);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(lookup, ActionLookup::kHit);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::string newer = RandomBytes(2 * kChunk, 9);
+  ASSERT_TRUE(Upload(*store, Digest::Of(newer), newer).ok());
+  auto evicted = store->EvictIfNeeded();
+  ASSERT_TRUE(evicted.ok());
+  ASSERT_EQ(*evicted, 1u);  // the TOC, the older
+  got = store->GetAction("k", &lookup);
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE(got->has_value());
+  EXPECT_EQ(lookup, ActionLookup::kIncomplete);
 }
 
 TEST_P(BlobStoreTest, EvictionDropsLeastRecentlyUsedAndIncompleteActions) {
@@ -759,6 +789,41 @@ TEST_P(BlobStoreTest, StoreWithoutAccessIndexGetsOneOnOpen) {
     EXPECT_TRUE(store->Stat(Digest::Of(b).hex).ok());
   }
   EXPECT_EQ(CountKeys(o.data_dir, "atime"), 1u);
+}
+
+}  // namespace
+}  // namespace stagefarm::cache
+
+namespace stagefarm::cache {
+namespace {
+
+// Each upload in a file holds a descriptor until its commit: at most a quarter of the process's
+// open-files limit of them at once, however many uploads max_uploads allows.
+TEST(BlobStoreLimits, UploadsInFilesStayWithinTheOpenFilesLimit) {
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit low = saved;
+  low.rlim_cur = 128;  // a quarter: 32 uploads in files
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  struct Restore {
+    rlimit saved;
+    ~Restore() { ::setrlimit(RLIMIT_NOFILE, &saved); }
+  } restore{saved};
+  g_file_blob_bytes = 0;  // every upload in a file
+  TempDir dir;
+  auto store = OpenStore(Options(dir));
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 32; ++i) {
+    auto begin = store->BeginUpload(Digest::Of(RandomBytes(100, 1000 + i)), "p");
+    ASSERT_TRUE(begin.ok()) << i << ": " << begin.status().ToString();
+    ids.push_back(begin->upload_id);
+  }
+  std::string more = RandomBytes(100, 2000);
+  auto refused = store->BeginUpload(Digest::Of(more), "p");
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  store->AbortUpload(ids.back(), "p");  // one file closes: room for one more
+  EXPECT_TRUE(Upload(*store, Digest::Of(more), more).ok());
+  EXPECT_EQ(ReadAll(*store, Digest::Of(more)), more);
 }
 
 }  // namespace

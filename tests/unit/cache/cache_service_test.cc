@@ -329,6 +329,26 @@ Message Make(Method method, std::string body, std::vector<std::string> data = {}
   return m;
 }
 
+// Frames that are no message at all, straight from a raw ZeroMQ peer: answered with an error by
+// the socket itself, counted as "malformed", and the server goes on serving.
+TEST_P(CacheServiceTest, MalformedFramesFromARawPeerAreAnsweredAndCounted) {
+  testing::RawPeer raw(transport_.context(), server_->endpoint());
+  const std::vector<std::vector<std::string>> bad = {{"one frame"}, {"not an envelope", "body"}};
+  for (const auto& frames : bad) {
+    ASSERT_TRUE(raw.Send(frames));
+    std::vector<std::string> reply = raw.Receive();
+    ASSERT_GE(reply.size(), 1u) << frames[0];
+    Message m;
+    ASSERT_TRUE(DecodeEnvelope(reply[0], &m).ok());
+    EXPECT_EQ(m.status.code(), StatusCode::kInvalidArgument) << frames[0];
+  }
+  // Counted by the time a well-formed request after them is answered.
+  ASSERT_TRUE(client_->FindMissing({Digest::Of("x")}).ok());
+  EXPECT_EQ(MetricValue(registry_, "stagefarm_cache_ops_total",
+                        {{"op", "malformed"}, {"outcome", "InvalidArgument"}}),
+            2);
+}
+
 TEST_P(CacheServiceTest, MalformedRequestsGetErrorsAndServerKeepsServing) {
   auto socket = transport_.Connect(server_->endpoint());
   ASSERT_TRUE(socket.ok());

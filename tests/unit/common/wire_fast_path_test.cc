@@ -113,5 +113,41 @@ TEST(Codec, FindMissingRefusesBadDigests) {
   EXPECT_NE(s.message().find("not lowercase hex"), std::string::npos) << s.message();
 }
 
+// A body of 32 bytes whose digest list claims `count` elements of no size (an inline-composite
+// list of empty structs): Cap'n Proto counts each as one word read, nothing more.
+std::string EmptyStructList(uint32_t count) {
+  const uint64_t words[] = {
+      uint64_t{3} << 32,               // segment table: one segment of 3 words
+      uint64_t{1} << 48,               // root: a struct of no data words and one pointer
+      1 | (uint64_t{7} << 32),         // that pointer: a list of inline composites, 0 words
+      static_cast<uint64_t>(count) << 2,  // the list's tag: `count` structs of no size
+  };
+  return std::string(reinterpret_cast<const char*>(words), sizeof(words));
+}
+
+// Such a list becomes neither millions of Digests nor a success: the traversal limit follows the
+// message's size, and FindMissing lists are refused past kCacheMaxFindMissing before allocation.
+TEST(Codec, ListsOfEmptyStructsCannotAmplifyAMessage) {
+  for (uint32_t count : {8000000u, 1000000u}) {
+    FindMissingRequest req;
+    Status s = Decode(EmptyStructList(count), &req);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << count;
+    EXPECT_TRUE(req.digests.empty()) << count;
+  }
+  // Within the limit, the same shape decodes: the list is well formed, merely empty of fields.
+  FindMissingRequest req;
+  ASSERT_TRUE(Decode(EmptyStructList(10), &req).ok());
+  EXPECT_EQ(req.digests.size(), 10u);
+  // A body as large as the digests it claims is held to kCacheMaxFindMissing.
+  FindMissingRequest big, back;
+  big.digests.assign(kCacheMaxFindMissing + 1, Digest::Of("x"));
+  Status s = Decode(Encode(big), &back);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("at most"), std::string::npos) << s.message();
+  big.digests.pop_back();
+  EXPECT_TRUE(Decode(Encode(big), &back).ok());
+  EXPECT_EQ(back.digests.size(), kCacheMaxFindMissing);
+}
+
 }  // namespace
 }  // namespace stagefarm

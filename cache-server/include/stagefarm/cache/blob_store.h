@@ -277,8 +277,14 @@ class BlobStore {
   Status CheckNamedBlobs(const ActionResult& result, bool* complete);
   // Up to `limit` blobs, least recently used first, from the atime index.
   StatusOr<std::vector<AgedBlob>> OldestBlobs(size_t limit, const std::string& after);
-  // Deletes one committed blob (meta, index, chunks, counters); false if it was gone. Requires mu_.
-  StatusOr<bool> DeleteBlobLocked(const std::string& hex);
+  // Deletes one committed blob (meta, index, chunks, counters); false if it was gone. A file
+  // blob's generation goes to *files, whose files RemoveFiles takes away later, outside mu_ (an
+  // upload record names each until then). Requires mu_.
+  StatusOr<bool> DeleteBlobLocked(const std::string& hex, std::vector<uint64_t>* files);
+  // Unlinks files/<generation> of each, makes that durable, and only then drops their upload
+  // records: a crash in between finds a record and the next Open removes the file, never a file
+  // no record names. Best effort: what fails stays for the next Open.
+  void RemoveFiles(const std::vector<uint64_t>& generations);
   // Removes least recently used blobs, except `keep` and (with pin) recently read ones, while
   // the committed bytes exceed `target`. Returns (blobs, bytes) removed or, dry run, that would be.
   StatusOr<std::pair<uint64_t, uint64_t>> RemoveOldest(
@@ -300,6 +306,10 @@ class BlobStore {
   std::mutex mu_;  // guards everything below and serializes writes of meta/atime/counters
   std::unordered_map<uint64_t, std::shared_ptr<Upload>> uploads_;
   uint64_t credit_reserved_ = 0;  // the sum of the uploads' reservations
+  // Uploads holding a file open, and the most of them: a quarter of the descriptors this process
+  // may open (RocksDB and the clients' sockets need the rest), whatever max_uploads says.
+  size_t file_uploads_ = 0;
+  size_t max_file_uploads_ = 0;
   HexMap<uint64_t> touched_;  // hex -> last access (unix ms)
   // hex -> last ReadRange (steady ticks), for eviction_pin; pruned by EvictIfNeeded.
   HexMap<int64_t> reads_;

@@ -13,11 +13,13 @@
 //
 // Every request gets exactly one reply. Malformed bodies, unknown methods, data frames where none
 // belong and out-of-order chunks get an error reply; nothing a peer sends aborts the process.
-// Memory is bounded: a peer may have at most kMaxQueuedPerPeer requests waiting and all peers
-// together kMaxQueuedBytes of them; past either the request is refused at once with Unavailable
-// (the remote client retries those, but not an upload's chunks) instead of being queued. The
-// uploads' credit shares most of those bytes (BlobStore::UploadCredit), so the chunks of a client
-// that keeps to its credit find room unless some 80 uploads are sending at once.
+// Memory is bounded: a peer may have at most kMaxQueuedPerPeer requests waiting; all peers
+// together kMaxQueuedBytes of UploadChunk requests, and apart from those kMaxQueuedOtherBytes of
+// other requests, of which one peer at most kMaxQueuedOtherBytesPerPeer. Past any of these the
+// request is refused at once with Unavailable (the remote client retries those, but not an
+// upload's chunks) instead of being queued. The uploads' credit shares most of the chunks' bytes
+// (BlobStore::UploadCredit), so the chunks of a client that keeps to its credit find room unless
+// some 80 uploads are sending at once, whatever other requests arrive.
 #pragma once
 
 #include <atomic>
@@ -82,7 +84,10 @@ class CacheService {
   struct PeerQueue {
     std::deque<Message> pending;
     bool scheduled = false;  // in ready_ or being handled by a worker
+    size_t other_bytes = 0;  // of its queued requests other than UploadChunk
   };
+  // What a queued request counts for in the queues' budgets.
+  static size_t QueuedBytes(const Message& request);
 
   CacheService(std::unique_ptr<BlobStore> store, prometheus::Registry* registry, int threads);
   // On the socket's thread: answers a quick request at once if its peer has nothing queued.
@@ -109,7 +114,8 @@ class CacheService {
   std::unordered_map<std::string, PeerQueue> peers_;     // guarded by queue_mu_
   std::deque<std::string> ready_;                        // peers with work and no worker
   std::deque<std::pair<std::string, Message>> replies_;  // made by workers, to send
-  size_t queued_bytes_ = 0;                              // of requests in peers_
+  size_t queued_bytes_ = 0;        // of the UploadChunk requests in peers_
+  size_t queued_other_bytes_ = 0;  // of the other requests in peers_
 
   std::mutex prune_mu_;  // one prune at a time
 

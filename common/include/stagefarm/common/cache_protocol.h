@@ -50,6 +50,9 @@ inline constexpr uint32_t kCacheChunkSize = 1 << 20;
 // The most chunks the server takes in one UploadChunk request.
 inline constexpr uint32_t kMaxChunksPerRequest = 8;
 inline constexpr uint64_t kCacheMaxReadLength = kCacheChunkSize;
+// The most digests in one FindMissing request (and so in its answer): refused when decoded,
+// before anything is allocated for them.
+inline constexpr size_t kCacheMaxFindMissing = 100000;
 
 struct FindMissingRequest {
   std::vector<Digest> digests;

@@ -62,9 +62,11 @@ class ServerSocket {
   // drops the message.
   virtual Status Send(const std::string& peer, const Message& m) = 0;
   // Waits up to `timeout` for a message. Returns false on timeout. A malformed message is
-  // answered with an InvalidArgument error reply here and not returned.
+  // answered with an InvalidArgument error reply here and not returned, only counted.
   virtual StatusOr<bool> Receive(std::string* peer, Message* m,
                                  std::chrono::milliseconds timeout) = 0;
+  // The malformed messages Receive has answered so far (for the server's metrics).
+  virtual uint64_t malformed() const { return 0; }
   // The role of the peer the last message returned by Receive came from (see PeerRole): what a
   // server checks before a method only some roles may call.
   virtual PeerRole last_peer_role() const { return PeerRole::kAny; }
@@ -96,8 +98,11 @@ class Transport {
   bool curve_enabled() const;
 
   // Binds a ROUTER socket. Without `insecure` or CURVE, only loopback and inproc endpoints are
-  // accepted. With CURVE the process must hold the server key.
-  StatusOr<std::unique_ptr<ServerSocket>> Bind(const std::string& endpoint, bool insecure = false);
+  // accepted. With CURVE the process must hold the server key. With `max_unsent_per_peer`, at
+  // most that many replies wait in ZeroMQ to be sent to one peer and more are dropped (ZeroMQ's
+  // default is 1000): a peer that stops reading then costs at most that many replies.
+  StatusOr<std::unique_ptr<ServerSocket>> Bind(const std::string& endpoint, bool insecure = false,
+                                               int max_unsent_per_peer = 0);
   // Connects a DEALER socket. Connecting never fails for a peer that is not up yet; requests
   // then time out.
   StatusOr<std::unique_ptr<ClientSocket>> Connect(const std::string& endpoint);
