@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <fstream>
 #include <thread>
 
 #include "stagefarm/common/cache_client.h"
@@ -14,6 +13,7 @@
 #include "stagefarm/common/transport.h"
 #include "support/blob_generator.h"
 #include "support/cache_server.h"
+#include "support/proc_status.h"
 #include "support/process.h"
 
 namespace stagefarm::testing {
@@ -23,16 +23,6 @@ using namespace std::chrono_literals;
 
 constexpr uint64_t kGiB = uint64_t{1} << 30;
 constexpr uint64_t kMiB = uint64_t{1} << 20;
-
-// A field of /proc/<pid>/status in bytes ("VmRSS", "VmHWM"), 0 if unreadable.
-uint64_t ProcStatusBytes(const std::string& pid, const std::string& field) {
-  std::ifstream in("/proc/" + pid + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::stoull(line.substr(field.size() + 1)) * 1024;
-  }
-  return 0;
-}
 
 // Samples the resident memory of the server and of this process until destroyed.
 class MemorySampler {

@@ -5,7 +5,6 @@
 #include <prometheus/registry.h>
 
 #include <algorithm>
-#include <fstream>
 #include <future>
 #include <thread>
 
@@ -14,6 +13,7 @@
 #include "stagefarm/common/cache_client.h"
 #include "stagefarm/common/cache_protocol.h"
 #include "stagefarm/common/oci.h"
+#include "support/proc_status.h"
 
 namespace stagefarm::cache {
 namespace {
@@ -251,15 +251,7 @@ TEST_F(ServingTest, OneClientsLargeRequestsDoNotCrowdOutAnothersUploads) {
   EXPECT_EQ(flood.failed.load(), 0);
 }
 
-// This process's resident memory in bytes.
-uint64_t RssBytes() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
+uint64_t RssBytes() { return stagefarm::testing::ProcStatusBytes("self", "VmRSS"); }
 
 // A peer that asks for 800 reads of a MiB and never reads the replies (its ZeroMQ socket takes
 // one and its TCP buffer little more) makes the server hold at most kMaxUnsentRepliesPerPeer of
