@@ -684,20 +684,13 @@ Status BlobStore::CommitUpload(uint64_t upload_id, std::string_view owner, const
     }
     if (s.ok()) {
       s = FromRocks(db_->Write(SyncWrite(), &batch), "commit " + digest.str());
-      if (!s.ok()) {
-        // A synced write that failed may still have left the batch in the WAL, for the next
-        // Open to replay: until then it is unknown whether the blob is committed, so its file
-        // and upload record stay for that Open, which removes the file only if the record is
-        // still there. Nothing is acknowledged.
-        u.done = true;
-        EraseUploadLocked(upload_id, u);
-        return s;
-      }
-    }
-    if (s.ok()) {
+      // The upload ends here either way. A synced write that failed may still have left the
+      // batch in the WAL, for the next Open to replay: until then it is unknown whether the blob
+      // is committed, so its file and upload record stay for that Open, which removes the file
+      // only if the record is still there. Nothing is acknowledged then.
       u.done = true;
       EraseUploadLocked(upload_id, u);
-      if (!dedup) {
+      if (s.ok() && !dedup) {
         bytes_ += digest.size;
         blobs_ += 1;
       }

