@@ -36,9 +36,17 @@ constexpr size_t kMaxQueuedOtherBytesPerPeer = 12u << 20;
 constexpr size_t kQueuedBytesPerFrame = 64;
 // Replies waiting in ZeroMQ to be sent to one peer; past it they are dropped. Well above what a
 // client has in flight (a read window of 4, an upload credit of at most 64, a pipeline of 64
-// action-cache gets), also while ZeroMQ's count lags by half of it; a peer that does not read
-// its replies holds at most this many (of at most 1 MiB each) instead of ZeroMQ's 1000.
+// action-cache gets), also while ZeroMQ's count lags by half of it.
 constexpr int kMaxUnsentRepliesPerPeer = 256;
+// The bytes of one peer's replies ZeroMQ may hold (ServerSocket::Unsent) before its next request
+// waits for them to go out. Four times a client's read window of 4 MiB: a client that reads its
+// replies never waits, and one that does not holds about this much (plus one reply, and those
+// ZeroMQ does not count: at most kMaxUnsentRepliesPerPeer of less than 32 KiB) rather than
+// kMaxUnsentRepliesPerPeer reads of a MiB.
+constexpr uint64_t kMaxUnsentBytesPerPeer = 16u << 20;
+// How often Serve looks whether held peers' replies have gone out (ZeroMQ says nothing when it
+// lets go of them).
+constexpr auto kHeldPollInterval = std::chrono::milliseconds(5);
 constexpr uint64_t kMaxManifestBytes = 4 << 20;
 // A FindMissing body up to this size (about 160 digests) is answered on the socket's thread.
 constexpr size_t kMaxQuickFindMissingBytes = 16 << 10;
@@ -122,10 +130,12 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
   Status result;
   auto next_housekeeping = std::chrono::steady_clock::now() + kHousekeepingInterval;
   uint64_t malformed = 0;  // counted so far, of those the socket answered itself
+  bool held = false;       // some peers wait for their replies to go out
   while (!stop_.load()) {
     std::string peer;
     Message request;
-    StatusOr<bool> got = socket->Receive(&peer, &request, kPollInterval);
+    StatusOr<bool> got =
+        socket->Receive(&peer, &request, held ? kHeldPollInterval : kPollInterval);
     if (!got.ok()) {
       result = got.status().Annotate("cache server on " + socket->endpoint());
       break;
@@ -135,6 +145,7 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
     }
     if (*got && !HandleQuick(*socket, peer, request)) Enqueue(*socket, peer, std::move(request));
     SendReplies(*socket);
+    held = ReleaseHeld();
     auto now = std::chrono::steady_clock::now();
     if (now >= next_housekeeping) {
       Housekeeping();
@@ -152,6 +163,7 @@ Status CacheService::Serve(Transport& transport, const std::string& endpoint, bo
     std::lock_guard lock(queue_mu_);
     peers_.clear();
     ready_.clear();
+    held_.clear();
     queued_bytes_ = 0;
     queued_other_bytes_ = 0;
   }
@@ -174,6 +186,10 @@ bool CacheService::HandleQuick(ServerSocket& socket, const std::string& peer,
     // A peer with requests queued or in progress keeps its order: this one waits its turn.
     if (peers_.count(peer) != 0) return false;
   }
+  // So does one whose replies ZeroMQ holds: queued, it waits for them to go out.
+  if (auto unsent = socket.Unsent(peer); unsent && *unsent >= kMaxUnsentBytesPerPeer) {
+    return false;
+  }
   // A worker queues a peer's last reply and forgets the peer under one lock: whatever this peer
   // was answered before is in replies_ now, and goes first.
   SendReplies(socket);
@@ -193,6 +209,7 @@ void CacheService::Enqueue(ServerSocket& socket, const std::string& peer, Messag
   {
     std::lock_guard lock(queue_mu_);
     PeerQueue& q = peers_[peer];
+    if (!q.unsent) q.unsent = socket.Unsent(peer);
     const bool room =
         upload ? queued_bytes_ + bytes <= kMaxQueuedBytes
                : queued_other_bytes_ + bytes <= kMaxQueuedOtherBytes &&
@@ -228,6 +245,26 @@ void CacheService::SendReplies(ServerSocket& socket) {
   for (auto& [peer, m] : out) socket.Send(peer, m).IgnoreError();
 }
 
+bool CacheService::Held(const PeerQueue& q) {
+  return q.unsent && q.unsent->load(std::memory_order_relaxed) >= kMaxUnsentBytesPerPeer;
+}
+
+bool CacheService::ReleaseHeld() {
+  std::lock_guard lock(queue_mu_);
+  if (held_.empty()) return false;
+  size_t released = 0;
+  std::erase_if(held_, [&](const std::string& peer) {
+    auto it = peers_.find(peer);
+    SF_CHECK(it != peers_.end());
+    if (Held(it->second)) return false;
+    ready_.push_back(peer);
+    ++released;
+    return true;
+  });
+  for (size_t i = 0; i < released; ++i) queue_cv_.notify_one();
+  return !held_.empty();
+}
+
 void CacheService::WorkerLoop(ServerSocket& socket) {
   std::unique_lock lock(queue_mu_);
   for (;;) {
@@ -237,6 +274,12 @@ void CacheService::WorkerLoop(ServerSocket& socket) {
     ready_.pop_front();
     auto it = peers_.find(peer);
     SF_CHECK(it != peers_.end() && !it->second.pending.empty());
+    if (Held(it->second)) {
+      // Its replies are not going out: its requests wait (and past its queue are refused as
+      // busy) instead of filling ZeroMQ with replies it does not read. Serve gives it back.
+      held_.push_back(std::move(peer));
+      continue;
+    }
     Message request = std::move(it->second.pending.front());
     it->second.pending.pop_front();
     const size_t bytes = QueuedBytes(request);

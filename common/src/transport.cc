@@ -121,28 +121,61 @@ Status SendMultipart(zmq::socket_t& s, const std::vector<std::string>& parts) {
 // received one becomes a Frame that holds ZeroMQ's buffer. Smaller ones are cheaper to copy.
 constexpr size_t kLendFrameBytes = 16 << 10;
 
-// A ZeroMQ message of `frame`'s bytes: for a large frame, without copying them (ZeroMQ holds a
-// reference to them until it has sent them, and drops it on its own thread).
-zmq::message_t FrameMessage(const Frame& frame) {
-  if (frame.size() < kLendFrameBytes) return zmq::message_t(frame.data(), frame.size());
-  auto* ref = new std::shared_ptr<const void>(frame.owner());
+// What a ZeroMQ message lent bytes keeps: their owner and, for a server's message, the count of
+// its peer's unsent bytes (ServerSocket::Unsent), which falls when ZeroMQ lets go of them.
+using UnsentCount = std::shared_ptr<std::atomic<uint64_t>>;
+struct Lent {
+  Lent(std::shared_ptr<const void> owner, UnsentCount unsent, size_t size)
+      : owner(std::move(owner)), unsent(std::move(unsent)), size(size) {
+    if (this->unsent) this->unsent->fetch_add(size, std::memory_order_relaxed);
+  }
+  ~Lent() {
+    if (unsent) unsent->fetch_sub(size, std::memory_order_relaxed);
+  }
+  Lent(const Lent&) = delete;
+  Lent& operator=(const Lent&) = delete;
+
+  std::shared_ptr<const void> owner;
+  UnsentCount unsent;
+  size_t size;
+};
+
+// A ZeroMQ message of `bytes`, which `owner` keeps alive, without copying them: ZeroMQ holds a
+// reference until it has sent them, and drops it on its own thread.
+zmq::message_t LentMessage(std::shared_ptr<const void> owner, std::string_view bytes,
+                           const UnsentCount& unsent) {
+  auto* lent = new Lent(std::move(owner), unsent, bytes.size());
   return zmq::message_t(
-      const_cast<char*>(frame.data()), frame.size(),
-      [](void*, void* hint) { delete static_cast<std::shared_ptr<const void>*>(hint); }, ref);
+      const_cast<char*>(bytes.data()), bytes.size(),
+      [](void*, void* hint) { delete static_cast<Lent*>(hint); }, lent);
+}
+
+// A ZeroMQ message of `frame`'s bytes: a large frame is lent, a small one copied.
+zmq::message_t FrameMessage(const Frame& frame, const UnsentCount& unsent) {
+  if (frame.size() < kLendFrameBytes) return zmq::message_t(frame.data(), frame.size());
+  return LentMessage(frame.owner(), frame.view(), unsent);
 }
 
 // Sends [peer (ROUTER only), envelope, body, data...] straight from `m`: no vector of frames is
 // built, the envelope and body are copied once into ZeroMQ's messages and large data frames not
-// at all.
-Status SendMessage(zmq::socket_t& s, const std::string* peer, const Message& m) {
+// at all. With `unsent`, a large body and large data frames count there while ZeroMQ holds them
+// (the body then goes in a copy of its own, as large as ZeroMQ's).
+Status SendMessage(zmq::socket_t& s, const std::string* peer, const Message& m,
+                   const UnsentCount& unsent = nullptr) {
   try {
     const std::string envelope = EncodeEnvelope(m);
     if (peer) s.send(zmq::buffer(*peer), zmq::send_flags::sndmore);
     s.send(zmq::buffer(envelope), zmq::send_flags::sndmore);
-    s.send(zmq::buffer(m.body), m.data.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+    const auto body_flags = m.data.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore;
+    if (unsent && m.body.size() >= kLendFrameBytes) {
+      auto body = std::make_shared<const std::string>(m.body);
+      s.send(LentMessage(body, *body, unsent), body_flags);
+    } else {
+      s.send(zmq::buffer(m.body), body_flags);
+    }
     for (size_t i = 0; i < m.data.size(); ++i) {
       auto flags = i + 1 < m.data.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
-      s.send(FrameMessage(m.data[i]), flags);
+      s.send(FrameMessage(m.data[i], unsent), flags);
     }
     return Status();
   } catch (const zmq::error_t& e) {
@@ -189,7 +222,11 @@ class ZmqServerSocket : public ServerSocket {
   const std::string& endpoint() const override { return endpoint_; }
 
   Status Send(const std::string& peer, const Message& m) override {
-    return SendMessage(socket_, &peer, m);
+    return SendMessage(socket_, &peer, m, UnsentOf(peer));
+  }
+
+  std::shared_ptr<const std::atomic<uint64_t>> Unsent(const std::string& peer) override {
+    return UnsentOf(peer);
   }
 
   StatusOr<bool> Receive(std::string* peer, Message* m,
@@ -222,6 +259,23 @@ class ZmqServerSocket : public ServerSocket {
   uint64_t malformed() const override { return malformed_; }
 
  private:
+  const UnsentCount& UnsentOf(const std::string& peer) {
+    auto [it, added] = unsent_.try_emplace(peer);
+    if (added) {
+      it->second = std::make_shared<std::atomic<uint64_t>>(0);
+      // Peers come and go: the counts nothing holds any more (so at zero) go once the map has
+      // doubled since the last sweep, which keeps it near the number of live peers.
+      if (unsent_.size() >= sweep_at_) {
+        std::erase_if(unsent_,
+                      [&](const auto& e) { return e.first != peer && e.second.use_count() == 1; });
+        sweep_at_ = std::max<size_t>(kMinUnsentSweep, 2 * unsent_.size());
+        it = unsent_.find(peer);
+      }
+    }
+    return it->second;
+  }
+
+  static constexpr size_t kMinUnsentSweep = 64;
   zmq::socket_t socket_;
   std::string endpoint_;
   PeerRole peer_role_ = PeerRole::kAny;
@@ -229,6 +283,8 @@ class ZmqServerSocket : public ServerSocket {
   int wake_fd_;  // eventfd written by Wake(); -1 if it could not be made (Wake is then a no-op)
   Frames frames_;        // reused by every Receive
   std::string user_id_;  // of the last message
+  std::unordered_map<std::string, UnsentCount> unsent_;  // by peer, see Unsent()
+  size_t sweep_at_ = kMinUnsentSweep;                    // unsent_'s size for the next sweep
 };
 
 class ZmqClientSocket : public ClientSocket {

@@ -56,6 +56,7 @@ class RawPeer {
   RawPeer(const RawPeer&) = delete;
   RawPeer& operator=(const RawPeer&) = delete;
 
+  void SetReceiveTimeout(int ms) { zmq_setsockopt(socket_, ZMQ_RCVTIMEO, &ms, sizeof ms); }
   bool Send(const std::vector<std::string>& frames) {
     for (size_t i = 0; i < frames.size(); ++i) {
       const int flags = i + 1 < frames.size() ? ZMQ_SNDMORE : 0;
@@ -63,7 +64,7 @@ class RawPeer {
     }
     return true;
   }
-  // One whole message, or no frames after the receive timeout (5 s).
+  // One whole message, or no frames after the receive timeout (5 s unless set).
   std::vector<std::string> Receive() {
     std::vector<std::string> frames;
     for (int more = 1; more;) {

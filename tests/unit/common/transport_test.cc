@@ -97,6 +97,48 @@ TEST(Transport, PipelinedRepliesReachTheirCallers) {
   }
 }
 
+// A server's socket counts what ZeroMQ holds of the large frames it sent a peer, until they are
+// passed on: over inproc, until the peer has received them and let go of them.
+TEST(Transport, ServerCountsTheBytesZeroMqHoldsForAPeer) {
+  Transport t;
+  auto server = t.Bind("inproc://unsent-test");
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto client = t.Connect("inproc://unsent-test");
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  Message ping;
+  ping.method = Method::kPing;
+  ASSERT_TRUE((*client)->Send(ping).ok());
+  std::string peer;
+  Message request;
+  ASSERT_TRUE(*(*server)->Receive(&peer, &request, 5s));
+  auto unsent = (*server)->Unsent(peer);
+  ASSERT_NE(unsent, nullptr);
+  EXPECT_EQ(unsent->load(), 0u);
+
+  // A large body (copied) and a large data frame (lent) count; the envelope and a small frame
+  // do not, nor a message of small frames only.
+  Message big = request.Reply(std::string(20000, 'b'));
+  big.data.emplace_back(std::string(1 << 20, 'd'));
+  big.data.emplace_back(std::string(100, 's'));
+  ASSERT_TRUE((*server)->Send(peer, big).ok());
+  big = Message();  // ZeroMQ holds its own reference to the data frame
+  EXPECT_EQ(unsent->load(), 20000u + (1 << 20));
+  ASSERT_TRUE((*server)->Send(peer, request.Reply("small")).ok());
+  EXPECT_EQ(unsent->load(), 20000u + (1 << 20));
+  EXPECT_EQ((*server)->Unsent(peer), unsent);  // one count per peer
+
+  Message got;
+  ASSERT_TRUE(*(*client)->Receive(&got, 5s));
+  ASSERT_EQ(got.data.size(), 2u);
+  EXPECT_EQ(got.body.size(), 20000u);
+  // The body was copied out of ZeroMQ's message; the data frame is still ZeroMQ's, held by `got`.
+  EXPECT_EQ(unsent->load(), 1u << 20);
+  got = Message();
+  EXPECT_EQ(unsent->load(), 0u);
+  ASSERT_TRUE(*(*client)->Receive(&got, 5s));
+  EXPECT_EQ(got.body, "small");
+}
+
 TEST(Transport, NoServerMeansDeadlineExceeded) {
   Transport t;
   RpcChannel rpc(std::move(*t.Connect("tcp://127.0.0.1:1")));

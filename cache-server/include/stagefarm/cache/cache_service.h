@@ -33,6 +33,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "stagefarm/cache/blob_store.h"
 #include "stagefarm/common/status.h"
@@ -83,9 +84,13 @@ class CacheService {
  private:
   struct PeerQueue {
     std::deque<Message> pending;
-    bool scheduled = false;  // in ready_ or being handled by a worker
+    bool scheduled = false;  // in ready_, in held_ or being handled by a worker
     size_t other_bytes = 0;  // of its queued requests other than UploadChunk
+    // Bytes of its replies ZeroMQ holds still (ServerSocket::Unsent); null if not counted.
+    std::shared_ptr<const std::atomic<uint64_t>> unsent;
   };
+  // Whether a peer's next request waits until ZeroMQ has sent more of its replies.
+  static bool Held(const PeerQueue& q);
   // What a queued request counts for in the queues' budgets.
   static size_t QueuedBytes(const Message& request);
 
@@ -96,6 +101,9 @@ class CacheService {
   // On the socket's thread: queues a request, or refuses it when the queues are full.
   void Enqueue(ServerSocket& socket, const std::string& peer, Message request);
   void SendReplies(ServerSocket& socket);
+  // On the socket's thread: gives back to the workers the held peers whose replies have gone out.
+  // Returns whether some are still held.
+  bool ReleaseHeld();
   void WorkerLoop(ServerSocket& socket);
   StatusOr<Message> Dispatch(const std::string& peer, const Message& request);
   StatusOr<Message> Prune(const Message& request);
@@ -113,6 +121,7 @@ class CacheService {
   bool workers_stop_ = false;                            // guarded by queue_mu_
   std::unordered_map<std::string, PeerQueue> peers_;     // guarded by queue_mu_
   std::deque<std::string> ready_;                        // peers with work and no worker
+  std::vector<std::string> held_;  // peers with work, waiting for their replies to go out
   std::deque<std::pair<std::string, Message>> replies_;  // made by workers, to send
   size_t queued_bytes_ = 0;        // of the UploadChunk requests in peers_
   size_t queued_other_bytes_ = 0;  // of the other requests in peers_

@@ -12,6 +12,7 @@
 // time. No ZeroMQ type or exception leaves this header's implementation.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -65,6 +66,17 @@ class ServerSocket {
   // answered with an InvalidArgument error reply here and not returned, only counted.
   virtual StatusOr<bool> Receive(std::string* peer, Message* m,
                                  std::chrono::milliseconds timeout) = 0;
+  // What ZeroMQ still holds of the messages Send gave it for `peer`: bytes of their large frames
+  // (16 KiB and more) not yet passed on to the connection (over inproc: not yet received, or
+  // still held by the received message). A message of small frames only is not counted; ZeroMQ
+  // bounds how many wait per peer (Bind's `max_unsent_per_peer`). The count falls on ZeroMQ's
+  // own thread as it lets go of frames, so a server may read it from any thread to hold back
+  // the replies of a peer that does not read them. Call it on the socket's thread; null for a
+  // socket that does not count.
+  virtual std::shared_ptr<const std::atomic<uint64_t>> Unsent(const std::string& peer) {
+    (void)peer;
+    return nullptr;
+  }
   // The malformed messages Receive has answered so far (for the server's metrics).
   virtual uint64_t malformed() const { return 0; }
   // The role of the peer the last message returned by Receive came from (see PeerRole): what a
