@@ -204,7 +204,7 @@ const std::vector<std::string>& ActionKeys() {
       std::string layer = "layer-" + tag, toc = "toc-" + tag;
       if (!c->PutBytes(layer).ok() || !c->PutBytes(toc).ok()) std::abort();
       ActionResult r{LayerRef{Digest::Of(layer), Digest::Of(toc)}, "RUN step", 1.0};
-      out.push_back("key-" + tag);
+      out.push_back(Digest::Of("key-" + tag).hex);  // as a step key is (see step_keys.cc)
       if (!c->PutAction(out.back(), r).ok()) std::abort();
     }
     return out;

@@ -4,7 +4,9 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/table.h>
 #include <rocksdb/options.h>
+#include <rocksdb/memtablerep.h>
 #include <rocksdb/slice.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/write_batch.h>
 
@@ -143,6 +145,13 @@ rocksdb::WriteOptions SyncWrite() {
   return w;
 }
 
+// For a walk of a family in key order, also one whose keys are hashed by prefix (meta, ac).
+rocksdb::ReadOptions AllKeys() {
+  rocksdb::ReadOptions r;
+  r.total_order_seek = true;
+  return r;
+}
+
 int64_t SteadyTicks(std::chrono::steady_clock::time_point t) {
   return t.time_since_epoch().count();
 }
@@ -176,6 +185,8 @@ StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const BlobStoreOptions& opt
   // Opening after a crash replays the WAL into memtables without flushing them first: a restart
   // costs a replay, not a write of everything since the last flush (the WAL stays until then).
   db_options.avoid_flush_during_recovery = true;
+  // The hashed memtables of the lookup families (below) take one writer at a time.
+  db_options.allow_concurrent_memtable_write = false;
 
   rocksdb::ColumnFamilyOptions small;
   small.write_buffer_size = 8 << 20;
@@ -196,10 +207,19 @@ StatusOr<std::unique_ptr<BlobStore>> BlobStore::Open(const BlobStoreOptions& opt
   blobs.blob_file_size = 256 << 20;
   blobs.enable_blob_garbage_collection = true;  // reclaim the space of deleted chunks
 
+  // The families FindMissing and action-cache gets look keys up in, a key at a time (keys are
+  // SHA-256 hex): their memtables hash keys into buckets by their first 4 characters (65,536
+  // buckets of 8 bytes) instead of searching one skip list of all of them, which took 70% of a
+  // FindMissing of 10,000 digests. With the hash that FindMissing takes about a quarter less
+  // time (medians of 9 runs: 17.1 ms against 23.8). They are walked in key order only at Open
+  // and by prune (total_order_seek, see AllKeys).
+  rocksdb::ColumnFamilyOptions lookups = small;
+  lookups.prefix_extractor.reset(rocksdb::NewCappedPrefixTransform(4));
+  lookups.memtable_factory.reset(rocksdb::NewHashSkipListRepFactory(1 << 16));
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, small},
                                                       {"blobs", blobs},
-                                                      {"meta", small},
-                                                      {"ac", small},
+                                                      {"meta", lookups},
+                                                      {"ac", lookups},
                                                       {"refs", small},
                                                       {"uploads", small},
                                                       {"atime", small}};
@@ -281,7 +301,7 @@ Status BlobStore::BuildAccessIndexIfMissing() {
   if (s.ok()) return Status();
   if (!s.IsNotFound()) return FromRocks(s, "read access index marker");
   // A store written before the atime family existed: index every blob once, in bounded batches.
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, meta_cf_));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(AllKeys(), meta_cf_));
   rocksdb::WriteBatch batch;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     auto m = DecodeMeta(it->value().ToStringView());
@@ -1128,7 +1148,7 @@ StatusOr<uint64_t> BlobStore::RemoveStaleActions() {
     pending.clear();
     return Status();
   };
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}, ac_cf_));
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(AllKeys(), ac_cf_));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     GetActionResponse stored;
     // An entry that does not decode is left alone: GetAction reports it.
