@@ -144,10 +144,14 @@ struct Lent {
 // reference until it has sent them, and drops it on its own thread.
 zmq::message_t LentMessage(std::shared_ptr<const void> owner, std::string_view bytes,
                            const UnsentCount& unsent) {
-  auto* lent = new Lent(std::move(owner), unsent, bytes.size());
-  return zmq::message_t(
+  auto lent = std::make_unique<Lent>(std::move(owner), unsent, bytes.size());
+  zmq::message_t m(
       const_cast<char*>(bytes.data()), bytes.size(),
-      [](void*, void* hint) { delete static_cast<Lent*>(hint); }, lent);
+      [](void*, void* hint) { delete static_cast<Lent*>(hint); }, lent.get());
+  // ZeroMQ's now (it deletes it even for a message never sent); had the message not been made,
+  // the count would have fallen here rather than held its peer for good.
+  lent.release();
+  return m;
 }
 
 // A ZeroMQ message of `frame`'s bytes: a large frame is lent, a small one copied.
