@@ -5,8 +5,11 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <sys/random.h>
+
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <deque>
 #include <map>
 #include <random>
@@ -30,10 +33,13 @@ using Clock = std::chrono::steady_clock;
 using frontend::ResolvedStage;
 using frontend::ResolvedStep;
 
+// A build id: whoever holds it may follow the build's tasks (workers see it), so it comes from
+// the kernel's generator and cannot be predicted from the ids a client has seen.
 std::string RandomId() {
-  static thread_local std::mt19937_64 rng(std::random_device{}());
+  unsigned char bytes[8];
+  SF_CHECK(getrandom(bytes, sizeof bytes, 0) == static_cast<ssize_t>(sizeof bytes));
   char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(rng()));
+  for (size_t i = 0; i < sizeof bytes; ++i) std::snprintf(buf + 2 * i, 3, "%02x", bytes[i]);
   return buf;
 }
 
@@ -47,9 +53,13 @@ struct WorkerInfo {
   uint32_t slots = 1;
   std::string platform;
   std::set<std::string> tasks;
+  // Tasks it was told to cancel and may still run: none of them is given to it again until it
+  // reports the run ended (its TaskDone, or a heartbeat without it). A worker runs one task of an
+  // id at a time, and a run being cancelled would answer for the new one with its cancellation.
+  std::set<std::string> cancelling;
   std::set<std::string> layers;  // diffID hex it holds (its last heartbeat, plus what we sent it)
   Clock::time_point last_seen;
-  bool draining = false;                      // shutting down: it gets no new tasks
+  bool draining = false;  // shutting down (said so, or handed a task back): no new tasks
   std::map<std::string, std::string> labels;  // what it offers (stagefarm worker --label)
 
   bool HasSlot() const { return !draining && tasks.size() < slots; }
@@ -68,18 +78,21 @@ struct WorkerInfo {
   }
 };
 
-// Who waits for a task: a stage of a build.
+// Who waits for a task: a stage of a build. Builds that share a task may have its steps at other
+// places in their stages (after other ENVs, say), so each waiter has its own step positions.
 struct Waiter {
   std::string build_id;
-  size_t stage = 0;  // position in the build's plan
-  friend bool operator==(const Waiter&, const Waiter&) = default;
+  size_t stage = 0;                // position in the build's plan
+  std::vector<size_t> step_index;  // spec.steps[i] is the stage's resolved step step_index[i]
 };
 
 struct Task {
   StageTask spec;
-  std::vector<size_t> step_index;  // spec.steps[i] is the stage's resolved step step_index[i]
   std::vector<Waiter> waiters;
   std::string worker_peer;  // empty while queued
+  // Every worker connection it was given to: only these may report it done (a worker given up on
+  // may still finish it).
+  std::set<std::string> assigned_peers;
   int attempts = 0;
   Clock::time_point queued_at;
   std::string tenant;  // of the build that first asked for it
@@ -110,10 +123,18 @@ struct Build {
   std::string filename;  // the Dockerfile's name in messages
   frontend::BuildPlan plan;
   std::map<std::string, ImageRecord> images;  // external images by reference as written
+  std::optional<int64_t> source_date_epoch;   // the build arg SOURCE_DATE_EPOCH, checked
   std::vector<StageState> stages;             // parallel to plan.stages
   Clock::time_point started;
   bool finished = false;
   bool told_waiting = false;  // the user knows no registered worker fits its tasks
+
+  // External image `ref`, which planning resolved.
+  StatusOr<const ImageRecord*> Image(const std::string& ref) const {
+    auto it = images.find(ref);
+    if (it == images.end()) return InternalError("image \"" + ref + "\" was not resolved");
+    return &it->second;
+  }
 };
 
 }  // namespace
@@ -215,6 +236,8 @@ struct Coordinator::Impl {
   // fails its builds when it has had its attempts.
   void RetryTask(const std::string& id, const std::string& worker, const std::string& why);
   void Send(const std::string& peer, Method method, uint64_t request_id, std::string body);
+  // Tells the worker at `peer` to stop task `id`, which is no longer its.
+  void CancelOn(const std::string& peer, const std::string& id);
   void UpdateWorkerGauge();
 
   Transport& transport;
@@ -290,6 +313,14 @@ void Coordinator::Impl::Send(const std::string& peer, Method method, uint64_t re
   socket->Send(peer, m).IgnoreError();
 }
 
+void Coordinator::Impl::CancelOn(const std::string& peer, const std::string& id) {
+  Send(peer, Method::kCancelTask, 0, Encode(CancelTaskRequest{id}));
+  if (auto w = workers.find(peer); w != workers.end()) {
+    w->second.tasks.erase(id);
+    w->second.cancelling.insert(id);
+  }
+}
+
 void Coordinator::Impl::Handle(const std::string& peer, const Message& m) {
   // With CURVE the transport knows which key list the peer is in (transport.h PeerRole): a
   // worker's key cannot submit builds, a client's key cannot act as a worker.
@@ -353,10 +384,7 @@ void Coordinator::Impl::FailBuild(Build& b, BuildEvent failure) {
       ++it;
       continue;
     }
-    if (!t.worker_peer.empty()) {
-      Send(t.worker_peer, Method::kCancelTask, 0, Encode(CancelTaskRequest{t.spec.task_id}));
-      if (auto w = workers.find(t.worker_peer); w != workers.end()) w->second.tasks.erase(it->first);
-    }
+    if (!t.worker_peer.empty()) CancelOn(t.worker_peer, it->first);
     if (t.worker_peer.empty()) Unqueue(t);
     it = tasks.erase(it);
   }
@@ -396,7 +424,8 @@ void Coordinator::Impl::HandleCancel(const std::string& peer, const Message& m) 
     return;
   }
   auto it = builds.find(req.build_id);
-  if (it == builds.end()) {
+  // Only the client that submitted a build may cancel it; to others it does not exist.
+  if (it == builds.end() || it->second->client_peer != peer) {
     socket->Send(peer, m.ErrorReply(NotFoundError("no build " + req.build_id))).IgnoreError();
     return;
   }
@@ -456,6 +485,20 @@ Status Coordinator::Impl::Plan(Build& b) {
   if (opts.platform != options.platform) {
     return InvalidArgumentError("platform " + opts.platform + " is not supported by this farm (" +
                                 options.platform + ")");
+  }
+  if (auto epoch = b.request.build_args.find("SOURCE_DATE_EPOCH");
+      epoch != b.request.build_args.end()) {
+    // Seconds since 1970 up to the end of year 9999, the last an image's "created" can write.
+    constexpr int64_t kMaxEpoch = 253402300799;
+    const std::string& v = epoch->second;
+    int64_t secs = -1;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), secs);
+    if (ec != std::errc() || end != v.data() + v.size() || secs < 0 || secs > kMaxEpoch) {
+      return InvalidArgumentError("invalid SOURCE_DATE_EPOCH \"" + v +
+                                  "\": it must be a number of seconds from 0 to " +
+                                  std::to_string(kMaxEpoch));
+    }
+    b.source_date_epoch = secs;
   }
   auto resolver = [&](const std::string& ref) -> StatusOr<ImageConfig> {
     if (auto it = b.images.find(ref); it != b.images.end()) return it->second.config;
@@ -554,7 +597,8 @@ StatusOr<std::string> Coordinator::Impl::RunMountSources(
     if (m.from_stage >= 0) {
       from = b.stages[pos.at(m.from_stage)].layers;
     } else if (!m.from.empty()) {
-      from = b.images.at(m.from).layers;
+      SF_ASSIGN_OR_RETURN(const ImageRecord* image, b.Image(m.from));
+      from = image->layers;
     }
     if (m.type == "bind") {
       std::string mounted = where + ": --mount source";
@@ -589,10 +633,10 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
   } else if (rs.base == "scratch") {
     st.last_key = BaseKey(Digest{}, platform, options.cache_salt);
   } else {
-    const ImageRecord& image = b.images.at(rs.base);
-    st.last_key = BaseKey(image.manifest, platform, options.cache_salt);
-    st.layers = image.layers;
-    st.history = image.history;
+    SF_ASSIGN_OR_RETURN(const ImageRecord* image, b.Image(rs.base));
+    st.last_key = BaseKey(image->manifest, platform, options.cache_salt);
+    st.layers = image->layers;
+    st.history = image->history;
   }
 
   bool no_cache = b.request.no_cache ||
@@ -619,7 +663,8 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
       if (step.from_stage >= 0) {
         from_layers = b.stages[pos.at(step.from_stage)].layers;
       } else if (!step.from_image.empty()) {
-        from_layers = b.images.at(step.from_image).layers;
+        SF_ASSIGN_OR_RETURN(const ImageRecord* image, b.Image(step.from_image));
+        from_layers = image->layers;
       }
       if (step.from_stage >= 0 || !step.from_image.empty()) {
         SF_ASSIGN_OR_RETURN(const FsIndex* fs, StageFs(from_layers));
@@ -672,10 +717,7 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
   spec.build_id = b.id;
   spec.stage = rs.display_name;
   spec.secrets = TaskSecrets(spec, b.request);
-  if (auto epoch = b.request.build_args.find("SOURCE_DATE_EPOCH");
-      epoch != b.request.build_args.end()) {
-    spec.source_date_epoch = std::strtoll(epoch->second.c_str(), nullptr, 10);
-  }
+  if (b.source_date_epoch) spec.source_date_epoch = *b.source_date_epoch;
   // Identical work (same keys from the same starting filesystem, same worker constraints) is one
   // task whoever asks.
   std::string identity = spec.steps.front().key + spec.steps.back().key;
@@ -709,12 +751,11 @@ Status Coordinator::Impl::Assemble(Build& b) {
   for (const auto& [k, v] : b.request.labels) image.config.labels[k] = v;
   image.layers = st.layers;
   image.history = st.history;
-  if (auto epoch = b.request.build_args.find("SOURCE_DATE_EPOCH");
-      epoch != b.request.build_args.end()) {
-    time_t secs = std::strtoll(epoch->second.c_str(), nullptr, 10);
+  if (b.source_date_epoch) {
+    time_t secs = *b.source_date_epoch;
     char buf[32];
     struct tm tm;
-    gmtime_r(&secs, &tm);
+    if (gmtime_r(&secs, &tm) == nullptr) return InternalError("SOURCE_DATE_EPOCH out of range");
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     image.created = buf;
   }
@@ -751,7 +792,7 @@ void Coordinator::Impl::Enqueue(Build& b, size_t s, StageTask spec,
   if (it != tasks.end()) {
     // Another build already runs this work: wait for it too.
     Task& t = it->second;
-    t.waiters.push_back(Waiter{b.id, s});
+    t.waiters.push_back(Waiter{b.id, s, std::move(step_index)});
     stages_total->Add({{"outcome", "deduplicated"}}).Increment();
     if (t.worker_peer.empty() && -b.request.priority < t.queue_key.neg_priority) {
       // A more urgent build now waits for it too.
@@ -773,8 +814,7 @@ void Coordinator::Impl::Enqueue(Build& b, size_t s, StageTask spec,
   }
   Task t;
   t.spec = std::move(spec);
-  t.step_index = std::move(step_index);
-  t.waiters.push_back(Waiter{b.id, s});
+  t.waiters.push_back(Waiter{b.id, s, std::move(step_index)});
   t.queued_at = Clock::now();
   t.tenant = b.request.tenant;
   t.queue_key = QueueKey{-b.request.priority, next_seq++, t.spec.task_id};
@@ -811,12 +851,16 @@ void Coordinator::Impl::Schedule() {
       if (w.HasSlot()) with_slot.push_back(&w);
     }
     if (with_slot.empty()) break;
-    // A task no free worker can take (its platform, its labels) waits without holding up others.
+    // A task no free worker can take (its platform, its labels, a run of it still being
+    // cancelled there) waits without holding up others.
+    auto can_take = [&](const WorkerInfo& w, const std::string& id, const Task& t) {
+      return w.Free(t.platform, t.constraints) && !w.cancelling.count(id);
+    };
     std::string tenant;
     const QueueKey* next = queue.PeekRunnable(&tenant, [&](const QueueKey& k) {
       const Task& t = tasks.at(k.task_id);
       return std::any_of(with_slot.begin(), with_slot.end(),
-                         [&](const WorkerInfo* w) { return w->Free(t.platform, t.constraints); });
+                         [&](const WorkerInfo* w) { return can_take(*w, k.task_id, t); });
     });
     if (next == nullptr) break;
     std::string id = next->task_id;
@@ -827,7 +871,7 @@ void Coordinator::Impl::Schedule() {
     uint64_t best_held = 0;
     for (WorkerInfo* candidate : with_slot) {
       WorkerInfo& w = *candidate;
-      if (!w.Free(t.platform, t.constraints)) continue;
+      if (!can_take(w, id, t)) continue;
       uint64_t held = 0;
       for (const LayerRef& l : t.spec.base_layers) {
         if (w.layers.count(l.diff_id.hex)) held += std::max<uint64_t>(l.diff_id.size, 1);
@@ -851,6 +895,7 @@ void Coordinator::Impl::Assign(const std::string& id, WorkerInfo& w, bool resume
   Task& t = tasks.at(id);
   Unqueue(t);
   t.worker_peer = w.peer;
+  t.assigned_peers.insert(w.peer);
   w.tasks.insert(id);
   for (const LayerRef& l : t.spec.base_layers) w.layers.insert(l.diff_id.hex);
   stage_queue_seconds->Observe(SecondsSince(t.queued_at));
@@ -887,19 +932,26 @@ void Coordinator::Impl::HandleRegister(const std::string& peer, const Message& m
   }
   // The same worker under a new connection: it keeps the tasks it still runs; the others are
   // lost with the old connection.
-  std::set<std::string> kept;
+  std::set<std::string> kept, cancelling;
   for (auto it = workers.begin(); it != workers.end(); ++it) {
     if (it->second.name != req.name || it->first == peer) continue;
     for (const std::string& id : req.running_tasks) {
       if (it->second.tasks.erase(id)) kept.insert(id);
+      if (it->second.cancelling.count(id)) cancelling.insert(id);
     }
     LoseWorker(it->first, "worker " + req.name + " reconnected");
     break;
   }
   WorkerInfo& w = workers[peer];
+  w.cancelling.insert(cancelling.begin(), cancelling.end());
   for (const std::string& id : kept) {
+    // Losing the old connection may have failed the build that waited for it (another of its
+    // tasks ran out of attempts); Reconcile below then cancels it on the worker.
+    auto t = tasks.find(id);
+    if (t == tasks.end()) continue;
     w.tasks.insert(id);
-    tasks.at(id).worker_peer = peer;
+    t->second.worker_peer = peer;
+    t->second.assigned_peers.insert(peer);
   }
   w.peer = peer;
   w.name = req.name;
@@ -933,7 +985,7 @@ void Coordinator::Impl::HandleHeartbeat(const std::string& peer, const Message& 
   w.layers = std::set<std::string>(hb.layers.begin(), hb.layers.end());
   socket->Send(peer, m.Reply()).IgnoreError();
   if (hb.draining && !w.draining) LogInfo("worker " + w.name + " is shutting down: no new tasks");
-  w.draining = hb.draining;
+  w.draining = w.draining || hb.draining;  // for good: a worker does not take it back
   Reconcile(w, hb.running_tasks);
   if (w.draining && w.tasks.empty() && hb.running_tasks.empty()) {
     LogInfo("worker " + w.name + " left the farm");
@@ -944,9 +996,15 @@ void Coordinator::Impl::HandleHeartbeat(const std::string& peer, const Message& 
 
 void Coordinator::Impl::Reconcile(WorkerInfo& w, const std::vector<std::string>& running) {
   const std::string& peer = w.peer;
+  // The runs it was told to cancel and no longer reports are over. (A worker sends a task's
+  // TaskDone before the heartbeats that leave the task out.)
+  const std::set<std::string> now_running(running.begin(), running.end());
+  std::erase_if(w.cancelling, [&](const std::string& id) { return !now_running.count(id); });
   // What it runs that it should not: work given to another worker (after this one was thought
-  // lost), or work nobody waits for any more. A task still queued is given back to it.
+  // lost), or work nobody waits for any more. A task still queued is given back to it, unless
+  // the run it reports is one it was told to cancel.
   for (const std::string& id : running) {
+    if (w.cancelling.count(id)) continue;
     auto t = tasks.find(id);
     if (t != tasks.end() && t->second.worker_peer == peer) continue;
     if (t != tasks.end() && t->second.worker_peer.empty() && w.tasks.size() < w.slots) {
@@ -956,7 +1014,7 @@ void Coordinator::Impl::Reconcile(WorkerInfo& w, const std::vector<std::string>&
     }
     LogInfo("worker " + w.name + " runs task " + id + " that is " +
             (t == tasks.end() ? "no longer wanted" : "assigned elsewhere") + "; cancelling it");
-    Send(peer, Method::kCancelTask, 0, Encode(CancelTaskRequest{id}));
+    CancelOn(peer, id);
   }
 }
 
@@ -1023,15 +1081,14 @@ void Coordinator::Impl::HandleTaskEvent(const std::string& peer, const Message& 
   auto it = tasks.find(ev.task_id);
   if (it == tasks.end() || it->second.worker_peer != peer) return;  // a stale or foreign event
   Task& t = it->second;
-  if (ev.step >= t.step_index.size()) return;
   for (const Waiter& w : t.waiters) {
     auto b = builds.find(w.build_id);
-    if (b == builds.end()) continue;
+    if (b == builds.end() || ev.step >= w.step_index.size()) continue;
     const ResolvedStage& rs = b->second->plan.stages[w.stage];
-    const ResolvedStep& step = rs.steps[t.step_index[ev.step]];
+    const ResolvedStep& step = rs.steps[w.step_index[ev.step]];
     BuildEvent e;
     e.stage = rs.display_name;
-    e.step = static_cast<int32_t>(t.step_index[ev.step]);
+    e.step = static_cast<int32_t>(w.step_index[ev.step]);
     e.line = step.line;
     e.text = step.text;
     e.worker = workers.count(peer) ? workers[peer].name : "";
@@ -1057,13 +1114,22 @@ void Coordinator::Impl::HandleTaskDone(const std::string& peer, const Message& m
   auto it = tasks.find(done.task_id);
   if (auto w = workers.find(peer); w != workers.end()) {
     w->second.tasks.erase(done.task_id);
+    w->second.cancelling.erase(done.task_id);
     w->second.last_seen = Clock::now();
   }
   if (it == tasks.end()) return;
+  if (!it->second.assigned_peers.count(peer)) {
+    // A run cancelled before this task was queued again, or a peer it was never given to.
+    LogInfo("task " + done.task_id + ": ignoring the end of a run it was not given to");
+    return;
+  }
   if (done.handed_back) {
-    // The worker is shutting down: the stage runs again elsewhere, and this was no attempt.
+    // The worker is shutting down: the stage runs again elsewhere, and this was no attempt. It
+    // gets no more tasks even if it never said it was draining, or the stage would go back to it
+    // (it holds the base layers) and come back again, for ever.
     if (it->second.worker_peer != peer) return;
     std::string name = workers.count(peer) ? workers[peer].name : "a worker";
+    if (auto w = workers.find(peer); w != workers.end()) w->second.draining = true;
     --it->second.attempts;
     RetryTask(done.task_id, name, "worker " + name + " is shutting down and handed the stage back");
     return;
@@ -1075,10 +1141,7 @@ void Coordinator::Impl::HandleTaskDone(const std::string& peer, const Message& m
     if (it->second.worker_peer.empty()) {
       Unqueue(it->second);
     } else {
-      Send(it->second.worker_peer, Method::kCancelTask, 0, Encode(CancelTaskRequest{done.task_id}));
-      if (auto w = workers.find(it->second.worker_peer); w != workers.end()) {
-        w->second.tasks.erase(done.task_id);
-      }
+      CancelOn(it->second.worker_peer, done.task_id);
     }
   }
   Task t = std::move(it->second);
@@ -1099,9 +1162,9 @@ void Coordinator::Impl::HandleTaskDone(const std::string& peer, const Message& m
       BuildEvent e;
       e.stage = b.plan.stages[w.stage].display_name;
       e.worker = workers.count(peer) ? workers[peer].name : "";
-      if (done.failed_step >= 0 && static_cast<size_t>(done.failed_step) < t.step_index.size()) {
-        const ResolvedStep& step = b.plan.stages[w.stage].steps[t.step_index[done.failed_step]];
-        e.step = static_cast<int32_t>(t.step_index[done.failed_step]);
+      if (done.failed_step >= 0 && static_cast<size_t>(done.failed_step) < w.step_index.size()) {
+        const ResolvedStep& step = b.plan.stages[w.stage].steps[w.step_index[done.failed_step]];
+        e.step = static_cast<int32_t>(w.step_index[done.failed_step]);
         e.line = step.line;
         e.text = step.text;
       }

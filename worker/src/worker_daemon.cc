@@ -90,8 +90,14 @@ struct WorkerDaemon::Impl {
         done = HandedBack(task.task_id);
       }
       tasks_total->Add({{"outcome", done.status.ok() ? "success" : "failure"}}).Increment();
-      Post(Method::kTaskDone, Encode(done));
+      // Queued together: Serve sends the TaskDone before it reaps the task, so every heartbeat
+      // that leaves the task out follows its TaskDone (the coordinator reads a task missing from
+      // a heartbeat as a run that ended).
+      Message m;
+      m.method = Method::kTaskDone;
+      m.body = Encode(done);
       std::lock_guard lock(mu);
+      outbox.push_back(std::move(m));
       finished.push_back(task.task_id);
     });
   }
@@ -104,18 +110,18 @@ struct WorkerDaemon::Impl {
     return done;
   }
 
-  void ReapFinished() {
+  // Joins the threads of tasks `done`, whose TaskDone has been sent.
+  void ReapFinished(const std::vector<std::string>& done) {
     std::vector<std::thread> joinable;
     {
       std::lock_guard lock(mu);
-      for (const std::string& id : finished) {
+      for (const std::string& id : done) {
         auto it = running.find(id);
         if (it == running.end()) continue;
         joinable.push_back(std::move(it->second));
         running.erase(it);
         slots_busy->Decrement();
       }
-      finished.clear();
     }
     for (std::thread& t : joinable) t.join();
   }
@@ -134,7 +140,7 @@ struct WorkerDaemon::Impl {
   std::mutex mu;  // guards outbox, running, finished
   std::deque<Message> outbox;
   std::map<std::string, std::thread> running;
-  std::vector<std::string> finished;
+  std::vector<std::string> finished;  // tasks whose TaskDone is in the outbox
 };
 
 WorkerDaemon::WorkerDaemon(Transport& transport, WorkerDaemonOptions options,
@@ -290,15 +296,17 @@ Status WorkerDaemon::Run() {
     }
 
     std::deque<Message> out;
+    std::vector<std::string> done;
     {
       std::lock_guard lock(d.mu);
       out.swap(d.outbox);
+      done.swap(d.finished);
     }
     for (Message& m : out) {
       m.request_id = next_id++;
       SF_RETURN_IF_ERROR(socket->Send(m));
     }
-    d.ReapFinished();
+    d.ReapFinished(done);
   }
 
   // Nothing should run any more; join whatever is left (registration never happened, say).

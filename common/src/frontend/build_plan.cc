@@ -40,6 +40,28 @@ std::string GoList(const std::vector<std::string>& v) {
   for (size_t i = 0; i < v.size(); ++i) out += (i ? " " : "") + v[i];
   return out + "]";
 }
+// An image reference's repository (what is left without registry, tag and digest) is lowercase,
+// as docker's reference grammar has it; "FROM Alpine" is refused before anything looks it up.
+Status CheckRepositoryCase(const std::string& ref) {
+  std::string_view r = ref;
+  r = r.substr(0, r.find('@'));
+  if (size_t slash = r.find('/'); slash != std::string_view::npos) {
+    std::string_view first = r.substr(0, slash);
+    if (first.find_first_of(".:") != std::string_view::npos || first == "localhost") {
+      r.remove_prefix(slash + 1);
+    }
+  }
+  if (size_t colon = r.rfind(':'); colon != std::string_view::npos &&
+                                    r.find('/', colon) == std::string_view::npos) {
+    r = r.substr(0, colon);
+  }
+  if (std::any_of(r.begin(), r.end(), [](char c) { return c >= 'A' && c <= 'Z'; })) {
+    return InvalidArgumentError("invalid reference format: repository name (" + std::string(r) +
+                                ") must be lowercase");
+  }
+  return Status();
+}
+
 // `["a" "b"]`: Go's %q of a []string.
 std::string GoQuotedList(const std::vector<std::string>& v) {
   std::string out = "[";
@@ -728,6 +750,7 @@ class Resolver {
   StatusOr<ImageConfig> ImageConfigOf(const Node& node, const std::string& ref) {
     auto cached = image_cache_.find(ref);
     if (cached != image_cache_.end()) return cached->second;
+    SF_RETURN_IF_ERROR(CheckRepositoryCase(ref));
     if (!images_) return Error(node, "no image resolver for " + GoQuote(ref));
     StatusOr<ImageConfig> cfg = images_(ref);
     if (!cfg.ok()) return cfg.status();
@@ -1665,7 +1688,7 @@ Status Resolver::ResolveStage(int index) {
     std::tie(st.workdir_set, st.declared_args) = check_state_[base_stage];
   } else {
     stage.platform = platform.empty() ? ParsePlatform(options_.platform).str() : platform;
-    if (ToLower(stage.base) != "scratch") {
+    if (stage.base != "scratch") {  // exactly, as docker build: "SCRATCH" is an image name
       AddExternal(stage.base);
       StatusOr<ImageConfig> image = ImageConfigOf(from, stage.base);
       if (!image.ok() && image.status().code() == StatusCode::kNotFound) {

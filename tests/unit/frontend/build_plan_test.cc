@@ -376,6 +376,30 @@ TEST(Resolve, ScratchGetsDefaultPathAndNeverReachesResolver) {
   EXPECT_TRUE(plan->external_images.empty());
 }
 
+// docker build's "scratch" is exactly that word; other spellings are image names, and an image's
+// repository must be lowercase. Before, "FROM SCRATCH" counted as scratch here but not in the
+// coordinator, which then looked up an image never resolved and died.
+TEST(Resolve, ScratchIsLowercaseOnlyAndUppercaseRepositoriesAreRefused) {
+  FakeImages images = DefaultImages();
+  auto plan = Resolve("FROM SCRATCH\nCOPY a /a\n", {}, images.resolver());
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().message(),
+            "Dockerfile:1: FROM SCRATCH: invalid reference format: repository name (SCRATCH) must "
+            "be lowercase");
+  EXPECT_TRUE(images.asked.empty());
+
+  for (std::string ref : {"localhost:5000/Team/app:v1", "Alpine@sha256:abc"}) {
+    plan = Resolve("FROM " + ref + "\n", {}, images.resolver());
+    ASSERT_FALSE(plan.ok()) << ref;
+    EXPECT_NE(plan.status().message().find("must be lowercase"), std::string::npos) << ref;
+  }
+  // A registry host and a tag may have capitals.
+  plan = Resolve("FROM Registry.Example:5000/team/app:V1\n", {}, images.resolver());
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().message().find("must be lowercase"), std::string::npos)
+      << plan.status().message();
+}
+
 TEST(Resolve, RunArgvForShellExecAndShellInstruction) {
   auto plan = Plan(
       "FROM alpine\n"
