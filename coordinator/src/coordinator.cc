@@ -1126,11 +1126,13 @@ void Coordinator::Impl::HandleTaskDone(const std::string& peer, const Message& m
   if (done.handed_back) {
     // The worker is shutting down: the stage runs again elsewhere, and this was no attempt. It
     // gets no more tasks even if it never said it was draining, or the stage would go back to it
-    // (it holds the base layers) and come back again, for ever.
+    // (it holds the base layers) and come back again; and then the hand-back counts as an
+    // attempt, so that a worker that keeps registering again cannot do it for ever.
     if (it->second.worker_peer != peer) return;
     std::string name = workers.count(peer) ? workers[peer].name : "a worker";
-    if (auto w = workers.find(peer); w != workers.end()) w->second.draining = true;
-    --it->second.attempts;
+    auto w = workers.find(peer);
+    if (w != workers.end() && w->second.draining) --it->second.attempts;
+    if (w != workers.end()) w->second.draining = true;
     RetryTask(done.task_id, name, "worker " + name + " is shutting down and handed the stage back");
     return;
   }

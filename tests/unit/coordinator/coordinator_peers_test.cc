@@ -113,6 +113,15 @@ TaskDone Success(const StageTask& task) {
   return d;
 }
 
+// What a shutting-down worker answers for a task it stops.
+TaskDone HandBack(const StageTask& task) {
+  TaskDone d;
+  d.task_id = task.task_id;
+  d.status = UnavailableError("the worker is shutting down");
+  d.handed_back = true;
+  return d;
+}
+
 // A worker: registers, receives tasks, answers as the test says.
 class FakeWorker : public Peer {
  public:
@@ -398,15 +407,33 @@ TEST_F(CoordinatorPeersTest, AWorkerThatHandsATaskBackGetsNoMoreTasks) {
   ASSERT_NE(client.Submit(Request("FROM scratch\nRUN true\n")), "");
   auto task = quitter.Task();
   ASSERT_TRUE(task);
-  TaskDone back;
-  back.task_id = task->task_id;
-  back.status = UnavailableError("the worker is shutting down");
-  back.handed_back = true;
-  quitter.Done(back);
+  quitter.Done(HandBack(*task));
   EXPECT_FALSE(quitter.Task(500ms));
+  // It never said it was draining: the hand-back counts as an attempt.
+  auto retried = client.Event(Kind::kStageRetried);
+  ASSERT_TRUE(retried);
+  EXPECT_NE(retried->text.find("(attempt 2 of 3)"), std::string::npos) << retried->text;
 
   FakeWorker other(transport_, endpoint_, "o", 1);
   RunsAndFinishes(other, *task, client);
+}
+
+// A worker that says it drains and then hands its task back: that was no attempt.
+TEST_F(CoordinatorPeersTest, AHandBackWhileDrainingIsNoAttempt) {
+  FakeWorker worker(transport_, endpoint_, "w", 1);
+  Client client(transport_, endpoint_);
+  ASSERT_NE(client.Submit(Request("FROM scratch\nRUN true\n")), "");
+  auto task = worker.Task();
+  ASSERT_TRUE(task);
+  HeartbeatRequest hb;
+  hb.name = "w";
+  hb.draining = true;
+  hb.running_tasks = {task->task_id};
+  ASSERT_TRUE(worker.Call(Method::kHeartbeat, Encode(hb)));
+  worker.Done(HandBack(*task));
+  auto retried = client.Event(Kind::kStageRetried);
+  ASSERT_TRUE(retried);
+  EXPECT_NE(retried->text.find("(attempt 1 of 3)"), std::string::npos) << retried->text;
 }
 
 // A build is cancelled and the same build submitted again at once (Ctrl-C, then the command
