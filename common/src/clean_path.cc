@@ -1,5 +1,6 @@
 #include "stagefarm/common/clean_path.h"
 
+#include <cstdio>
 #include <vector>
 
 namespace stagefarm {
@@ -30,6 +31,29 @@ std::string CleanSlashPath(std::string_view p) {
     out += parts[k];
   }
   return out.empty() ? "." : out;
+}
+
+bool IsEntryName(std::string_view name) {
+  return !name.empty() && name != "." && name != ".." &&
+         name.find_first_of(std::string_view("/\0", 2)) == std::string_view::npos;
+}
+
+std::string QuoteName(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (byte < 0x20 || byte == 0x7f) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", byte);
+      out += hex;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
 }
 
 }  // namespace stagefarm

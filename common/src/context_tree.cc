@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <nlohmann/json.hpp>
 
+#include "stagefarm/common/clean_path.h"
+
 namespace stagefarm {
 namespace {
 
@@ -116,9 +118,9 @@ StatusOr<TreeNode> TreeNode::Parse(std::string_view bytes) {
     for (const auto& j : arr) {
       TreeEntry e;
       e.name = j.at("n").get<std::string>();
-      if (e.name.empty() || e.name == "." || e.name == ".." ||
-          e.name.find('/') != std::string::npos) {
-        return InvalidArgumentError("context tree node has a bad name \"" + e.name + "\"");
+      // JSON's "\u0000" decodes to a NUL byte, which IsEntryName refuses.
+      if (!IsEntryName(e.name)) {
+        return InvalidArgumentError("context tree node has a bad name " + QuoteName(e.name));
       }
       std::string t = j.at("t").get<std::string>();
       e.mode = j.at("m").get<uint32_t>() & 07777;

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <map>
 
+#include "stagefarm/common/clean_path.h"
 #include "stagefarm/common/context_tree.h"
 #include "stagefarm/common/fd_io.h"
 #include "stagefarm/common/layer_tar.h"
@@ -352,6 +353,13 @@ struct Applier {
   // Copies `e` (at `path` in the source) to `name` in `parent_fd`; `shown` is its destination.
   Status Copy(const std::string& path, const SourceEntry& e, int parent_fd, const std::string& name,
               const std::string& shown) {
+    // Names from a context tree come from a peer. Every call below takes `name` relative to
+    // `parent_fd`, so "..", or "..\0" read by the kernel as "..", would climb out of the rootfs.
+    if (!IsEntryName(name)) {
+      return InvalidArgumentError("cannot copy " + QuoteName(path) + " from the " +
+                                  source.Describe() + ": " + QuoteName(name) +
+                                  " is not a valid file name");
+    }
     switch (e.type) {
       case SourceEntry::Type::kDir: {
         struct stat st;

@@ -112,6 +112,19 @@ TEST(TreeNode, ParseRejectsHostileNodes) {
   EXPECT_TRUE(TreeNode::Parse(R"([{"n":"a")" + e + R"(,{"n":"b")" + e + "]").ok());
 }
 
+// JSON's "\u0000" decodes to a NUL byte, and every system call reads a name up to its first NUL:
+// "..\u0000" would be "..", and "a\u0000b" would be "a".
+TEST(TreeNode, ParseRejectsNamesWithANulByte) {
+  const std::string e = R"(,"t":"d","m":493,"d":"sha256:)" + std::string(64, 'a') + R"(","s":2})";
+  for (const char* name : {R"(..\u0000)", R"(.\u0000)", R"(a\u0000b)", R"(\u0000)"}) {
+    auto node = TreeNode::Parse(R"([{"n":")" + std::string(name) + "\"" + e + "]");
+    ASSERT_FALSE(node.ok()) << name;
+    EXPECT_NE(node.status().message().find("bad name"), std::string::npos)
+        << node.status().ToString();
+  }
+  EXPECT_TRUE(TreeNode::Parse(R"([{"n":"a\u0001b")" + e + "]").ok()) << "other bytes are names";
+}
+
 TEST(DockerIgnore, DockerSemantics) {
   StatusOr<DockerIgnore> di = DockerIgnore::Parse(
       "# comment\n"

@@ -452,6 +452,46 @@ TEST_F(ExecutorTest, CopyMissingSourceNamesIt) {
   EXPECT_FALSE(done.status.ok()) << "several sources need a directory dest ending in /";
 }
 
+// A context tree comes from a peer: a directory named "..\u0000" (JSON for "..\0") would be ".."
+// to every system call, and each nested one would climb a level out of the rootfs. Four of them
+// below /app reach the worker root inside the test dir (merged, step-*, steps, root).
+TEST_F(ExecutorTest, CopyRefusesContextEntriesNamedDotDotNul) {
+  Digest content;
+  ASSERT_TRUE(cache_.PutBytes("evil\n", &content).ok());
+  TreeEntry file;
+  file.name = "pwned";
+  file.mode = 0644;
+  file.digest = content;
+  TreeNode node;
+  node.entries = {file};
+  for (int level = 0; level < 5; ++level) {
+    Digest child;
+    ASSERT_TRUE(cache_.PutBytes(node.Serialize(), &child).ok());
+    TreeEntry dir;
+    dir.name = level < 4 ? std::string("..\0", 3) : "src";
+    dir.type = TreeEntry::Type::kDir;
+    dir.mode = 0755;
+    dir.digest = child;
+    node.entries = {dir};
+    if (level == 0) {
+      ASSERT_NE(node.Serialize().find(R"("..\u0000")"), std::string::npos) << node.Serialize();
+    }
+  }
+  Digest root;
+  ASSERT_TRUE(cache_.PutBytes(node.Serialize(), &root).ok());
+
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Copy({"src"}, "/app", root)}));
+  EXPECT_FALSE(done.status.ok()) << "the copy escaped the rootfs";
+  EXPECT_NE(done.status.message().find("Dockerfile:3: COPY"), std::string::npos)
+      << done.status.ToString();
+  EXPECT_NE(done.status.message().find(R"("..\x00")"), std::string::npos)
+      << "the name is shown with its NUL: " << done.status.ToString();
+  for (const auto& e : fs::recursive_directory_iterator(tmp_.path())) {
+    EXPECT_NE(e.path().filename(), "pwned") << e.path();
+  }
+}
+
 TEST_F(ExecutorTest, CopyFromAStageKeepsOwnersAndMtimes) {
   Executor ex(options_);
   TaskDone first = Execute(ex, Task({Run("mkdir /out; echo x > /out/f; touch -d @1000 /out/f; "

@@ -11,4 +11,13 @@ namespace stagefarm {
 // the root), no duplicate or trailing slashes; "" becomes ".". No filesystem access.
 std::string CleanSlashPath(std::string_view path);
 
+// Whether `name` can name one entry of a directory: not empty, "." or "..", and without '/' or
+// NUL. A name from a peer (a context tree node, a tar) must pass before any system call sees it:
+// the kernel reads a name up to its first NUL, so "..\0" would be "..".
+bool IsEntryName(std::string_view name);
+
+// `name` in double quotes for an error message, with '"', '\\' and control bytes escaped (a NUL
+// shows as \x00), so a hostile name cannot cut or forge the message.
+std::string QuoteName(std::string_view name);
+
 }  // namespace stagefarm
