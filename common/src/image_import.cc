@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 
+#include "stagefarm/common/fd_io.h"
 #include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/oci.h"
 #include "stagefarm/common/toc.h"
@@ -58,15 +59,8 @@ StatusOr<UniqueFd> OpenBeneath(int rootfd, const std::string& rel, int flags) {
 // Opens a regular file beneath `rootfd`. Anything else is refused: an archive could hold a
 // device node (say the host's disk) or a FIFO (a hang) under a blob's name.
 StatusOr<UniqueFd> OpenRegularBeneath(int rootfd, const std::string& rel) {
-  SF_ASSIGN_OR_RETURN(UniqueFd fd, OpenBeneath(rootfd, rel, O_RDONLY | O_NONBLOCK));
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat " + rel, errno);
-  if (!S_ISREG(st.st_mode)) return InvalidArgumentError("\"" + rel + "\" is not a regular file");
-  int flags = ::fcntl(fd.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) != 0) {
-    return ErrnoError("fcntl " + rel, errno);
-  }
-  return fd;
+  SF_ASSIGN_OR_RETURN(UniqueFd path, OpenBeneath(rootfd, rel, O_PATH));
+  return OpenRegularForReading(path.get(), "\"" + rel + "\"");
 }
 
 bool Exists(int rootfd, const std::string& rel) {

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <vector>
 
+#include "stagefarm/common/fd_io.h"
+
 namespace stagefarm::worker {
 
 StatusOr<TempDir> TempDir::Make(const std::string& parent, const std::string& prefix) {
@@ -136,8 +138,12 @@ StatusOr<UniqueFd> OpenInRoot(int root_fd, std::string_view path, int flags, mod
 }
 
 StatusOr<std::string> ReadFileInRoot(int root_fd, std::string_view path, uint64_t max_bytes) {
-  SF_ASSIGN_OR_RETURN(UniqueFd fd, OpenInRoot(root_fd, path, O_RDONLY));
-  return ReadAll(fd.get(), std::string(path), max_bytes);
+  // The rootfs is the build's: a FIFO there would block open(2) for ever, a device node would be
+  // the host's. Only a regular file is opened.
+  SF_ASSIGN_OR_RETURN(UniqueFd found, OpenInRoot(root_fd, path, O_PATH));
+  const std::string shown = "/" + CleanRelative(path);
+  SF_ASSIGN_OR_RETURN(UniqueFd fd, OpenRegularForReading(found.get(), shown + " in the rootfs"));
+  return ReadAll(fd.get(), shown, max_bytes);
 }
 
 StatusOr<UniqueFd> MakeDirsInRoot(int root_fd, std::string_view path, mode_t mode, uid_t uid,

@@ -1,6 +1,17 @@
 #include "stagefarm/worker/user_db.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <future>
+
+#include "stagefarm/worker/fs_util.h"
 
 namespace stagefarm::worker {
 namespace {
@@ -53,6 +64,52 @@ TEST(ResolveUser, UnknownNamesAreErrorsNamingThem) {
   EXPECT_NE(u.status().message().find("unable to find user ghost"), std::string::npos);
   u = ResolveUserFrom("app:ghosts", kPasswd, kGroup);
   EXPECT_NE(u.status().message().find("unable to find group ghosts"), std::string::npos);
+}
+
+// The rootfs is the build's own: a RUN step can leave a FIFO where /etc/group was (open(2) would
+// wait for a writer for ever) or a device node (the host's device). Only regular files are read;
+// symlinks are followed inside the root as before.
+TEST(ResolveUser, AFifoOrADeviceAsEtcGroupIsAnErrorNotAHang) {
+  auto tmp = TempDir::Make("/tmp", "sf-user-db-test-");
+  ASSERT_TRUE(tmp.ok()) << tmp.status().ToString();
+  const std::string root = tmp->path();
+  ASSERT_TRUE(MakeDirs(root + "/etc").ok());
+  ASSERT_TRUE(MakeDirs(root + "/srv").ok());
+  ASSERT_TRUE(WriteFile(root + "/srv/passwd", kPasswd).ok());
+  std::filesystem::create_symlink("/srv/passwd", root + "/etc/passwd");
+  const std::string group = root + "/etc/group";
+  ASSERT_EQ(::mkfifo(group.c_str(), 0644), 0);
+  UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(root_fd);
+
+  auto resolved =
+      std::async(std::launch::async, [&] { return ResolveUser(root_fd.get(), "app"); });
+  const bool answered = resolved.wait_for(std::chrono::seconds(2)) == std::future_status::ready;
+  if (!answered) {
+    // A writer that comes and goes lets the hung open return (and its read see the end), so the
+    // test fails instead of hanging.
+    UniqueFd writer(::open(group.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+    EXPECT_TRUE(writer) << "open " << group << " for writing: " << std::strerror(errno);
+  }
+  StatusOr<ResolvedUser> user = resolved.get();
+  ASSERT_TRUE(answered) << "ResolveUser waited on a FIFO";
+  EXPECT_EQ(user.status().code(), StatusCode::kInvalidArgument) << user.status().ToString();
+  EXPECT_NE(user.status().message().find("/etc/group in the rootfs is not a regular file"),
+            std::string::npos)
+      << user.status().ToString();
+
+  // /dev/null's numbers: harmless to open, and empty, so only the type check can refuse it.
+  ASSERT_EQ(::unlink(group.c_str()), 0);
+  ASSERT_EQ(::mknod(group.c_str(), S_IFCHR | 0644, makedev(1, 3)), 0) << std::strerror(errno);
+  user = ResolveUser(root_fd.get(), "app");
+  EXPECT_EQ(user.status().code(), StatusCode::kInvalidArgument) << user.status().ToString();
+
+  ASSERT_EQ(::unlink(group.c_str()), 0);
+  ASSERT_TRUE(WriteFile(group, kGroup).ok());
+  user = ResolveUser(root_fd.get(), "app");
+  ASSERT_TRUE(user.ok()) << user.status().ToString();
+  EXPECT_EQ(user->uid, 1000u);
+  EXPECT_EQ(user->additional_gids, (std::vector<gid_t>{50, 10}));
 }
 
 }  // namespace

@@ -47,7 +47,9 @@ StatusOr<std::string> ReadFile(const std::string& path, uint64_t max_bytes = 16 
 // Opens `path` (absolute or relative; resolved as if `root_fd` were "/": ".." and symlinks cannot
 // leave it) with openat2(RESOLVE_IN_ROOT). `flags` as for open(2); O_CLOEXEC is added.
 StatusOr<UniqueFd> OpenInRoot(int root_fd, std::string_view path, int flags, mode_t mode = 0);
-// Reads a whole file inside a rootfs; NotFound if it does not exist.
+// Reads a whole file inside a rootfs (symlinks followed inside it); NotFound if it does not
+// exist, InvalidArgument if it is not a regular file (a FIFO or a device node is never opened),
+// ResourceExhausted if it is larger than `max_bytes`.
 StatusOr<std::string> ReadFileInRoot(int root_fd, std::string_view path,
                                      uint64_t max_bytes = 16 << 20);
 // mkdir -p inside a rootfs (symlinks on the way are followed inside the root). Directories it
