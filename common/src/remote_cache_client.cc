@@ -482,6 +482,13 @@ class RemoteCacheClient : public CacheClient {
                                     std::to_string(resp.blob_size));
       }
       if (!blob_size->has_value()) {
+        // A digest that carries its size bounds the read: a server claiming a larger blob would
+        // otherwise have the sink take its bytes until the caller's final hash check.
+        if (digest.size != 0 && resp.blob_size != digest.size) {
+          return DataLossError("ReadBlob of " + digest.str() + ": the server has " +
+                               std::to_string(resp.blob_size) + " bytes, the digest says " +
+                               std::to_string(digest.size));
+        }
         *blob_size = resp.blob_size;
         // Clamped to the blob like a substring; the server refuses an offset past the end.
         *end = end->has_value() ? std::min(**end, resp.blob_size) : resp.blob_size;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
+#include <atomic>
 #include <filesystem>
 #include <future>
 #include <thread>
@@ -585,6 +586,51 @@ TEST(RemoteCacheClient, DeadServerFailsWithinTheTimeout) {
   Status s = client->PutBytes("hello");
   EXPECT_EQ(s.code(), StatusCode::kDeadlineExceeded);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+}
+
+// A server that lies about a blob's size: the digest carries the size, so the client stops at the
+// first reply instead of feeding the sink whatever the server sends until the final hash check.
+TEST(RemoteCacheClient, ReadRefusesABlobSizeOtherThanTheDigests) {
+  Transport transport;
+  auto bound = transport.Bind("inproc://lying-cache");
+  ASSERT_TRUE(bound.ok()) << bound.status().ToString();
+  ServerSocket& server = **bound;
+  std::atomic<bool> stop = false;
+  std::atomic<int> reads = 0;
+  std::thread liar([&] {
+    while (!stop) {
+      std::string peer;
+      Message request;
+      auto got = server.Receive(&peer, &request, std::chrono::milliseconds(50));
+      if (!got.ok() || !*got) continue;
+      ReadBlobRequest read;
+      if (request.method != Method::kReadBlob || !Decode(request.body, &read).ok()) {
+        EXPECT_TRUE(server.Send(peer, request.ErrorReply(UnimplementedError("liar"))).ok());
+        continue;
+      }
+      ++reads;
+      // As many bytes as asked for, of a blob of 1 GiB.
+      Message reply = request.Reply(Encode(ReadBlobResponse{1 << 30, read.offset, read.length}));
+      reply.data.emplace_back(std::string(read.length, 'x'));
+      EXPECT_TRUE(server.Send(peer, reply).ok());
+    }
+  });
+  auto client = ConnectCache(transport, server.endpoint(), FastOptions());
+  const Digest abc = Digest::Of("abc");
+  ASSERT_EQ(abc.size, 3u);
+  uint64_t given = 0;
+  Status s = client->Read(abc, 0, 0, [&](std::string_view bytes) {
+    given += bytes.size();
+    // Without the size check the read would go on for 1 GiB: stop it at the first excess.
+    return given > abc.size ? OutOfRangeError("more bytes than the digest says") : Status();
+  });
+  stop = true;
+  liar.join();
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.ToString();
+  EXPECT_LE(given, abc.size);
+  EXPECT_EQ(reads, 1) << "a wrong size is not retried";
+  EXPECT_NE(s.message().find(abc.str()), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find(std::to_string(1 << 30)), std::string::npos) << s.ToString();
 }
 
 TEST(CacheProtocol, CodecRoundTrips) {
