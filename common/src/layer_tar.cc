@@ -54,9 +54,10 @@ struct Item {
   struct stat st {};
 };
 
-// Lists `dir` recursively into `items`, with lstat results, skipping excluded paths.
+// Lists `dir` recursively into `items`, with lstat results, skipping excluded paths. Sets
+// *whiteout_named when an entry that is no whiteout is named like one (see WrittenLayer).
 Status Walk(int dirfd, const std::string& rel, const std::set<std::string>& exclude,
-            std::vector<Item>* items) {
+            std::vector<Item>* items, bool* whiteout_named) {
   UniqueFd dup_fd(::dup(dirfd));
   if (!dup_fd) return ErrnoError("dup", errno);
   DIR* d = ::fdopendir(dup_fd.get());
@@ -95,6 +96,30 @@ Status Walk(int dirfd, const std::string& rel, const std::set<std::string>& excl
       items->push_back(std::move(item));
       continue;
     }
+    if (std::string_view(name).starts_with(kWhiteoutPrefix)) {
+      // Every reader of an OCI layer (docker's too) takes an entry named ".wh.*" as a whiteout or
+      // an opaque marker, whatever its type, and docker writes such a file under its name: the
+      // layer holds it as what it will read as, and its contents (a directory's too) are left
+      // out. A name that reads as no whiteout at all could not be extracted anywhere.
+      const std::string_view target = std::string_view(name).substr(kWhiteoutPrefix.size());
+      if (target.empty() || target == "." || target == "..") {
+        return InvalidArgumentError(
+            "/" + path + ": a layer cannot hold this name (\".wh.\" names whiteouts in OCI layers)");
+      }
+      *whiteout_named = true;
+      item.tar_name = path;
+      if (name == kOpaqueMarker) {
+        item.kind = ItemKind::kOpaque;
+        item.path = rel;
+        item.sort_key = parent_prefix + std::string(1, '\0');
+      } else {
+        item.kind = ItemKind::kWhiteout;
+        item.path = parent_prefix + std::string(target);
+        item.sort_key = item.tar_name;
+      }
+      items->push_back(std::move(item));
+      continue;
+    }
     item.tar_name = path;
     item.sort_key = path;
     items->push_back(item);
@@ -111,7 +136,7 @@ Status Walk(int dirfd, const std::string& rel, const std::set<std::string>& excl
         opq.sort_key = path + "/" + std::string(1, '\0');
         items->push_back(std::move(opq));
       }
-      SF_RETURN_IF_ERROR(Walk(sub.get(), path, exclude, items));
+      SF_RETURN_IF_ERROR(Walk(sub.get(), path, exclude, items, whiteout_named));
     }
   }
   return Status();
@@ -719,9 +744,15 @@ StatusOr<WrittenLayer> WriteLayerTo(const std::string& dir, const LayerSink& out
     if (NormalizeRelative(ex, &norm) && !norm.empty()) exclude.insert(norm);
   }
   std::vector<Item> items;
-  SF_RETURN_IF_ERROR(Walk(root.get(), "", exclude, &items));
-  std::sort(items.begin(), items.end(),
-            [](const Item& a, const Item& b) { return a.sort_key < b.sort_key; });
+  bool whiteout_named = false;
+  SF_RETURN_IF_ERROR(Walk(root.get(), "", exclude, &items, &whiteout_named));
+  // Stable: a whiteout both made by overlay and named by a file (or a directory both opaque and
+  // holding ".wh..wh..opq") is written once, the first the walk met.
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return a.sort_key < b.sort_key; });
+  items.erase(std::unique(items.begin(), items.end(),
+                          [](const Item& a, const Item& b) { return a.tar_name == b.tar_name; }),
+              items.end());
   struct stat root_st;
   if (::fstat(root.get(), &root_st) != 0) return ErrnoError("stat " + dir, errno);
   uint64_t disk_bytes = static_cast<uint64_t>(root_st.st_blocks) * 512;
@@ -737,6 +768,7 @@ StatusOr<WrittenLayer> WriteLayerTo(const std::string& dir, const LayerSink& out
   }
   SF_ASSIGN_OR_RETURN(WrittenLayer written, writer.Finish());
   written.disk_bytes = disk_bytes;
+  written.whiteout_named = whiteout_named;
   return written;
 }
 

@@ -442,8 +442,10 @@ Status Executor::RunStep(StepContext& ctx) {
   // worker keeps the tar to extract (see below). A failed stream (the server unreachable for a
   // moment, say) is written again to a file, whose upload is retried.
   StatusOr<WrittenLayer> written = UnavailableError("not streamed");
+  bool streamed = false;
   if (ctx.task.source_date_epoch < 0) {
     written = StreamLayer(ctx.cache, upper, write_options);
+    streamed = written.ok();
     if (!written.ok()) {
       LogWarning(prefix + "streaming the layer to the cache failed (" +
                  written.status().ToString() + "); writing it to a file to upload");
@@ -461,11 +463,18 @@ Status Executor::RunStep(StepContext& ctx) {
   ctx.layer = LayerRef{written->diff_id, toc_digest};
   metrics_->layer_bytes->Increment(static_cast<double>(written->diff_id.size));
   // The next step stacks on this layer. Its files are the upper dir's, unless their times were
-  // clamped in the tar: then the tar is extracted (never fetched back from the cache).
+  // clamped in the tar, or files named like whiteouts are whiteouts in it: then the layer is
+  // extracted as every other worker extracts it, from the tar or, when it was streamed, from
+  // the cache.
   ctx.pin.Add(written->diff_id);
-  Status kept = ctx.task.source_date_epoch < 0
-                    ? layers_.Adopt(written->diff_id, upper, written->disk_bytes)
-                    : layers_.Insert(written->diff_id, tar);
+  Status kept;
+  if (ctx.task.source_date_epoch < 0 && !written->whiteout_named) {
+    kept = layers_.Adopt(written->diff_id, upper, written->disk_bytes);
+  } else if (!streamed) {
+    kept = layers_.Insert(written->diff_id, tar);
+  } else {
+    kept = layers_.Ensure(written->diff_id, ctx.cache).status();
+  }
   if (!kept.ok()) return kept.Annotate(prefix + "storing the layer");
   return Status();
 }

@@ -275,6 +275,65 @@ TEST(LayerTar, WhiteoutsAndOpaqueDirsRoundTrip) {
   EXPECT_EQ(w2->toc_blob, w->toc_blob);
 }
 
+// A step can leave files named like whiteouts (RUN touch /etc/.wh.passwd, ADD of a tar holding
+// them). Every reader of the layer, docker's too, takes such an entry as a whiteout or an opaque
+// marker: the layer holds them as exactly that, so its TOC, the tree any worker extracts and
+// that tree written again all agree.
+TEST(LayerTar, FilesNamedLikeWhiteoutsAreWrittenAsTheWhiteoutsTheyReadAs) {
+  TempDir d, out, x;
+  WriteFile(d / "etc/.wh.passwd", "not a whiteout");
+  WriteFile(d / "etc/group", "g");
+  WriteFile(d / "opq/.wh..wh..opq", "not a marker");
+  WriteFile(d / "opq/new", "n");
+  WriteFile(d / "dir/.wh.sub/inside", "left out");
+  // The same whiteout made by overlay and named by a file is written once.
+  WriteFile(d / "keep/.wh.gone", "");
+  ASSERT_EQ(::mknod((d / "keep/gone").c_str(), S_IFCHR | 0, makedev(0, 0)), 0);
+  SetAllMtimes(d.path(), 4242);
+
+  auto w = WriteLayer(d.path(), out / "1.tar");
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  EXPECT_TRUE(w->whiteout_named);
+  EXPECT_NE(FindEntry(w->toc, "etc/passwd", TocType::kWhiteout), nullptr);
+  EXPECT_NE(FindEntry(w->toc, "opq", TocType::kOpaque), nullptr);
+  EXPECT_NE(FindEntry(w->toc, "dir/sub", TocType::kWhiteout), nullptr);
+  EXPECT_NE(FindEntry(w->toc, "keep/gone", TocType::kWhiteout), nullptr);
+  for (const auto& e : w->toc.entries) {
+    EXPECT_EQ(e.path.find(".wh."), std::string::npos) << e.path << " is in the TOC as a file";
+  }
+  ASSERT_EQ(Shell("tar -tf " + out / "1.tar" + " > " + out / "list"), 0);
+  EXPECT_EQ(ReadFile(out / "list"),
+            "dir/\ndir/.wh.sub\netc/\netc/.wh.passwd\netc/group\nkeep/\nkeep/.wh.gone\nopq/\n"
+            "opq/.wh..wh..opq\nopq/new\n");
+
+  ASSERT_TRUE(ExtractLayer(out / "1.tar", x.path()).ok());
+  struct stat st;
+  ASSERT_EQ(::lstat((x / "etc/passwd").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0));
+  EXPECT_FALSE(std::filesystem::exists(x / "etc/.wh.passwd"));
+  EXPECT_FALSE(std::filesystem::exists(x / "dir/.wh.sub"));
+  char v[4];
+  ASSERT_EQ(::getxattr((x / "opq").c_str(), "trusted.overlay.opaque", v, sizeof v), 1);
+  auto again = WriteLayer(x.path(), out / "2.tar");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_FALSE(again->whiteout_named);
+  EXPECT_EQ(again->diff_id, w->diff_id);
+  EXPECT_EQ(again->toc_blob, w->toc_blob);
+}
+
+// ".wh." alone (or ".wh.." or ".wh...") reads as no whiteout at all: no worker could extract it.
+TEST(LayerTar, NamesNoWhiteoutCanHoldAreRefusedNamingThePath) {
+  for (const char* name : {".wh.", ".wh..", ".wh..."}) {
+    TempDir d, out;
+    WriteFile(d / (std::string("etc/") + name), "x");
+    auto w = WriteLayer(d.path(), out / "1.tar");
+    ASSERT_FALSE(w.ok()) << name;
+    EXPECT_EQ(w.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(w.status().message().find(std::string("/etc/") + name + ":"), std::string::npos)
+        << w.status().ToString();
+  }
+}
+
 // A tar written by hand, for inputs WriteLayer would never produce.
 class TarBuilder {
  public:

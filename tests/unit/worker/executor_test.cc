@@ -263,6 +263,21 @@ TEST_F(ExecutorTest, DeletingALowerFileMakesAWhiteout) {
   EXPECT_EQ(toc["etc/motd"].type, TocType::kWhiteout);
 }
 
+// A file a step names like a whiteout is a whiteout in its layer, as every worker (and docker)
+// reads the tar: the worker that ran the step sees the same as the others in the next step.
+TEST_F(ExecutorTest, AFileNamedLikeAWhiteoutIsOneForTheNextStepToo) {
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Run("echo x > /etc/.wh.motd", "k1"),
+                                    Run("ls -a /etc; cat /etc/motd || echo gone", "k2")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  auto toc = TocOf(done.layers[0]);
+  EXPECT_TRUE(toc.count("etc/motd") && toc["etc/motd"].type == TocType::kWhiteout);
+  EXPECT_FALSE(toc.count("etc/.wh.motd"));
+  EXPECT_EQ(log_.find(".wh.motd"), std::string::npos) << log_;
+  EXPECT_EQ(log_.find("welcome"), std::string::npos) << log_;
+  EXPECT_NE(log_.find("gone"), std::string::npos) << log_;
+}
+
 TEST_F(ExecutorTest, SecondStepSeesTheFirstStepsFiles) {
   Executor ex(options_);
   TaskDone done =

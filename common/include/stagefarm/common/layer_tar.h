@@ -29,12 +29,19 @@ struct WrittenLayer {
   // What the directory takes on disk (allocated blocks, a hard-linked file once), as du counts
   // it, from the stat calls the writing made anyway.
   uint64_t disk_bytes = 0;
+  // Whether some entry of the directory that is no overlay whiteout was named like an OCI one
+  // (".wh.<name>", ".wh..wh..opq"). The layer holds it as the whiteout or opaque marker that
+  // every reader of the tar takes it for, so the directory and the layer differ: the directory
+  // cannot stand in for the extracted layer.
+  bool whiteout_named = false;
 };
 
 // Writes the directory `dir` (an overlayfs upper dir, or any directory) as a deterministic tar
 // at `tar_path`: entries sorted by path, numeric uid/gid without names, no atime/ctime, xattrs
 // sorted, hard links as tar links. Overlay whiteouts (0/0 character devices) become ".wh.<name>"
-// entries and directories with the overlay opaque xattr get a ".wh..wh..opq" entry.
+// entries and directories with the overlay opaque xattr get a ".wh..wh..opq" entry. Any other
+// entry named ".wh.*" is written as the whiteout or opaque marker it reads as (see
+// WrittenLayer::whiteout_named); ".wh.", ".wh.." and ".wh..." are refused (InvalidArgument).
 // The tar is a working file: it is not synced (a layer is made durable where it is kept, by
 // the cache server).
 StatusOr<WrittenLayer> WriteLayer(const std::string& dir, const std::string& tar_path,

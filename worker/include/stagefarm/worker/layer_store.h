@@ -79,7 +79,8 @@ class LayerStore {
   // `diff_id`) into place as the layer, unless it is already present (then `dir` is left alone).
   // Saves extracting the tar again: the upper dir already holds the layer's files, in overlay's
   // own whiteout form. Only for layers whose tar keeps the files' times as they are (no
-  // SOURCE_DATE_EPOCH clamping), so that every worker sees the same bits. `disk_bytes`, when the
+  // SOURCE_DATE_EPOCH clamping) and holds no file named like a whiteout as one
+  // (WrittenLayer::whiteout_named), so that every worker sees the same bits. `disk_bytes`, when the
   // caller knows it (WrittenLayer::disk_bytes), saves walking `dir` again to measure it.
   Status Adopt(const Digest& diff_id, const std::string& dir,
                std::optional<uint64_t> disk_bytes = std::nullopt);
