@@ -254,6 +254,68 @@ StatusOr<TocEntry> TocEntryFromTar(struct archive* a, archive_entry* e, bool* ke
   return t;
 }
 
+// The symbolic links a layer has made so far, as its extraction leaves them. ExtractLayer resolves
+// an entry's parent directories on disk, following a link the same layer made, while the TOC
+// records the entry's path as written: "z -> out" then "z/app" writes out/app, which the TOC
+// would say is unchanged. A layer where the two differ is refused.
+class LayerSymlinks {
+ public:
+  // Refuses `entry` (a TOC entry of the layer, read in order) if its parent directories, or a
+  // hard link's target's, go through a link made earlier in the layer; `what` names the layer.
+  Status Check(const TocEntry& entry, const std::string& what) const {
+    if (links_.empty()) return Status();
+    // An opaque marker is applied to the directory it names, which is resolved like a parent.
+    SF_RETURN_IF_ERROR(
+        CheckParents(entry.path, entry.type == TocType::kOpaque, "entry \"", what));
+    if (entry.type == TocType::kHardlink) {
+      SF_RETURN_IF_ERROR(CheckParents(entry.link, false, "hard link target \"", what));
+    }
+    return Status();
+  }
+
+  // Records what `entry` leaves at its path once extracted.
+  void Update(const TocEntry& entry) {
+    switch (entry.type) {
+      case TocType::kSymlink:
+        links_.insert(entry.path);
+        return;
+      case TocType::kWhiteout:  // an entry the layer made stays; nothing else is a link
+      case TocType::kOpaque:
+        return;
+      case TocType::kHardlink:
+        // A hard link to a symbolic link is one more.
+        if (links_.count(entry.link)) {
+          links_.insert(entry.path);
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    // Anything else replaces what was at its path.
+    links_.erase(entry.path);
+  }
+
+ private:
+  Status CheckParents(const std::string& path, bool self, const char* kind,
+                      const std::string& what) const {
+    size_t end = 0;
+    for (;;) {
+      end = path.find('/', end);
+      if (end == std::string::npos && !self) return Status();
+      const std::string dir = path.substr(0, end);
+      if (links_.count(dir)) {
+        return InvalidArgumentError(what + ": " + kind + path + "\" goes through \"" + dir +
+                                    "\", a symbolic link made earlier in the same layer");
+      }
+      if (end == std::string::npos) return Status();
+      ++end;
+    }
+  }
+
+  std::set<std::string> links_;
+};
+
 struct ImportedLayer {
   Digest blob;     // of the bytes as found (compressed or not)
   Digest diff_id;  // of the uncompressed tar
@@ -296,6 +358,7 @@ StatusOr<ImportedLayer> ReadLayer(int layer_fd, const std::string& tmp_path,
     return fail("not a tar: " + ArchiveMessage(tar.get(), "unreadable"));
   }
   ImportedLayer layer;
+  LayerSymlinks links;
   for (;;) {
     archive_entry* e = nullptr;
     int r = archive_read_next_header(tar.get(), &e);
@@ -307,7 +370,10 @@ StatusOr<ImportedLayer> ReadLayer(int layer_fd, const std::string& tmp_path,
       if (!tee.error.ok() || !src.error.ok()) return fail("");
       return entry.status().Annotate(what);
     }
-    if (keep) layer.toc.entries.push_back(std::move(entry).value());
+    if (!keep) continue;
+    SF_RETURN_IF_ERROR(links.Check(*entry, what));
+    links.Update(*entry);
+    layer.toc.entries.push_back(std::move(entry).value());
   }
   // The tar reader stops at the end-of-archive marker; the bytes after it (padding) belong to
   // the layer's diffID too.

@@ -506,6 +506,28 @@ class LayerExtractor {
     return Status();
   }
 
+  // Sets overlayfs' opaque xattr on the directory `dir_fd`, or on its entry `leaf` when given:
+  // overlayfs then shows none of the lower directories of its name.
+  static Status MakeOpaque(int dir_fd, const std::string& path, const std::string& leaf = "") {
+    UniqueFd sub;
+    if (!leaf.empty()) {
+      sub.reset(::openat(dir_fd, leaf.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!sub) return ErrnoError("open " + path, errno);
+      dir_fd = sub.get();
+    }
+    if (::fsetxattr(dir_fd, kOverlayOpaqueXattr, "y", 1, 0) != 0) {
+      return ErrnoError("set opaque xattr on " + path, errno);
+    }
+    return Status();
+  }
+
+  // Whether `leaf` in `parent` is an overlay whiteout (a 0/0 character device).
+  static bool IsWhiteout(int parent, const std::string& leaf) {
+    struct stat st;
+    return ::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(st.st_mode) &&
+           st.st_rdev == makedev(0, 0);
+  }
+
   // Removes a leaf that an entry replaces; a directory is kept if the new entry is one too.
   Status MakeRoom(int parent, const std::string& leaf, const std::string& path, bool new_is_dir,
                   bool* kept_dir) {
@@ -582,20 +604,23 @@ class LayerExtractor {
     SF_ASSIGN_OR_RETURN(UniqueFd parent, OpenDir(parent_rel, /*create=*/true));
     const auto times = Times(e);
 
-    if (options_.whiteouts && leaf == kOpaqueMarker) {
-      if (::fsetxattr(parent.get(), kOverlayOpaqueXattr, "y", 1, 0) != 0) {
-        return ErrnoError("set opaque xattr on " + parent_rel, errno);
-      }
-      return Status();
-    }
+    if (options_.whiteouts && leaf == kOpaqueMarker) return MakeOpaque(parent.get(), parent_rel);
     if (options_.whiteouts && std::string_view(leaf).starts_with(kWhiteoutPrefix)) {
       std::string target = leaf.substr(kWhiteoutPrefix.size());
       if (target.empty() || target == "." || target == "..") {
         return InvalidArgumentError("bad whiteout " + path);
       }
       std::string target_path = parent_rel.empty() ? target : parent_rel + "/" + target;
-      bool kept;
-      SF_RETURN_IF_ERROR(MakeRoom(parent.get(), target, target_path, false, &kept));
+      // A whiteout hides what the layers below hold, never what its own layer adds (OCI; the TOC
+      // applies a layer's whiteouts first). `dir` started empty, so an entry there is this
+      // layer's: it stays, and already shadows the layers below, except that overlayfs merges a
+      // directory with the lower ones of its name, so that one is made opaque instead.
+      struct stat st;
+      if (::fstatat(parent.get(), target.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (S_ISDIR(st.st_mode)) SF_RETURN_IF_ERROR(MakeOpaque(parent.get(), target_path, target));
+        return Status();
+      }
+      if (errno != ENOENT) return ErrnoError("lstat " + target_path, errno);
       if (::mknodat(parent.get(), target.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
         return ErrnoError("mknod whiteout " + target_path, errno);
       }
@@ -633,6 +658,8 @@ class LayerExtractor {
     }
 
     const mode_t type = archive_entry_filetype(e);
+    // A directory after a whiteout of its name in the same layer hides the lower ones too.
+    const bool replaces_whiteout = options_.whiteouts && type == AE_IFDIR && IsWhiteout(parent.get(), leaf);
     bool kept_dir = false;
     SF_RETURN_IF_ERROR(MakeRoom(parent.get(), leaf, path, type == AE_IFDIR, &kept_dir));
     switch (type) {
@@ -640,6 +667,7 @@ class LayerExtractor {
         if (!kept_dir && ::mkdirat(parent.get(), leaf.c_str(), 0700) != 0) {
           return ErrnoError("mkdir " + path, errno);
         }
+        if (replaces_whiteout) SF_RETURN_IF_ERROR(MakeOpaque(parent.get(), path, leaf));
         UniqueFd fd(
             ::openat(parent.get(), leaf.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!fd) return ErrnoError("open " + path, errno);

@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/oci.h"
@@ -19,6 +20,7 @@ using testing::FakeCacheClient;
 using testing::ReadFile;
 using testing::SetAllMtimes;
 using testing::Shell;
+using testing::TarBuilder;
 using testing::TempDir;
 using testing::WriteFile;
 
@@ -180,6 +182,69 @@ TEST(ImageImport, RefusesLayerPathsOutsideTheImage) {
   EXPECT_EQ(ImportImage(cache, t / "junk").status().code(), StatusCode::kInvalidArgument);
   WriteFile(t / "empty/x", "");
   EXPECT_EQ(ImportImage(cache, t / "empty").status().code(), StatusCode::kInvalidArgument);
+}
+
+// An image directory (docker save's layout) with one layer, the tar at `layer`.
+std::string ImageWithLayer(const TempDir& t, const std::string& name, const std::string& layer) {
+  const std::string dir = t / name;
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(layer, dir + "/layer.tar");
+  WriteFile(dir + "/config.json", R"({"rootfs":{"type":"layers","diff_ids":[")" +
+                                      Digest::OfFile(layer)->str() + R"("]}})");
+  WriteFile(dir + "/manifest.json", R"([{"Config":"config.json","Layers":["layer.tar"]}])");
+  return dir;
+}
+
+// Extraction follows a symbolic link a layer made to the entries below it, while the TOC (what
+// COPY --from is keyed on) records each entry's path as written: "z -> out" then "z/app" would
+// write out/app behind a TOC saying it is unchanged. Such layers are refused, naming the path.
+TEST(ImageImport, RefusesEntriesThroughASymlinkOfTheSameLayer) {
+  TempDir t;
+  auto layer = [&](const std::string& name, const std::function<void(TarBuilder&)>& rest) {
+    TarBuilder tar(t / name);
+    tar.Add("out/", AE_IFDIR);
+    tar.Add("out/app", AE_IFREG, "good");
+    tar.Add("z", AE_IFLNK, "out");
+    rest(tar);
+    tar.Close();
+    return ImageWithLayer(t, "img-" + name, t / name);
+  };
+  FakeCacheClient cache;
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"file", R"(entry "z/app" goes through "z")"},
+      {"whiteout", R"(entry "z/app" goes through "z")"},
+      {"hardlink", R"(hard link target "z/app" goes through "z")"},
+      {"link-to-link", R"(entry "h/app" goes through "h")"}};
+  for (const auto& [name, message] : refused) {
+    const std::string image = layer(name, [&, name = name](TarBuilder& tar) {
+      if (name == "file") tar.Add("z/app", AE_IFREG, "evil");
+      if (name == "whiteout") tar.Add("z/.wh.app", AE_IFREG);
+      if (name == "hardlink") tar.AddHardlink("h", "z/app");
+      if (name == "link-to-link") {
+        tar.AddHardlink("h", "z");
+        tar.Add("h/app", AE_IFREG, "evil");
+      }
+    });
+    auto imported = ImportImage(cache, image);
+    ASSERT_FALSE(imported.ok()) << name;
+    EXPECT_EQ(imported.status().code(), StatusCode::kInvalidArgument) << name;
+    EXPECT_NE(imported.status().message().find("layer 0 (layer.tar): " + message +
+                                               ", a symbolic link made earlier in the same layer"),
+              std::string::npos)
+        << name << ": " << imported.status().ToString();
+  }
+
+  // A link replaced by a directory before entries go below it is no link any more.
+  auto replaced = ImportImage(cache, layer("replaced", [](TarBuilder& tar) {
+                                tar.Add("z/", AE_IFDIR);
+                                tar.Add("z/app", AE_IFREG, "other");
+                              }));
+  ASSERT_TRUE(replaced.ok()) << replaced.status().ToString();
+  auto image = LoadImage(cache, *replaced);
+  ASSERT_TRUE(image.ok()) << image.status().ToString();
+  FsIndex fs = IndexOf(cache, *image);
+  EXPECT_EQ(fs.Lookup("out/app")->digest, Digest::Of("good").str());
+  EXPECT_EQ(fs.Lookup("z/app")->digest, Digest::Of("other").str());
 }
 
 TEST(ImageImport, ExportThenReimportKeepsManifestDigest) {

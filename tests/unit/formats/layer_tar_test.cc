@@ -19,6 +19,7 @@ using testing::ReadFile;
 using testing::SetAllMtimes;
 using testing::SetMtime;
 using testing::Shell;
+using testing::TarBuilder;
 using testing::TempDir;
 using testing::WriteFile;
 
@@ -334,44 +335,39 @@ TEST(LayerTar, NamesNoWhiteoutCanHoldAreRefusedNamingThePath) {
   }
 }
 
-// A tar written by hand, for inputs WriteLayer would never produce.
-class TarBuilder {
- public:
-  enum Compression { kNone, kGzip, kZstd };
-  explicit TarBuilder(const std::string& path, Compression c = kNone) : a_(archive_write_new()) {
-    archive_write_set_format_pax_restricted(a_);
-    if (c == kGzip) SF_CHECK(archive_write_add_filter_gzip(a_) == ARCHIVE_OK);
-    if (c == kZstd) SF_CHECK(archive_write_add_filter_zstd(a_) == ARCHIVE_OK);
-    SF_CHECK(archive_write_open_filename(a_, path.c_str()) == ARCHIVE_OK);
+// OCI: a whiteout hides what the layers below hold, never what its own layer adds, wherever it is
+// in the tar (the TOC applies a layer's whiteouts first). Extraction agrees: the layer's own entry
+// stays, and a directory of the layer that a whiteout names hides the lower ones (opaque).
+TEST(LayerTar, AWhiteoutLeavesTheEntriesOfItsOwnLayer) {
+  TempDir out, x;
+  {
+    TarBuilder t(out / "l.tar");
+    t.Add("x", AE_IFREG, "kept");
+    t.Add(".wh.x", AE_IFREG);
+    t.Add("d/", AE_IFDIR);
+    t.Add("d/f", AE_IFREG, "f");
+    t.Add(".wh.d", AE_IFREG);
+    t.Add(".wh.y", AE_IFREG);
+    t.Add("y/", AE_IFDIR);
+    t.Add(".wh.gone", AE_IFREG);
+    t.Close();
   }
-  ~TarBuilder() { archive_write_free(a_); }
-  void Add(const std::string& name, mode_t type, const std::string& data_or_link = "") {
-    archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, name.c_str());
-    archive_entry_set_filetype(e, type);
-    archive_entry_set_perm(e, 0644);
-    if (type == AE_IFLNK) {
-      archive_entry_set_symlink(e, data_or_link.c_str());
-    } else if (type == AE_IFREG) {
-      archive_entry_set_size(e, static_cast<la_int64_t>(data_or_link.size()));
-    }
-    SF_CHECK(archive_write_header(a_, e) == ARCHIVE_OK);
-    if (type == AE_IFREG) archive_write_data(a_, data_or_link.data(), data_or_link.size());
-    archive_entry_free(e);
+  Status s = ExtractLayer(out / "l.tar", x.path());
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(ReadFile(x / "x"), "kept");
+  EXPECT_EQ(ReadFile(x / "d/f"), "f");
+  char v[4];
+  for (const char* dir : {"d", "y"}) {
+    struct stat st;
+    ASSERT_EQ(::lstat((x / dir).c_str(), &st), 0) << dir;
+    EXPECT_TRUE(S_ISDIR(st.st_mode)) << dir;
+    ASSERT_EQ(::getxattr((x / dir).c_str(), "trusted.overlay.opaque", v, sizeof v), 1) << dir;
+    EXPECT_EQ(v[0], 'y');
   }
-  void AddHardlink(const std::string& name, const std::string& target) {
-    archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, name.c_str());
-    archive_entry_set_filetype(e, AE_IFREG);
-    archive_entry_set_hardlink(e, target.c_str());
-    SF_CHECK(archive_write_header(a_, e) == ARCHIVE_OK);
-    archive_entry_free(e);
-  }
-  void Close() { SF_CHECK(archive_write_close(a_) == ARCHIVE_OK); }
-
- private:
-  struct archive* a_;
-};
+  struct stat st;
+  ASSERT_EQ(::lstat((x / "gone").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0));
+}
 
 TEST(LayerTar, ExtractRefusesPathTraversal) {
   TempDir out, outside;

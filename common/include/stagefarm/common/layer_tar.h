@@ -62,8 +62,10 @@ struct ExtractOptions {
 // Extracts the layer tar at `tar_path` (uncompressed, gzip, zstd, bzip2 or xz: detected) into
 // `dir`, which must exist and be empty. OCI whiteouts become overlay whiteouts (0/0 character
 // devices) and opaque markers set the overlay opaque xattr, so `dir` can be an overlayfs lower
-// dir. Entries that would escape `dir` (.., absolute links followed) are refused with
-// InvalidArgument.
+// dir. A whiteout leaves an entry of its own layer in place (a directory becomes opaque), as it
+// hides only the layers below. Entries that would escape `dir` (.., absolute links followed) are
+// refused with InvalidArgument; symlinks inside it are followed (ImportImage refuses layers whose
+// entries go through a link of their own, so that their TOC says what extraction writes).
 Status ExtractLayer(const std::string& tar_path, const std::string& dir,
                     const ExtractOptions& options = {});
 
