@@ -108,6 +108,7 @@ LayerStore::LayerStore(std::string root, uint64_t max_bytes, double low_watermar
 }
 
 void LayerStore::Load() {
+  RemoveLeftovers();
   std::error_code ec;
   std::set<std::string> names;
   for (const auto& e : std::filesystem::directory_iterator(root_, ec)) {
@@ -143,6 +144,26 @@ void LayerStore::Load() {
     total_ += entry.bytes;
     entries_[name] = entry;
   }
+}
+
+void LayerStore::RemoveLeftovers() {
+  const std::string tmp = root_ + "/.tmp";
+  std::error_code ec;
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(tmp, ec)) left.push_back(e.path());
+  // ec: no .tmp yet, nothing left
+  if (left.empty()) return;
+  size_t removed = 0;
+  for (const std::string& path : left) {
+    Status s = RemoveTree(path);
+    if (s.ok()) {
+      ++removed;
+    } else {
+      LogWarning("layer store: removing what a stopped worker left: " + s.ToString());
+    }
+  }
+  LogInfo("layer store: removed " + std::to_string(removed) + " of " + std::to_string(left.size()) +
+          " fetches, extractions and evictions a stopped worker left under " + tmp);
 }
 
 uint64_t LayerStore::bytes() const {

@@ -233,6 +233,29 @@ TEST_F(LayerStoreTest, LayerWithoutItsUseFileIsMeasuredAtStart) {
   EXPECT_FALSE(fs::exists(orphan));
 }
 
+// A worker killed while it fetched, extracted or evicted a layer leaves its work under .tmp,
+// which no budget counts: the store removes it when it opens, and keeps the layers.
+TEST_F(LayerStoreTest, LeftoversUnderTmpAreRemovedAtStart) {
+  LayerRef a = MakeLayer("a", kMiB);
+  {
+    LayerStore store(LayersDir());
+    LayerStore::Pin pin = Use(store, a);
+  }
+  const std::string tmp = LayersDir() + "/.tmp";
+  for (const char* debris : {"fetch-Xy12ab/layer.tar", "extract-Qw34cd/fs/usr/lib/data",
+                             "evict-0123abcd-0/etc/passwd"}) {
+    const std::string path = tmp + "/" + debris;
+    fs::create_directories(fs::path(path).parent_path());
+    std::ofstream(path) << std::string(64 << 10, 'x');
+  }
+  // A directory a layer left unreadable and unwritable is removed too.
+  ASSERT_EQ(::chmod((tmp + "/extract-Qw34cd/fs/usr").c_str(), 0), 0);
+  LayerStore store(LayersDir());
+  EXPECT_TRUE(fs::is_empty(tmp)) << fs::begin(fs::directory_iterator(tmp))->path();
+  EXPECT_TRUE(Present(a));
+  LayerStore::Pin pin = Use(store, a);
+}
+
 TEST(DiskUsage, CountsHardLinksOnceAndFailsOnAMissingPath) {
   auto dir = TempDir::Make("/tmp", "sf-du-test-");
   ASSERT_TRUE(dir.ok());

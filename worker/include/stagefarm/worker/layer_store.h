@@ -36,8 +36,10 @@ namespace stagefarm::worker {
 
 class LayerStore {
  public:
-  // `root`: <worker root>/layers. Reads the sizes and last uses of the layers already there (a
-  // layer without its .use file, e.g. from before a crash, is measured once now).
+  // `root`: <worker root>/layers, this store's alone (one worker to a root). Removes what a
+  // worker stopped mid-fetch, mid-extract or mid-evict left under <root>/.tmp (never counted
+  // against the budget), and reads the sizes and last uses of the layers already there (a layer
+  // without its .use file, e.g. from before a crash, is measured once now).
   explicit LayerStore(std::string root, uint64_t max_bytes = 0, double low_watermark = 0.9);
   LayerStore(const LayerStore&) = delete;
   LayerStore& operator=(const LayerStore&) = delete;
@@ -101,6 +103,8 @@ class LayerStore {
   std::shared_ptr<std::mutex> LockFor(const std::string& hex);
   bool Pinned(const std::string& hex) const;  // caller holds mu_
   void Load();
+  // Removes everything under <root>/.tmp: no layer is ever there, only work in progress.
+  void RemoveLeftovers();
   // Records the layer `hex`, just renamed into place, as `bytes` big and used now, then evicts.
   void Added(const std::string& hex, uint64_t bytes);
   // Marks `hex` used now (memory and the .use file's mtime).
