@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fts.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -147,8 +149,17 @@ void LayerStore::Load() {
 }
 
 void LayerStore::RemoveLeftovers() {
-  const std::string tmp = root_ + "/.tmp";
+  // What is under .tmp is a stopped worker's only if no other store has this root (two workers
+  // given one --root). The lock goes with the store's file descriptor, however the process ends.
   std::error_code ec;
+  std::filesystem::create_directories(root_, ec);
+  root_lock_.reset(::open((root_ + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!root_lock_ || ::flock(root_lock_.get(), LOCK_EX | LOCK_NB) != 0) {
+    LogWarning("layer store: " + root_ + " is in use by another worker (" + std::strerror(errno) +
+               "); leaving its work in progress alone. Give each worker a --root of its own.");
+    return;
+  }
+  const std::string tmp = root_ + "/.tmp";
   std::vector<std::string> left;
   for (const auto& e : std::filesystem::directory_iterator(tmp, ec)) left.push_back(e.path());
   // ec: no .tmp yet, nothing left

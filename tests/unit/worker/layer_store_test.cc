@@ -64,7 +64,8 @@ TEST_F(LayerStoreTest, EnsureWithoutAPinIsRefused) {
 // the store's directory does not exist yet.
 TEST_F(LayerStoreTest, AdoptsAnUpperDirIntoAStoreNotYetCreated) {
   LayerStore store(LayersDir());
-  ASSERT_FALSE(fs::exists(LayersDir()));
+  // The store makes its directory to hold its lock; it may be gone since (a new disk mounted).
+  fs::remove_all(LayersDir());
   LayerRef a = MakeLayer("a", 4096);
   const std::string upper = tmp_.path() + "/upper";
   fs::create_directories(upper);
@@ -254,6 +255,20 @@ TEST_F(LayerStoreTest, LeftoversUnderTmpAreRemovedAtStart) {
   EXPECT_TRUE(fs::is_empty(tmp)) << fs::begin(fs::directory_iterator(tmp))->path();
   EXPECT_TRUE(Present(a));
   LayerStore::Pin pin = Use(store, a);
+}
+
+// Two stores given one root (two workers started with the same --root): the second must not
+// take the first's work in progress for a stopped worker's leftovers.
+TEST_F(LayerStoreTest, LeftoversAreLeftAloneWhileAnotherStoreHasTheRoot) {
+  LayerStore first(LayersDir());
+  const std::string work = LayersDir() + "/.tmp/extract-Ab12cd/fs/file";
+  fs::create_directories(fs::path(work).parent_path());
+  std::ofstream(work) << "in progress";
+  {
+    LayerStore second(LayersDir());
+    EXPECT_TRUE(fs::exists(work));
+  }
+  EXPECT_TRUE(fs::exists(work));
 }
 
 TEST(DiskUsage, CountsHardLinksOnceAndFailsOnAMissingPath) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "stagefarm/common/cache_client.h"
+#include "stagefarm/common/unique_fd.h"
 #include "stagefarm/common/digest.h"
 #include "stagefarm/common/status.h"
 
@@ -103,7 +104,8 @@ class LayerStore {
   std::shared_ptr<std::mutex> LockFor(const std::string& hex);
   bool Pinned(const std::string& hex) const;  // caller holds mu_
   void Load();
-  // Removes everything under <root>/.tmp: no layer is ever there, only work in progress.
+  // Takes the root's lock and removes everything under <root>/.tmp: no layer is ever there, only
+  // work in progress. Without the lock (another store has the root) it leaves .tmp alone.
   void RemoveLeftovers();
   // Records the layer `hex`, just renamed into place, as `bytes` big and used now, then evicts.
   void Added(const std::string& hex, uint64_t bytes);
@@ -117,6 +119,7 @@ class LayerStore {
   std::string UsePath(const std::string& hex) const { return root_ + "/" + hex + ".use"; }
 
   const std::string root_;
+  UniqueFd root_lock_;  // flock of <root>/.lock: one store to a root
   const uint64_t max_bytes_;
   const double low_watermark_;
   std::atomic<uint64_t> extracted_bytes_{0};
