@@ -224,6 +224,12 @@ class CoordinatorPeersTest : public ::testing::Test {
     return task;
   }
 
+  // `client` submits a one-step build, which `worker` is given: its task.
+  std::optional<StageTask> Submit(Client& client, FakeWorker& worker) {
+    if (client.Submit(Request("FROM scratch\nRUN true\n")).empty()) return std::nullopt;
+    return worker.Task();
+  }
+
   // `worker` is given `task` and runs it well, which finishes `client`'s build.
   void RunsAndFinishes(FakeWorker& worker, const StageTask& task, Client& client) {
     auto given = worker.Task();
@@ -358,8 +364,7 @@ TEST_F(CoordinatorPeersTest, AWorkerReconnectingAfterItsBuildFailedLeavesTheCoor
 TEST_F(CoordinatorPeersTest, OnlyAWorkerGivenTheTaskMayReportItDone) {
   FakeWorker worker(transport_, endpoint_, "w", 1);
   Client client(transport_, endpoint_);
-  ASSERT_NE(client.Submit(Request("FROM scratch\nRUN true\n")), "");
-  auto task = worker.Task();
+  auto task = Submit(client, worker);
   ASSERT_TRUE(task);
 
   FakeWorker intruder(transport_, endpoint_, "x", 1);
@@ -404,8 +409,7 @@ TEST_F(CoordinatorPeersTest, OnlyTheSubmittingClientMayCancelABuild) {
 TEST_F(CoordinatorPeersTest, AWorkerThatHandsATaskBackGetsNoMoreTasks) {
   FakeWorker quitter(transport_, endpoint_, "q", 1);
   Client client(transport_, endpoint_);
-  ASSERT_NE(client.Submit(Request("FROM scratch\nRUN true\n")), "");
-  auto task = quitter.Task();
+  auto task = Submit(client, quitter);
   ASSERT_TRUE(task);
   quitter.Done(HandBack(*task));
   EXPECT_FALSE(quitter.Task(500ms));
@@ -422,8 +426,7 @@ TEST_F(CoordinatorPeersTest, AWorkerThatHandsATaskBackGetsNoMoreTasks) {
 TEST_F(CoordinatorPeersTest, AHandBackWhileDrainingIsNoAttempt) {
   FakeWorker worker(transport_, endpoint_, "w", 1);
   Client client(transport_, endpoint_);
-  ASSERT_NE(client.Submit(Request("FROM scratch\nRUN true\n")), "");
-  auto task = worker.Task();
+  auto task = Submit(client, worker);
   ASSERT_TRUE(task);
   HeartbeatRequest hb;
   hb.name = "w";
