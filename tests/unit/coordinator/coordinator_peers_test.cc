@@ -127,7 +127,7 @@ class FakeWorker : public Peer {
  public:
   FakeWorker(Transport& t, const std::string& endpoint, const std::string& name, uint32_t slots,
              std::vector<std::string> running = {})
-      : Peer(t, endpoint) {
+      : Peer(t, endpoint), name_(name) {
     RegisterWorkerRequest req;
     req.name = name;
     req.slots = slots;
@@ -148,7 +148,19 @@ class FakeWorker : public Peer {
     return c.task_id;
   }
   void Done(const TaskDone& d) { Send(Method::kTaskDone, Encode(d)); }
+  // A heartbeat saying it runs `running`; whether the coordinator answered it.
+  bool Heartbeat(std::vector<std::string> running, bool draining = false) {
+    HeartbeatRequest hb;
+    hb.name = name_;
+    hb.draining = draining;
+    hb.running_tasks = std::move(running);
+    auto reply = Call(Method::kHeartbeat, Encode(hb));
+    return reply && reply->status.ok();
+  }
   void Succeed(const StageTask& task) { Done(Success(task)); }
+
+ private:
+  std::string name_;
 };
 
 class CoordinatorPeersTest : public ::testing::Test {
@@ -428,11 +440,7 @@ TEST_F(CoordinatorPeersTest, AHandBackWhileDrainingIsNoAttempt) {
   Client client(transport_, endpoint_);
   auto task = Submit(client, worker);
   ASSERT_TRUE(task);
-  HeartbeatRequest hb;
-  hb.name = "w";
-  hb.draining = true;
-  hb.running_tasks = {task->task_id};
-  ASSERT_TRUE(worker.Call(Method::kHeartbeat, Encode(hb)));
+  ASSERT_TRUE(worker.Heartbeat({task->task_id}, /*draining=*/true));
   worker.Done(HandBack(*task));
   auto retried = client.Event(Kind::kStageRetried);
   ASSERT_TRUE(retried);
@@ -465,14 +473,10 @@ TEST_F(CoordinatorPeersTest, AHeartbeatWithoutTheCancelledTaskEndsTheWait) {
   auto task = CancelAndSubmitAgain(worker, second);
   ASSERT_TRUE(task);
 
-  HeartbeatRequest hb;
-  hb.name = "w";
-  hb.running_tasks = {task->task_id};
-  ASSERT_TRUE(worker.Call(Method::kHeartbeat, Encode(hb)));
+  ASSERT_TRUE(worker.Heartbeat({task->task_id}));
   EXPECT_FALSE(worker.Task(300ms));  // still running it: still waits
   EXPECT_FALSE(worker.Cancelled(100ms));  // and is not told twice
-  hb.running_tasks.clear();
-  ASSERT_TRUE(worker.Call(Method::kHeartbeat, Encode(hb)));
+  ASSERT_TRUE(worker.Heartbeat({}));
   auto again = worker.Task();
   ASSERT_TRUE(again);
   EXPECT_EQ(again->task_id, task->task_id);
