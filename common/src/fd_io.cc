@@ -47,7 +47,9 @@ StatusOr<UniqueFd> OpenRegularForReading(int path_fd, std::string_view what) {
   for (;;) {
     UniqueFd fd(::open(self.c_str(), O_RDONLY | O_NOCTTY | O_CLOEXEC));
     if (fd) return fd;
-    if (errno != EINTR) return ErrnoError("open " + std::string(what) + " (as " + self + ")", errno);
+    if (errno != EINTR) {
+      return ErrnoError("open " + std::string(what) + " (as " + self + ")", errno);
+    }
   }
 }
 

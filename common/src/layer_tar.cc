@@ -103,8 +103,9 @@ Status Walk(int dirfd, const std::string& rel, const std::set<std::string>& excl
       // out. A name that reads as no whiteout at all could not be extracted anywhere.
       const std::string_view target = std::string_view(name).substr(kWhiteoutPrefix.size());
       if (target.empty() || target == "." || target == "..") {
-        return InvalidArgumentError(
-            "/" + path + ": a layer cannot hold this name (\".wh.\" names whiteouts in OCI layers)");
+        return InvalidArgumentError("/" + path +
+                                    ": a layer cannot hold this name (\".wh.\" names whiteouts in "
+                                    "OCI layers)");
       }
       *whiteout_named = true;
       item.tar_name = path;
@@ -521,21 +522,20 @@ class LayerExtractor {
     return Status();
   }
 
-  // Whether `leaf` in `parent` is an overlay whiteout (a 0/0 character device).
-  static bool IsWhiteout(int parent, const std::string& leaf) {
-    struct stat st;
-    return ::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(st.st_mode) &&
-           st.st_rdev == makedev(0, 0);
-  }
-
   // Removes a leaf that an entry replaces; a directory is kept if the new entry is one too.
+  // *removed_whiteout (when given) says whether the leaf was an overlay whiteout (a 0/0
+  // character device).
   Status MakeRoom(int parent, const std::string& leaf, const std::string& path, bool new_is_dir,
-                  bool* kept_dir) {
+                  bool* kept_dir, bool* removed_whiteout = nullptr) {
     *kept_dir = false;
+    if (removed_whiteout != nullptr) *removed_whiteout = false;
     struct stat st;
     if (::fstatat(parent, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
       if (errno == ENOENT) return Status();
       return ErrnoError("lstat " + path, errno);
+    }
+    if (removed_whiteout != nullptr) {
+      *removed_whiteout = S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
     }
     if (S_ISDIR(st.st_mode)) {
       if (new_is_dir) {
@@ -658,16 +658,18 @@ class LayerExtractor {
     }
 
     const mode_t type = archive_entry_filetype(e);
-    // A directory after a whiteout of its name in the same layer hides the lower ones too.
-    const bool replaces_whiteout = options_.whiteouts && type == AE_IFDIR && IsWhiteout(parent.get(), leaf);
-    bool kept_dir = false;
-    SF_RETURN_IF_ERROR(MakeRoom(parent.get(), leaf, path, type == AE_IFDIR, &kept_dir));
+    bool kept_dir = false, replaced_whiteout = false;
+    SF_RETURN_IF_ERROR(
+        MakeRoom(parent.get(), leaf, path, type == AE_IFDIR, &kept_dir, &replaced_whiteout));
     switch (type) {
       case AE_IFDIR: {
         if (!kept_dir && ::mkdirat(parent.get(), leaf.c_str(), 0700) != 0) {
           return ErrnoError("mkdir " + path, errno);
         }
-        if (replaces_whiteout) SF_RETURN_IF_ERROR(MakeOpaque(parent.get(), path, leaf));
+        // A directory after a whiteout of its name in the same layer hides the lower ones too.
+        if (options_.whiteouts && replaced_whiteout) {
+          SF_RETURN_IF_ERROR(MakeOpaque(parent.get(), path, leaf));
+        }
         UniqueFd fd(
             ::openat(parent.get(), leaf.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!fd) return ErrnoError("open " + path, errno);
