@@ -55,8 +55,9 @@ GoldenCase LoadCase(const std::string& name) {
   c.error = j.value("error", "");
   c.farm = j.value("farm", false);
   c.git = j.value("git", false);
-  for (auto& [k, v] : j.value("build_args", nlohmann::json::object()).items()) {
-    c.build_args.push_back(k + "=" + v.get<std::string>());
+  const nlohmann::json args = j.value("build_args", nlohmann::json::object());
+  for (auto it = args.begin(); it != args.end(); ++it) {
+    c.build_args.push_back(it.key() + "=" + it.value().get<std::string>());
   }
   return c;
 }
