@@ -691,6 +691,20 @@ bool LooksSecret(const std::string& name) {
   return secret;
 }
 
+// The build args BuildKit never puts into the environment (its nonEnvArgs).
+bool IsNonEnvArg(const std::string& key) {
+  return key == "BUILDKIT_SBOM_SCAN_CONTEXT" || key == "BUILDKIT_SBOM_SCAN_STAGE";
+}
+
+// What a stage hands to the stages built FROM it (BuildKit's dispatchState.init): its variables
+// and its ARGs, and for the checks whether a WORKDIR ran and the ARG names declared.
+struct InheritedState {
+  std::vector<std::pair<std::string, std::string>> vars;
+  std::vector<std::pair<std::string, std::optional<std::string>>> args;
+  bool workdir_set = false;
+  std::set<std::string> declared_args;
+};
+
 struct StageState;
 
 class Resolver {
@@ -812,8 +826,8 @@ class Resolver {
   std::map<const Node*, std::string> trigger_quotes_;  // see Quote()
   CheckConfig checks_;
   std::vector<CheckWarning> check_warnings_;  // in order, each once
-  // What a stage built FROM another stage inherits for the checks, by original stage index.
-  std::map<int, std::pair<bool, std::set<std::string>>> check_state_;  // workdir set, ARG names
+  // What a stage built FROM another stage inherits, by original stage index.
+  std::map<int, InheritedState> inherited_;
 
   friend struct StageState;
 };
@@ -822,7 +836,12 @@ struct StageState {
   ImageConfig config;
   // `config` as the last step that changed it left it, shared by the steps after it.
   std::shared_ptr<const ImageConfig> snapshot;
-  // ARGs declared in the stage, in order: name -> value.
+  // The variables instructions expand and RUN sees, as BuildKit's LLB state env: the image's env,
+  // then every ENV and every ARG with a value, each set moving its name to the end (so the later
+  // of an ENV and an ARG of the same name wins). A stage built FROM another starts with that
+  // one's, then sets its image env again (an ENV wins over an ARG of the stage before).
+  std::vector<std::pair<std::string, std::string>> vars;
+  // ARGs in scope, in order: the parent stage's, then those declared here: name -> value.
   std::vector<std::pair<std::string, std::optional<std::string>>> args;
   bool cmd_set = false;
   std::set<int> deps;
@@ -834,11 +853,21 @@ struct StageState {
   std::map<std::string, const Node*> last_of_kind;
 
   std::optional<std::string> Lookup(const std::string& name) const {
-    if (auto v = config.GetEnv(name)) return v;
-    for (auto it = args.rbegin(); it != args.rend(); ++it) {
-      if (it->first == name) return it->second;
+    for (const auto& [key, value] : vars) {
+      if (key == name) return value;
     }
     return std::nullopt;
+  }
+  void SetVar(const std::string& name, const std::string& value) {
+    auto same = [&](const auto& kv) { return kv.first == name; };
+    vars.erase(std::remove_if(vars.begin(), vars.end(), same), vars.end());
+    vars.emplace_back(name, value);
+  }
+  void SetVarsFromEnv(const std::vector<std::string>& env) {
+    for (const std::string& kv : env) {
+      size_t eq = kv.find('=');
+      SetVar(kv.substr(0, eq), eq == std::string::npos ? "" : kv.substr(eq + 1));
+    }
   }
   EnvLookup Env() const {
     return [this](const std::string& name) { return Lookup(name); };
@@ -963,11 +992,12 @@ Status Resolver::ResolveMetaArgs(const std::vector<const Node*>& args) {
       std::string key = word.substr(0, eq);
       std::optional<std::string> value;
       consumed_.insert(key);
+      // A default beats the automatic platform value (BuildKit's buildMetaArgs).
       if (auto it = options_.build_args.find(key); it != options_.build_args.end()) {
         value = it->second;
-      } else if (auto a = auto_args_.find(key); a != auto_args_.end()) {
-        value = a->second;
-      } else if (eq != std::string::npos) {
+      } else if (eq == std::string::npos) {
+        if (auto a = auto_args_.find(key); a != auto_args_.end()) value = a->second;
+      } else {
         EnvLookup env = [this](const std::string& name) -> std::optional<std::string> {
           for (auto it = meta_args_.rbegin(); it != meta_args_.rend(); ++it) {
             if (it->first == name) return it->second;
@@ -1081,21 +1111,9 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
       }
       step.argv = WithShell(config, command);
     }
-    // Environment: the config's, then build args in scope that ENV does not set (a key
-    // declared twice keeps its last value, at its first place).
-    step.env.reserve(config.env.size() + st->args.size());
-    step.env.assign(config.env.begin(), config.env.end());
-    std::map<std::string, size_t> arg_env_pos;
-    for (const auto& [key, value] : st->args) {
-      if (!value || config.GetEnv(key)) continue;
-      std::string entry = key + "=" + *value;
-      if (auto it = arg_env_pos.find(key); it != arg_env_pos.end()) {
-        step.env[it->second] = std::move(entry);
-      } else {
-        arg_env_pos[key] = step.env.size();
-        step.env.push_back(std::move(entry));
-      }
-    }
+    // Environment: the stage's variables (ENV and ARGs with values, as BuildKit's state env).
+    step.env.reserve(st->vars.size());
+    for (const auto& [key, value] : st->vars) step.env.push_back(key + "=" + value);
     for (const auto& [key, value] : options_.build_args) {
       if (IsProxyArg(key) && !st->Lookup(key)) step.env.push_back(key + "=" + value);
     }
@@ -1277,7 +1295,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     std::vector<std::string> arg_entries;
     std::map<std::string, size_t> arg_pos;
     for (const auto& [key, value] : st->args) {
-      std::string entry = key + "=" + st->Lookup(key).value_or("");
+      std::string entry = key + "=" + st->Lookup(key).value_or(value.value_or(""));
       if (auto it = arg_pos.find(key); it != arg_pos.end()) {
         arg_entries[it->second] = entry;
       } else {
@@ -1428,6 +1446,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     for (const auto& [k, v] : pairs) {
       if (is_env) {
         config.SetEnv(k, v);
+        st->SetVar(k, v);
       } else {
         config.labels[k] = v;
       }
@@ -1450,10 +1469,10 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         Warn(node, "SecretsUsedInArgOrEnv",
              "Do not use ARG or ENV instructions for sensitive data (ARG " + GoQuote(key) + ")");
       }
+      // As BuildKit's dispatchArg: the build arg, else the default, else the global ARG's value
+      // (the automatic platform args are global ones). The name is never expanded.
       if (auto it = options_.build_args.find(key); it != options_.build_args.end()) {
         value = it->second;
-      } else if (auto a = auto_args_.find(key); a != auto_args_.end()) {
-        value = a->second;
       } else if (eq != std::string::npos) {
         SF_ASSIGN_OR_RETURN(std::string v, expand(word.substr(eq + 1)));
         value = v;
@@ -1461,7 +1480,9 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         for (const auto& [mk, mv] : meta_args_) {
           if (mk == key) value = mv;
         }
+        if (auto a = auto_args_.find(key); !value && a != auto_args_.end()) value = a->second;
       }
+      if (value && !IsNonEnvArg(key)) st->SetVar(key, *value);
       st->args.emplace_back(key, value);
       st->declared_args.insert(key);
       commit.push_back(value ? key + "=" + *value : key);
@@ -1685,7 +1706,11 @@ Status Resolver::ResolveStage(int index) {
     stage.base_config = parent.steps.empty() ? parent.base_config : parent.steps.back().config();
     stage.platform = platform.empty() ? parent.platform : platform;
     st.deps.insert(base_stage);
-    std::tie(st.workdir_set, st.declared_args) = check_state_[base_stage];
+    const InheritedState& from_parent = inherited_[base_stage];
+    st.vars = from_parent.vars;
+    st.args = from_parent.args;
+    st.workdir_set = from_parent.workdir_set;
+    st.declared_args = from_parent.declared_args;
   } else {
     stage.platform = platform.empty() ? ParsePlatform(options_.platform).str() : platform;
     if (stage.base != "scratch") {  // exactly, as docker build: "SCRATCH" is an image name
@@ -1726,6 +1751,7 @@ Status Resolver::ResolveStage(int index) {
   for (const Node& n : triggers) SF_RETURN_IF_ERROR(CheckStructure(n, true));
   stage.base_config.on_build.clear();
   st.config = stage.base_config;
+  st.SetVarsFromEnv(st.config.env);
   stage.steps.reserve(triggers.size() + src.commands.size());
   resolved_[index] = std::move(stage);
 
@@ -1733,7 +1759,8 @@ Status Resolver::ResolveStage(int index) {
   for (const Node* n : src.commands) SF_RETURN_IF_ERROR(Dispatch(index, *n, &st));
 
   resolved_[index].deps.assign(st.deps.begin(), st.deps.end());
-  check_state_[index] = {st.workdir_set, std::move(st.declared_args)};
+  inherited_[index] = {std::move(st.vars), std::move(st.args), st.workdir_set,
+                       std::move(st.declared_args)};
   for (int dep : st.deps) SF_RETURN_IF_ERROR(ResolveStage(dep));
   in_progress_.erase(index);
   order_.push_back(index);
