@@ -1721,6 +1721,8 @@ Status Resolver::ResolveStage(int index) {
       }
       if (!image.ok()) return Wrap(from, image.status());
       stage.base_config = *image;
+    } else {
+      stage.base_config.working_dir = "/";  // BuildKit's empty image config
     }
   }
   if (!stage.base_config.GetEnv("PATH")) stage.base_config.SetEnv("PATH", kDefaultPath);

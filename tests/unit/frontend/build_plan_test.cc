@@ -999,5 +999,19 @@ TEST(Resolve, ArgNamesAreNotExpanded) {
             "RUN |4 name=foo ${name}=value $name= gfoo= /bin/sh -c echo $foo # buildkit");
 }
 
+TEST(Resolve, ScratchStartsWithBuildKitsEmptyImageConfig) {
+  auto plan = Plan("FROM scratch\nCOPY f /f\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ImageConfig& config = Step(*plan, 0, 0).config();
+  EXPECT_EQ(config.working_dir, "/");
+  EXPECT_EQ(config.env,
+            Strings{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"});
+  EXPECT_TRUE(config.cmd.empty());
+  EXPECT_TRUE(config.entrypoint.empty());
+  auto image = Plan("FROM busybox\nCOPY f /f\n");
+  ASSERT_TRUE(image.ok());
+  EXPECT_EQ(Step(*image, 0, 0).config().working_dir, "") << "an image's config is kept as is";
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend

@@ -135,7 +135,7 @@ struct ResolvedStage {
   std::string base;          // FROM after ARG expansion ("scratch", an image, or a stage name)
   int base_stage = -1;       // original index of the stage it starts FROM, or -1
   std::string platform;      // FROM --platform, expanded; else the build's target platform
-  ImageConfig base_config;   // the config it starts with (PATH always set)
+  ImageConfig base_config;   // the config it starts with (PATH always set; scratch: WorkingDir /)
   std::vector<ResolvedStep> steps;
   std::vector<int> deps;  // original indices: FROM stage, COPY --from stage, mount from=
 };
