@@ -1374,12 +1374,15 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         InlineFile f{(*h)->name, doc ? doc->content : "", (*h)->expand, (*h)->chomp, 0};
         if (f.chomp) f.content = ChompHeredocContent(f.content);
         if (f.expand) {
+          // BuildKit's ExpandRaw: quotes are plain characters, `\` escapes whatever the
+          // Dockerfile's escape token is (`\$` is `$`, `\\` is `\`, a `\` ending a line goes).
           ShellLexOptions body_options;
-          body_options.raw_escapes = true;
           body_options.skip_process_quotes = true;
           ShellLex body(body_options);
-          StatusOr<std::string> v = body.ProcessWord(f.content, env);
+          WordMatches matches;
+          StatusOr<std::string> v = body.ProcessWord(f.content, env, &matches);
           if (!v.ok()) return Wrap(node, v.status());
+          WarnUndefinedVars(node, matches, *st);
           f.content = *v;
         }
         step.heredocs.push_back(std::move(f));

@@ -925,6 +925,29 @@ TEST(Resolve, DescribePlanMentionsStagesAndSteps) {
   EXPECT_NE(text.find("RUN /bin/sh -c make # buildkit"), std::string::npos) << text;
 }
 
+// BuildKit's ExpandRaw on a COPY heredoc: no quote removal, `\` escapes (`\$` is `$`, `\\` is
+// `\`, a `\` at the end of a line joins nothing but goes), variables expand; a quoted heredoc is
+// kept as written (BuildKit's testCopyHeredocSpecialSymbols, checked against v0.24).
+TEST(Resolve, CopyHeredocBodyExpandsAsBuildKit) {
+  auto plan = Plan(
+      "FROM alpine\n"
+      "ARG X=ex\n"
+      "COPY <<EOF <<\"RAW\" /d/\n"
+      "\"q\" a\\\n"
+      "b \\\\ c \\$ d $X\n"
+      "EOF\n"
+      "raw $X \\$\n"
+      "RAW\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStep& copy = Step(*plan, 0, 1);
+  ASSERT_EQ(copy.heredocs.size(), 2u);
+  EXPECT_EQ(copy.heredocs[0].name, "EOF");
+  EXPECT_EQ(copy.heredocs[0].content, "\"q\" a\nb \\ c $ d ex\n");
+  EXPECT_EQ(copy.heredocs[1].name, "RAW");
+  EXPECT_EQ(copy.heredocs[1].content, "raw $X \\$\n");
+  EXPECT_TRUE(copy.sources.empty());
+}
+
 TEST(Resolve, ChildStageSeesTheArgsOfTheStageItIsBuiltFrom) {
   auto plan = Plan(
       "FROM alpine AS base\n"
