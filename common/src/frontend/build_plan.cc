@@ -197,8 +197,7 @@ StatusOr<std::vector<std::string>> CsvFields(std::string_view s) {
 // The flags one instruction accepts (BuildKit's BFlags).
 class Flags {
  public:
-  enum Kind { kString, kBool, kStrings };
-  using Kinds = std::map<std::string, Kind>;
+  using Kinds = std::map<std::string, FlagKind>;
   // `kinds` must outlive this object.
   explicit Flags(const Kinds& kinds) : kinds_(kinds) {}
 
@@ -212,11 +211,11 @@ class Flags {
       std::string value = has_value ? body.substr(eq + 1) : "";
       auto it = kinds_.find(name);
       if (it == kinds_.end()) return InvalidArgumentError("unknown flag --" + name);
-      if (it->second != kStrings && values_.count(name)) {
+      if (it->second != FlagKind::kStrings && values_.count(name)) {
         return InvalidArgumentError("duplicate flag specified: --" + name);
       }
       switch (it->second) {
-        case kBool: {
+        case FlagKind::kBool: {
           std::string v = ToLower(value);
           if (!has_value) v = "true";
           if (v != "true" && v != "false") {
@@ -226,11 +225,11 @@ class Flags {
           values_[name] = {v};
           break;
         }
-        case kString:
+        case FlagKind::kString:
           if (!has_value) return InvalidArgumentError("missing a value on flag: --" + name);
           values_[name] = {value};
           break;
-        case kStrings:
+        case FlagKind::kStrings:
           if (!has_value) return InvalidArgumentError("missing a value on flag: --" + name);
           values_[name].push_back(value);
           break;
@@ -254,49 +253,14 @@ class Flags {
   std::map<std::string, std::vector<std::string>> values_;
 };
 
-// The flags of every instruction; an instruction missing here takes none.
-Flags::Kinds FlagKindsFor(std::string_view cmd) {
-  Flags::Kinds f;
-  if (cmd == "copy" || cmd == "add") {
-    f["chown"] = Flags::kString;
-    f["chmod"] = Flags::kString;
-    f["link"] = Flags::kBool;
-    f["exclude"] = Flags::kStrings;
-  }
-  if (cmd == "copy") {
-    f["from"] = Flags::kString;
-    f["parents"] = Flags::kBool;
-  } else if (cmd == "add") {
-    f["keep-git-dir"] = Flags::kBool;
-    f["checksum"] = Flags::kString;
-    f["unpack"] = Flags::kBool;
-  } else if (cmd == "run") {
-    f["mount"] = Flags::kStrings;
-    f["network"] = Flags::kString;
-    f["security"] = Flags::kString;
-    f["device"] = Flags::kStrings;
-  } else if (cmd == "from") {
-    f["platform"] = Flags::kString;
-  } else if (cmd == "healthcheck") {
-    for (const char* n : {"interval", "timeout", "start-period", "start-interval", "retries"}) {
-      f[n] = Flags::kString;
-    }
-  }
-  return f;
-}
-
 const std::set<std::string, std::less<>>& KnownInstructions();
 
-// A parser for the flags of `cmd` (lower case); the tables are built once.
+// A parser for the flags of `cmd` (lower case).
 Flags FlagsFor(std::string_view cmd) {
-  static const std::map<std::string, Flags::Kinds, std::less<>> kTables = [] {
-    std::map<std::string, Flags::Kinds, std::less<>> t;
-    for (const std::string& c : KnownInstructions()) t[c] = FlagKindsFor(c);
-    return t;
-  }();
   static const Flags::Kinds kNone;
-  auto it = kTables.find(cmd);
-  return Flags(it == kTables.end() ? kNone : it->second);
+  const auto& tables = InstructionFlags();
+  auto it = tables.find(cmd);
+  return Flags(it == tables.end() ? kNone : it->second);
 }
 
 const std::set<std::string, std::less<>>& KnownInstructions() {
@@ -1123,11 +1087,10 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         return Error(node, "unsupported network mode " + GoQuote(flags.String("network")));
       }
     }
-    if (flags.Used("security")) {
-      step.security = ToLower(flags.String("security"));
-      if (step.security != "sandbox" && step.security != "insecure") {
-        return Error(node, "unsupported security mode " + GoQuote(flags.String("security")));
-      }
+    if (flags.Used("device")) {
+      return Error(node,
+                   "--device is not supported: BuildKit has it only in its labs frontend "
+                   "(1.14.0-labs and later)");
     }
     // The mounts are the only field written while they are read.
     JsonWriter& mounts = canon.Field("mounts").Punct('[');
@@ -1315,7 +1278,6 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     canon.Field("argv").Strings(step.argv);
     canon.Field("env").Strings(step.env);
     canon.Field("network").String(step.network);
-    canon.Field("security").String(step.security);
     JsonWriter& docs = canon.Field("heredocs").Punct('[');
     for (const InlineFile& f : step.heredocs) {
       CanonicalJson doc;
@@ -1996,6 +1958,33 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
 }
 
 }  // namespace
+
+const std::map<std::string, std::map<std::string, FlagKind>, std::less<>>& InstructionFlags() {
+  using Tables = std::map<std::string, std::map<std::string, FlagKind>, std::less<>>;
+  static const Tables kTables = [] {
+    Tables t;
+    for (const char* cmd : {"copy", "add"}) {
+      t[cmd]["chown"] = FlagKind::kString;
+      t[cmd]["chmod"] = FlagKind::kString;
+      t[cmd]["link"] = FlagKind::kBool;
+      t[cmd]["exclude"] = FlagKind::kStrings;
+    }
+    t["copy"]["from"] = FlagKind::kString;
+    t["copy"]["parents"] = FlagKind::kBool;
+    t["add"]["keep-git-dir"] = FlagKind::kBool;
+    t["add"]["checksum"] = FlagKind::kString;
+    t["add"]["unpack"] = FlagKind::kBool;
+    t["run"]["mount"] = FlagKind::kStrings;
+    t["run"]["network"] = FlagKind::kString;
+    t["run"]["device"] = FlagKind::kStrings;  // refused: BuildKit has it in its labs frontend only
+    t["from"]["platform"] = FlagKind::kString;
+    for (const char* n : {"interval", "timeout", "start-period", "start-interval", "retries"}) {
+      t["healthcheck"][n] = FlagKind::kString;
+    }
+    return t;
+  }();
+  return kTables;
+}
 
 std::string_view StepKindName(StepKind kind) {
   switch (kind) {
