@@ -1577,11 +1577,13 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
       }
     }
     config.healthcheck = hc;
-    step.created_by =
-        "HEALTHCHECK {Test:" + GoList(hc.test) + " Interval:" + GoDuration(hc.interval_ns) +
-        " Timeout:" + GoDuration(hc.timeout_ns) + " StartPeriod:" + GoDuration(hc.start_period_ns) +
-        " StartInterval:" + GoDuration(hc.start_interval_ns) +
-        " Retries:" + std::to_string(hc.retries) + "}";
+    // BuildKit's history text is Go's %q of the *HealthcheckConfig: each duration quoted as
+    // time.Duration prints, the retries as a quoted rune.
+    step.created_by = "HEALTHCHECK &{" + GoQuotedList(hc.test);
+    for (int64_t d : {hc.interval_ns, hc.timeout_ns, hc.start_period_ns, hc.start_interval_ns}) {
+      step.created_by += " " + GoQuote(GoDuration(d));
+    }
+    step.created_by += " " + internal::GoQuoteRune(hc.retries) + "}";
     CanonicalJson args;
     args.Field("test").Strings(hc.test);
     args.Field("interval").Int(hc.interval_ns);

@@ -455,8 +455,8 @@ TEST(Resolve, CreatedByStrings) {
   EXPECT_EQ(s.steps[3].created_by, "STOPSIGNAL SIGTERM");
   EXPECT_EQ(s.steps[4].created_by, "ARG X=1 Y");
   EXPECT_EQ(s.steps[5].created_by,
-            "HEALTHCHECK {Test:[CMD-SHELL curl -f localhost] Interval:30s Timeout:0s "
-            "StartPeriod:0s StartInterval:0s Retries:3}");
+            "HEALTHCHECK &{[\"CMD-SHELL\" \"curl -f localhost\"] \"30s\" \"0s\" \"0s\" "
+            "\"0s\" '\\x03'}");
   EXPECT_EQ(s.steps[6].config().on_build, Strings{"RUN echo later"});
 }
 

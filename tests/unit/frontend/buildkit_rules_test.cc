@@ -1,0 +1,72 @@
+// Rules of BuildKit v0.24's Dockerfile frontend (dockerfile2llb/convert.go, instructions/)
+// that the golden corpus found stagefarm breaking, one TEST group per rule.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "stagefarm/common/build_plan.h"
+#include "stagefarm/common/oci.h"
+#include "step_spec.h"
+
+namespace stagefarm::frontend {
+namespace {
+
+using Strings = std::vector<std::string>;
+
+StatusOr<BuildPlan> Plan(const std::string& text, BuildOptions options = {}) {
+  ImageResolver images = [](const std::string& ref) -> StatusOr<ImageConfig> {
+    if (ref != "busybox" && ref != "alpine") return NotFoundError("no image " + ref);
+    ImageConfig c;
+    c.env = {"PATH=/bin"};
+    return c;
+  };
+  return Resolve(text, options, images);
+}
+
+std::string ErrorOf(const std::string& text, BuildOptions options = {}) {
+  auto plan = Plan(text, options);
+  return plan.ok() ? "(built)" : plan.status().message();
+}
+
+// --- HEALTHCHECK: the history text is Go's %q of the *HealthcheckConfig.
+
+TEST(Healthcheck, RetriesPrintAsAGoQuotedRune) {
+  const std::map<int, std::string> cases = {
+      {0, "'\\x00'"}, {2, "'\\x02'"},  {7, "'\\a'"},     {10, "'\\n'"},
+      {34, "'\"'"},    {39, "'\\''"},   {65, "'A'"},       {92, "'\\\\'"},
+      {127, "'\\x7f'"}, {133, "'\\u0085'"}, {233, "'\xC3\xA9'"}, {55296, "'\xEF\xBF\xBD'"},
+      {1114112, "'\xEF\xBF\xBD'"}};
+  for (const auto& [retries, quoted] : cases) {
+    auto plan =
+        Plan("FROM busybox\nHEALTHCHECK --retries=" + std::to_string(retries) + " CMD true\n");
+    ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+    EXPECT_EQ(plan->target_stage().steps[0].created_by,
+              "HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"0s\" \"0s\" \"0s\" \"0s\" " + quoted + "}")
+        << retries;
+  }
+}
+
+TEST(Healthcheck, HistoryIsGoQuotedConfig) {
+  auto plan = Plan(
+      "FROM busybox\n"
+      "HEALTHCHECK --interval=5s --timeout=3s --retries=2 CMD [\"true\"]\n"
+      "HEALTHCHECK --interval=30s --start-period=1m30s --start-interval=2s --retries=65 \\\n"
+      "  CMD wget -q -O- \"http://x/\" || exit 1\n"
+      "HEALTHCHECK --interval=5m CMD true\n"
+      "HEALTHCHECK NONE\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[0].created_by, "HEALTHCHECK &{[\"CMD\" \"true\"] \"5s\" \"3s\" \"0s\" \"0s\" '\\x02'}");
+  EXPECT_EQ(s.steps[1].created_by,
+            "HEALTHCHECK &{[\"CMD-SHELL\" \"wget -q -O- \\\"http://x/\\\" || exit 1\"] \"30s\" "
+            "\"0s\" \"1m30s\" \"2s\" 'A'}");
+  EXPECT_EQ(s.steps[2].created_by,
+            "HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"5m0s\" \"0s\" \"0s\" \"0s\" '\\x00'}");
+  EXPECT_EQ(s.steps[3].created_by,
+            "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}");
+}
+
+}  // namespace
+}  // namespace stagefarm::frontend
