@@ -1601,7 +1601,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     for (const Heredoc& h : node.heredocs) expr += "\n" + h.content + h.name;
     config.on_build.push_back(expr);
     canon.Field("args").Punct('[').String(expr).Punct(']');
-    // docker build writes no history entry for ONBUILD: created_by stays empty.
+    // BuildKit writes no history entry for ONBUILD: created_by stays empty.
   } else if (cmd == "maintainer") {
     step.kind = StepKind::kMaintainer;
     step.created_by = "MAINTAINER " + node.args[0];

@@ -68,5 +68,16 @@ TEST(Healthcheck, HistoryIsGoQuotedConfig) {
             "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}");
 }
 
+// --- ONBUILD: the trigger goes into the config, no history entry is written.
+
+TEST(Onbuild, WritesNoHistoryEntry) {
+  auto plan = Plan("FROM busybox\nONBUILD RUN echo later\nENV A=1\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[0].config().on_build, Strings{"RUN echo later"});
+  EXPECT_EQ(s.steps[0].created_by, "");
+  EXPECT_EQ(s.steps[1].created_by, "ENV A=1");
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend

@@ -87,7 +87,7 @@ struct ResolvedStep {
   int line = 0;            // first line of the instruction, 1-based
   std::string text;        // the instruction as written (continuations joined), for display
   std::string canonical;   // JSON: everything of the instruction that enters the cache key
-  std::string created_by;  // docker history text
+  std::string created_by;  // docker history text; empty: no history entry (ONBUILD)
 
   // RUN
   std::vector<std::string> argv;     // shell form: SHELL (or /bin/sh -c) + command
