@@ -937,6 +937,36 @@ Status Resolver::CheckStructure(const Node& node, bool in_onbuild) {
       return Error(node, "Unknown type " + GoQuote(type) + " in HEALTHCHECK (try CMD)");
     }
   }
+  // Stage references are not expanded (BuildKit resolves them before any ARG has a value):
+  // COPY --from must read the same with no variables set, quotes and escapes included; a mount's
+  // from= must hold no `$` but at its end.
+  if (cmd == "copy" && flags.Used("from")) {
+    const std::string from = flags.String("from");
+    StatusOr<std::string> bare = lex_.ProcessWord(from, [](const std::string&) {
+      return std::optional<std::string>();
+    });
+    if (!bare.ok()) return Wrap(node, bare.status());
+    if (*bare != from) {
+      return Error(node,
+                   "variable expansion is not supported for --from, define a new stage with "
+                   "FROM using ARG from global scope as a workaround");
+    }
+  }
+  if (cmd == "run") {
+    for (const std::string& spec : flags.Strings("mount")) {
+      StatusOr<std::vector<std::string>> fields = CsvFields(spec);
+      if (!fields.ok()) continue;  // reported with its place when the step is resolved
+      for (const std::string& field : *fields) {
+        size_t eq = field.find('=');
+        if (eq == std::string::npos || ToLower(field.substr(0, eq)) != "from") continue;
+        size_t dollar = field.find('$', eq + 1);
+        if (dollar != std::string::npos && dollar + 1 != field.size()) {
+          return Error(node,
+                       "'from' doesn't support variable expansion, define alias stage instead");
+        }
+      }
+    }
+  }
   if (cmd == "run" || cmd == "copy" || cmd == "add") {
     // A heredoc as the destination is refused as docker does.
     if ((cmd != "run") && n > 0) {
@@ -1305,7 +1335,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     } else {
       step.parents = flags.Bool("parents");
       if (flags.Used("from")) {
-        SF_ASSIGN_OR_RETURN(step.from, expand(flags.String("from")));
+        step.from = flags.String("from");  // never expanded: see CheckStructure
         if (step.from.empty()) return Error(node, "--from must not be empty");
         bool is_stage = false;
         SF_ASSIGN_OR_RETURN(int idx, FindStageRef(node, step.from, stage_index, &is_stage));

@@ -79,5 +79,43 @@ TEST(Onbuild, WritesNoHistoryEntry) {
   EXPECT_EQ(s.steps[1].created_by, "ENV A=1");
 }
 
+// --- Stage references are not expanded: COPY --from and RUN --mount from=.
+
+TEST(StageReference, CopyFromRefusesVariablesAndQuotes) {
+  const std::string reason =
+      "variable expansion is not supported for --from, define a new stage with FROM using ARG "
+      "from global scope as a workaround";
+  EXPECT_EQ(ErrorOf("FROM busybox\nARG FOO=busybox\nCOPY --from=$FOO /a /b\n"),
+            "Dockerfile:3: COPY --from=$FOO /a /b: " + reason);
+  EXPECT_EQ(ErrorOf("FROM busybox AS a\nFROM busybox\nARG V=a\nCOPY --from=\"${V}\" /a /b\n"),
+            "Dockerfile:4: COPY --from=\"${V}\" /a /b: " + reason);
+  // Checked before anything is resolved: also in a stage the target does not need.
+  EXPECT_EQ(ErrorOf("FROM busybox\nCOPY --from=$X /a /b\nFROM busybox\n"),
+            "Dockerfile:2: COPY --from=$X /a /b: " + reason);
+  // Quotes around a flag's value are the parser's (as BuildKit's extractBuilderFlags), not words.
+  for (const char* ref : {"a", "\"a\""}) {
+    auto plain = Plan(std::string("FROM busybox AS a\nFROM busybox\nCOPY --from=") + ref +
+                      " /a /b\n");
+    ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+    EXPECT_EQ(plain->target_stage().steps[0].from_stage, 0);
+  }
+}
+
+TEST(StageReference, MountFromRefusesVariables) {
+  EXPECT_EQ(ErrorOf("FROM busybox AS t\nFROM busybox\nENV t=t\n"
+                    "RUN --mount=from=$t,type=cache,target=/tmp ls\n"),
+            "Dockerfile:4: RUN --mount=from=$t,type=cache,target=/tmp ls: 'from' doesn't support "
+            "variable expansion, define alias stage instead");
+  EXPECT_EQ(ErrorOf("FROM busybox\nRUN --mount=FROM=${x},target=/m ls\n"),
+            "Dockerfile:2: RUN --mount=FROM=${x},target=/m ls: 'from' doesn't support variable "
+            "expansion, define alias stage instead");
+  // A `$` at the very end is no variable; other fields still expand.
+  auto plan = Plan("FROM busybox AS t\nFROM busybox\nARG D=/m\nRUN --mount=from=t,target=$D ls\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->target_stage().steps[1].mounts.at(0).target, "/m");
+  EXPECT_EQ(ErrorOf("FROM busybox\nRUN --mount=from=t$,target=/m ls\n").find("variable"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend
