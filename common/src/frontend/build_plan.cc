@@ -551,6 +551,8 @@ constexpr CheckRule kCheckRules[] = {
      "https://docs.docker.com/go/dockerfile/rule/multiple-instructions-disallowed/"},
     {"LegacyKeyValueFormat", "Legacy key/value format with whitespace separator should not be used",
      "https://docs.docker.com/go/dockerfile/rule/legacy-key-value-format/"},
+    {"DuplicateStageName", "Stage names should be unique",
+     "https://docs.docker.com/go/dockerfile/rule/duplicate-stage-name/"},
     {"SecretsUsedInArgOrEnv", "Sensitive data should not be used in the ARG or ENV commands",
      "https://docs.docker.com/go/dockerfile/rule/secrets-used-in-arg-or-env/"},
 };
@@ -1689,11 +1691,16 @@ Status Resolver::ResolveStage(int index) {
     platform = *p;
   }
 
-  // Only a name refers to a stage in FROM (a number is an image name).
+  // Only a name refers to a stage in FROM (a number is an image name), and only as written: names
+  // are kept lower-cased, so `FROM Build` is an image even after `AS build` (BuildKit's addState).
+  // Of two earlier stages with the name, the later one.
   bool is_stage = false;
   int base_stage = -1;
-  if (by_name_.count(ToLower(stage.base))) {
-    SF_ASSIGN_OR_RETURN(base_stage, FindStageRef(from, stage.base, index, &is_stage));
+  for (int i = index - 1; i >= 0 && !is_stage; --i) {
+    if (!sources_[i].name.empty() && sources_[i].name == stage.base) {
+      is_stage = true;
+      base_stage = i;
+    }
   }
   StageState st;
   if (is_stage) {
@@ -1832,8 +1839,9 @@ bool IsLower(std::string_view s) {
 }
 
 // The checks BuildKit runs on the parse tree, before any stage is built, in its order: while
-// parsing (MaintainerDeprecated, StageNameCasing, FromAsCasing, in every stage), then the casing of
-// the FROMs and the stages' instructions (not the global ARGs) against their majority.
+// parsing (MaintainerDeprecated, StageNameCasing, FromAsCasing, in every stage), then duplicate
+// stage names, then the casing of the FROMs and the stages' instructions (not the global ARGs)
+// against their majority.
 void Resolver::CheckStatically() {
   for (const Node& node : parsed_.nodes) {
     const std::string cmd = node.command();
@@ -1851,6 +1859,13 @@ void Resolver::CheckStatically() {
         Warn(node, "FromAsCasing",
              "'" + as + "' and '" + node.keyword + "' keywords' casing do not match");
       }
+    }
+  }
+  std::set<std::string> names;
+  for (const StageSource& stage : sources_) {
+    if (!stage.name.empty() && !names.insert(stage.name).second) {
+      Warn(*stage.from, "DuplicateStageName",
+           "Duplicate stage name " + GoQuote(stage.name) + ", stage names should be unique");
     }
   }
   std::vector<const Node*> instructions;
@@ -1899,10 +1914,8 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
       s.index = static_cast<int>(sources_.size());
       s.from = &node;
       if (node.args.size() == 3) {
+        // A name may be given twice (BuildKit only warns): --target and --from name the last.
         s.name = ToLower(node.args[2]);
-        if (by_name_.count(s.name)) {
-          return Error(node, "duplicate stage name " + GoQuote(s.name));
-        }
         by_name_[s.name] = s.index;
       }
       sources_.push_back(std::move(s));

@@ -117,5 +117,42 @@ TEST(StageReference, MountFromRefusesVariables) {
             std::string::npos);
 }
 
+// --- FROM finds a stage by its exact name; a name may be given twice.
+
+TEST(StageName, FromMatchesTheLowerCasedNameExactly) {
+  // `AS BUG_stage` is stored as bug_stage: FROM BUG_stage is an image reference, refused.
+  std::string err = ErrorOf("FROM busybox AS BUG_stage\nFROM BUG_stage\n");
+  EXPECT_NE(err.find("Dockerfile:2: "), std::string::npos) << err;
+  EXPECT_NE(err.find("must be lowercase"), std::string::npos) << err;
+  auto plan = Plan("FROM busybox AS Base\nRUN x\nFROM base\nCOPY --from=BASE /a /b\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->target_stage().base_stage, 0);
+  EXPECT_EQ(plan->target_stage().steps[0].from_stage, 0);  // --from ignores case
+}
+
+TEST(StageName, DuplicateNameWarnsAndTheLaterStageIsMeant) {
+  BuildOptions options;
+  options.build_args = {{"app", "m"}};
+  auto plan = Plan(
+      "ARG app\n"
+      "FROM busybox AS m\nRUN echo one\n"     // 0
+      "FROM busybox AS final\nRUN echo a\n"   // 1
+      "FROM busybox AS m\nRUN echo two\n"     // 2
+      "FROM ${app} AS final\nRUN echo b\n",   // 3
+      options);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->target_stage().index, 3);
+  EXPECT_EQ(plan->target_stage().base_stage, 2);
+  ASSERT_EQ(plan->checks.size(), 2u);
+  EXPECT_EQ(plan->checks[0].rule, "DuplicateStageName");
+  EXPECT_EQ(plan->checks[0].line, 6);
+  EXPECT_EQ(plan->checks[0].message, "Duplicate stage name \"m\", stage names should be unique");
+  EXPECT_EQ(plan->checks[1].line, 8);
+  options.target = "final";
+  auto targeted = Plan("FROM busybox AS final\nFROM busybox AS final\nRUN x\n", options);
+  ASSERT_TRUE(targeted.ok()) << targeted.status().ToString();
+  EXPECT_EQ(targeted->target_stage().index, 1);
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend
