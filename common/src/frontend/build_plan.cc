@@ -1636,6 +1636,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     // BuildKit writes no history entry for ONBUILD: created_by stays empty.
   } else if (cmd == "maintainer") {
     step.kind = StepKind::kMaintainer;
+    config.author = node.args[0];
     step.created_by = "MAINTAINER " + node.args[0];
     canon.Field("args").Punct('[').String(node.args[0]).Punct(']');
   } else {
@@ -1645,9 +1646,8 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
   // The key must be injective, so invalid bytes are refused rather than replaced.
   if (!canonical) return Error(node, "the instruction is not valid UTF-8");
   step.canonical = std::move(*canonical);
-  // RUN, COPY, ADD, ARG and MAINTAINER leave the config as it was: share the last copy.
-  const bool keeps_config =
-      cmd == "run" || cmd == "copy" || cmd == "add" || cmd == "arg" || cmd == "maintainer";
+  // RUN, COPY, ADD and ARG leave the config as it was: share the last copy.
+  const bool keeps_config = cmd == "run" || cmd == "copy" || cmd == "add" || cmd == "arg";
   if (!keeps_config || !st->snapshot) st->snapshot = std::make_shared<ImageConfig>(config);
   step.set_config(st->snapshot);
   stage.steps.push_back(std::move(step));

@@ -154,5 +154,25 @@ TEST(StageName, DuplicateNameWarnsAndTheLaterStageIsMeant) {
   EXPECT_EQ(targeted->target_stage().index, 1);
 }
 
+// --- MAINTAINER sets the image's author, which reaches the config document.
+
+TEST(Maintainer, SetsTheAuthorTheConfigDocumentCarries) {
+  auto plan = Plan("FROM busybox\nMAINTAINER kaniko\nRUN true\nMAINTAINER nobody@domain.test\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[0].config().author, "kaniko");
+  EXPECT_EQ(s.steps[1].config().author, "kaniko");
+  EXPECT_EQ(s.steps[2].config().author, "nobody@domain.test");
+  EXPECT_EQ(s.steps[2].created_by, "MAINTAINER nobody@domain.test");
+
+  ImageRecord image;
+  image.config = s.steps[2].config();
+  std::string doc = SerializeImageConfigDocument(image);
+  EXPECT_NE(doc.find("\"author\":\"nobody@domain.test\""), std::string::npos) << doc;
+  ImageRecord back;
+  ASSERT_TRUE(ParseImageConfigDocument(doc, &back).ok());
+  EXPECT_EQ(back.config.author, "nobody@domain.test");
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend
