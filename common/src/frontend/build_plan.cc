@@ -1548,17 +1548,22 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
   } else if (cmd == "workdir") {
     step.kind = StepKind::kWorkdir;
     SF_ASSIGN_OR_RETURN(std::string p, expand(node.args[0]));
-    if (p.empty()) return Error(node, "WORKDIR requires a non-empty path");
     // Only the first WORKDIR of the stage (or of the stages it is built FROM) is checked: a base
     // image's working directory does not count, it may change.
-    if (p[0] != '/' && !st->workdir_set) {
+    const bool absolute = !p.empty() && p[0] == '/';
+    if (!absolute && !st->workdir_set) {
       Warn(node, "WorkdirRelativePath",
            "Relative workdir " + GoQuote(p) + " can have unexpected results if the base image "
                                               "changes");
     }
     st->workdir_set = true;
-    std::string base = config.working_dir.empty() ? "/" : config.working_dir;
-    config.working_dir = CleanSlashPath(p[0] == '/' ? p : base + "/" + p);
+    // As BuildKit's NormalizeWorkdir: an absolute path is kept as written (trailing slash, `//`
+    // and all: the config and the history show it so, the worker makes the cleaned path); a
+    // relative one is joined to the current directory and cleaned; an empty one keeps it.
+    std::string base = config.working_dir;
+    if (base.empty() || base[0] != '/') base = CleanSlashPath("/" + base);
+    if (p.empty()) p = base;
+    config.working_dir = p[0] == '/' ? p : CleanSlashPath(base + "/" + p);
     step.created_by = "WORKDIR " + config.working_dir;
     canon.Field("args").Punct('[').String(config.working_dir).Punct(']');
   } else if (cmd == "shell") {

@@ -174,5 +174,26 @@ TEST(Maintainer, SetsTheAuthorTheConfigDocumentCarries) {
   EXPECT_EQ(back.config.author, "nobody@domain.test");
 }
 
+// --- WORKDIR: an absolute path as written in the config and history, the worker gets it clean.
+
+TEST(Workdir, AbsoluteKeptAsWrittenRelativeJoinedAndCleaned) {
+  auto plan = Plan(
+      "FROM busybox\n"
+      "WORKDIR /a/b/c/\n"
+      "WORKDIR d//e/\n"
+      "WORKDIR /x//y/\n"
+      "ARG EMPTY\n"
+      "WORKDIR $EMPTY\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[0].config().working_dir, "/a/b/c/");
+  EXPECT_EQ(s.steps[0].created_by, "WORKDIR /a/b/c/");
+  EXPECT_EQ(s.steps[1].config().working_dir, "/a/b/c/d/e");
+  EXPECT_EQ(s.steps[2].config().working_dir, "/x//y/");
+  EXPECT_EQ(s.steps[2].created_by, "WORKDIR /x//y/");
+  EXPECT_EQ(s.steps[4].config().working_dir, "/x//y/");  // empty: the current one
+  EXPECT_EQ(coordinator::MakeStepSpec(s.steps[2], "k", BuildRequest{}, {}).workdir, "/x/y");
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend
