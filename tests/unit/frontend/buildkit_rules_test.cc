@@ -195,5 +195,28 @@ TEST(Workdir, AbsoluteKeptAsWrittenRelativeJoinedAndCleaned) {
   EXPECT_EQ(coordinator::MakeStepSpec(s.steps[2], "k", BuildRequest{}, {}).workdir, "/x/y");
 }
 
+// --- ARG: a redeclaration without a value keeps the value; ENV and a later ARG.
+
+TEST(Arg, RedeclaredWithoutValueKeepsTheEarlierValue) {
+  auto plan = Plan("FROM busybox\nARG BASE=/srv\nARG BASE\nWORKDIR ${BASE}/logs\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->target_stage().steps[1].created_by, "ARG BASE");
+  EXPECT_EQ(plan->target_stage().steps[2].config().working_dir, "/srv/logs");
+}
+
+TEST(Arg, ArgAfterEnvOfTheSameNameWinsForLaterStepsNotTheConfig) {
+  BuildOptions options;
+  options.build_args = {{"file", "context/foo"}};
+  auto plan = Plan(
+      "FROM busybox\nARG file\nENV file=env\nCOPY $file /env\nARG file=dflt\nCOPY $file /arg\n"
+      "RUN echo $file\n",
+      options);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[2].sources, Strings{"env"});
+  EXPECT_EQ(s.steps[4].sources, Strings{"context/foo"});
+  EXPECT_EQ(s.steps[5].config().GetEnv("file"), "env");
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend
