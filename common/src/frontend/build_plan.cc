@@ -1110,8 +1110,17 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     // Environment: the stage's variables (ENV and ARGs with values, as BuildKit's state env).
     step.env.reserve(st->vars.size());
     for (const auto& [key, value] : st->vars) step.env.push_back(key + "=" + value);
-    for (const auto& [key, value] : options_.build_args) {
-      if (IsProxyArg(key) && !st->Lookup(key)) step.env.push_back(key + "=" + value);
+    // A proxy build arg, its name in any case, reaches every RUN as both HTTP_PROXY and
+    // http_proxy (BuildKit's ProxyEnv, added by its executor), unless the stage sets that name.
+    for (const char* name : {"http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"}) {
+      std::string value;
+      for (const auto& [key, v] : options_.build_args) {
+        if (ToLower(key) == name) value = v;
+      }
+      if (value.empty()) continue;
+      for (const std::string& key : {ToUpper(name), std::string(name)}) {
+        if (!st->Lookup(key)) step.env.push_back(key + "=" + value);
+      }
     }
     if (flags.Used("network")) {
       step.network = ToLower(flags.String("network"));
@@ -1903,10 +1912,12 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
   Platform target = ParsePlatform(options_.platform);
   Platform build =
       ParsePlatform(options_.build_platform.empty() ? options_.platform : options_.build_platform);
+  // TARGETSTAGE is added once the stages are known.
   auto_args_ = {{"TARGETPLATFORM", target.str()}, {"TARGETOS", target.os},
                 {"TARGETARCH", target.arch},      {"TARGETVARIANT", target.variant},
-                {"BUILDPLATFORM", build.str()},   {"BUILDOS", build.os},
-                {"BUILDARCH", build.arch},        {"BUILDVARIANT", build.variant}};
+                {"TARGETOSVERSION", ""},          {"BUILDPLATFORM", build.str()},
+                {"BUILDOS", build.os},            {"BUILDARCH", build.arch},
+                {"BUILDVARIANT", build.variant},  {"BUILDOSVERSION", ""}};
 
   // Split into the global ARGs and the stages; check every instruction's shape and flags.
   std::vector<const Node*> meta;
@@ -1933,6 +1944,16 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
   }
   if (sources_.empty()) {
     return InvalidArgumentError(options_.filename + ": no FROM instruction: nothing to build");
+  }
+  // TARGETSTAGE: the --target as given, else the last stage's name, else "default".
+  std::string& target_stage = auto_args_["TARGETSTAGE"];
+  target_stage = !options_.target.empty() ? options_.target : sources_.back().name;
+  if (target_stage.empty()) target_stage = "default";
+  // A build arg replaces an automatic value (BuildKit's defaultArgs).
+  for (auto& [key, value] : auto_args_) {
+    if (auto it = options_.build_args.find(key); it != options_.build_args.end()) {
+      value = it->second;
+    }
   }
   SF_RETURN_IF_ERROR(ResolveMetaArgs(meta));
   // As docker build, the build arg replaces the directive, which is then not even read.

@@ -218,5 +218,40 @@ TEST(Arg, ArgAfterEnvOfTheSameNameWinsForLaterStepsNotTheConfig) {
   EXPECT_EQ(s.steps[5].config().GetEnv("file"), "env");
 }
 
+// --- Predefined args: TARGETSTAGE, the OS versions, and the proxies.
+
+TEST(PredefinedArg, TargetStageIsTheTargetOrTheLastStageOrDefault) {
+  auto value = [](const std::string& text, const std::string& target) {
+    BuildOptions options;
+    options.target = target;
+    auto plan = Plan(text, options);
+    if (!plan.ok()) return plan.status().ToString();
+    return plan->target_stage().steps.back().created_by;
+  };
+  EXPECT_EQ(value("FROM busybox\nARG TARGETSTAGE\n", ""), "ARG TARGETSTAGE=default");
+  EXPECT_EQ(value("FROM busybox AS final\nARG TARGETSTAGE\n", ""), "ARG TARGETSTAGE=final");
+  EXPECT_EQ(value("FROM busybox AS Foo\nARG TARGETSTAGE\nFROM busybox\n", "Foo"),
+            "ARG TARGETSTAGE=Foo");
+  EXPECT_EQ(value("FROM busybox\nARG TARGETOSVERSION\n", ""), "ARG TARGETOSVERSION=");
+  // Not in the environment before its ARG.
+  auto plan = Plan("FROM busybox\nRUN echo $TARGETSTAGE\n");
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->target_stage().steps[0].created_by, "RUN /bin/sh -c echo $TARGETSTAGE # buildkit");
+  for (const std::string& e : plan->target_stage().steps[0].env) {
+    EXPECT_NE(e.rfind("TARGETSTAGE=", 0), 0u) << e;
+  }
+}
+
+TEST(PredefinedArg, ProxyReachesRunInBothCasesAndStaysOutOfHistory) {
+  BuildOptions options;
+  options.build_args = {{"http_proxy", "hp"}, {"No_Proxy", "np"}};
+  auto plan = Plan("FROM busybox\nRUN env\n", options);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStep& run = plan->target_stage().steps[0];
+  EXPECT_EQ(run.env, (Strings{"PATH=/bin", "HTTP_PROXY=hp", "http_proxy=hp", "NO_PROXY=np",
+                              "no_proxy=np"}));
+  EXPECT_EQ(run.created_by, "RUN /bin/sh -c env # buildkit");
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend
