@@ -662,6 +662,45 @@ bool IsNonEnvArg(const std::string& key) {
   return key == "BUILDKIT_SBOM_SCAN_CONTEXT" || key == "BUILDKIT_SBOM_SCAN_STAGE";
 }
 
+// BuildKit runs a build whose `# syntax=` (or build arg BUILDKIT_SYNTAX) names a frontend image
+// with that image. stagefarm has one frontend built in, BuildKit v0.24.0's, which is Dockerfile
+// 1.18.0: it stands for docker/dockerfile (docker.io/ written or not) tagged 1, 1.N or 1.N.M up to
+// 1.18, latest or none, each also -labs (features labs adds are refused by name as elsewhere), or
+// pinned by a digest. Any other image, newer versions included, cannot be run.
+bool IsBuiltinFrontend(std::string_view ref) {
+  ref = ref.substr(0, ref.find(' '));  // what follows is the frontend's command line
+  if (size_t at = ref.find('@'); at != std::string_view::npos) {
+    std::string_view digest = ref.substr(at + 1);
+    if (digest.size() != 71 || digest.substr(0, 7) != "sha256:" ||
+        digest.find_first_not_of("0123456789abcdef", 7) != std::string_view::npos) {
+      return false;
+    }
+    ref = ref.substr(0, at);
+  }
+  if (ref.substr(0, 10) == "docker.io/") ref.remove_prefix(10);
+  constexpr std::string_view kName = "docker/dockerfile";
+  if (ref.substr(0, kName.size()) != kName) return false;
+  ref.remove_prefix(kName.size());
+  if (ref.empty()) return true;
+  if (ref[0] != ':') return false;
+  std::string_view tag = ref.substr(1);
+  if (tag.size() >= 5 && tag.substr(tag.size() - 5) == "-labs") tag.remove_suffix(5);
+  if (tag == "latest" || tag == "labs") return true;
+  std::vector<int> version;  // 1, 1.N or 1.N.M
+  for (size_t start = 0;;) {
+    size_t end = std::min(tag.find('.', start), tag.size());
+    std::string_view part = tag.substr(start, end - start);
+    if (part.empty() || part.size() > 4 ||
+        part.find_first_not_of("0123456789") != std::string_view::npos) {
+      return false;
+    }
+    version.push_back(std::stoi(std::string(part)));
+    if (end == tag.size()) break;
+    start = end + 1;
+  }
+  return version.size() <= 3 && version[0] == 1 && (version.size() < 2 || version[1] <= 18);
+}
+
 // What a stage hands to the stages built FROM it (BuildKit's dispatchState.init): its variables
 // and its ARGs, and for the checks whether a WORKDIR ran and the ARG names declared.
 struct InheritedState {
@@ -1908,6 +1947,26 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
   ShellLexOptions lex_options;
   lex_options.escape_token = parsed_.escape_token;
   lex_ = ShellLex(lex_options);
+  // The frontend: BuildKit's own, or an image we cannot run (see IsBuiltinFrontend).
+  auto refuse_frontend = [](const std::string& where, const std::string& ref) {
+    return InvalidArgumentError(where + ": stagefarm cannot run the frontend image " +
+                                GoQuote(ref.substr(0, ref.find(' '))) +
+                                ": its only frontend is the Dockerfile frontend 1.18 built into "
+                                "BuildKit v0.24 (# syntax=docker/dockerfile:1)");
+  };
+  if (auto it = options_.build_args.find("BUILDKIT_SYNTAX"); it != options_.build_args.end()) {
+    if (!IsBuiltinFrontend(internal::TrimSpace(it->second))) {
+      return refuse_frontend("--build-arg BUILDKIT_SYNTAX=" + it->second,
+                             std::string(internal::TrimSpace(it->second)));
+    }
+  } else {
+    for (const Directive& d : parsed_.directives) {
+      if (d.name == "syntax" && !IsBuiltinFrontend(d.value)) {
+        return refuse_frontend(
+            options_.filename + ":" + std::to_string(d.line) + ": # syntax=" + d.value, d.value);
+      }
+    }
+  }
 
   Platform target = ParsePlatform(options_.platform);
   Platform build =

@@ -253,5 +253,34 @@ TEST(PredefinedArg, ProxyReachesRunInBothCasesAndStaysOutOfHistory) {
   EXPECT_EQ(run.created_by, "RUN /bin/sh -c env # buildkit");
 }
 
+// --- `# syntax=`: only the built-in frontend.
+
+TEST(SyntaxDirective, OnlyTheBuiltInFrontendIsAccepted) {
+  for (const char* ok : {"docker/dockerfile:1", "docker/dockerfile:1.4", "docker/dockerfile:1.18.0",
+                         "docker.io/docker/dockerfile:1", "docker/dockerfile", "docker/dockerfile:1-labs",
+                         "docker/dockerfile:1.7-labs",
+                         "docker/dockerfile:1@sha256:"
+                         "9857836c9ee4268391bb5b09f9f157f3c91bb15821bb77969642813b0d00518d"}) {
+    EXPECT_EQ(ErrorOf(std::string("# syntax=") + ok + "\nFROM busybox\n"), "(built)") << ok;
+  }
+  for (const char* bad : {"foobar", "docker/dockerfile:1.19", "docker/dockerfile:2",
+                          "docker/dockerfile-upstream:master", "docker/dockerfile:1.x",
+                          "example.com/docker/dockerfile:1", "docker/dockerfile:1.2.3.4"}) {
+    std::string err = ErrorOf(std::string("# syntax=") + bad + "\nFROM busybox\n");
+    EXPECT_EQ(err.rfind(std::string("Dockerfile:1: # syntax=") + bad +
+                            ": stagefarm cannot run the frontend image \"",
+                        0),
+              0u)
+        << err;
+  }
+  // Refused before the Dockerfile's own errors, as BuildKit hands it over before parsing.
+  EXPECT_NE(ErrorOf("#syntax=foobar\nfrom busybox\nBOGUS\n").find("foobar"), std::string::npos);
+  BuildOptions options;
+  options.build_args = {{"BUILDKIT_SYNTAX", "foobar"}};
+  EXPECT_EQ(ErrorOf("# syntax=docker/dockerfile:1\nFROM busybox\n", options).rfind(
+                "--build-arg BUILDKIT_SYNTAX=foobar: stagefarm cannot run", 0),
+            0u);
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend
