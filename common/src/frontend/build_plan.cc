@@ -1127,11 +1127,6 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
 
   if (cmd == "run") {
     step.kind = StepKind::kRun;
-    for (const Heredoc& h : node.heredocs) {
-      step.heredocs.push_back(InlineFile{h.name,
-                                         h.chomp ? ChompHeredocContent(h.content) : h.content,
-                                         h.expand, h.chomp, h.file_descriptor});
-    }
     if (node.json) {
       step.argv = node.args;
     } else {
@@ -1139,7 +1134,20 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
       if (!node.heredocs.empty()) {
         StatusOr<std::optional<Heredoc>> only = ParseHeredocWord(command);
         if (only.ok() && only->has_value() && node.heredocs.size() == 1) {
-          command = step.heredocs[0].content;  // the script runs in the shell
+          // A lone heredoc: BuildKit runs a script starting with `#!` as a file of its own at
+          // /dev/pipes/<name> (never expanded), any other in the shell as the command.
+          const Heredoc& h = node.heredocs[0];
+          std::string body = h.chomp ? ChompHeredocContent(h.content) : h.content;
+          if (h.content.rfind("#!", 0) == 0) {
+            if (h.name.find('/') != std::string::npos) {
+              return Error(node, "heredoc name " + GoQuote(h.name) + " cannot name a file");
+            }
+            step.heredocs.push_back(
+                InlineFile{h.name, std::move(body), false, h.chomp, h.file_descriptor});
+            command = "/dev/pipes/" + h.name;
+          } else {
+            command = std::move(body);
+          }
         } else {
           for (const Heredoc& h : node.heredocs) command += "\n" + h.content + h.name;
         }

@@ -282,5 +282,28 @@ TEST(SyntaxDirective, OnlyTheBuiltInFrontendIsAccepted) {
             0u);
 }
 
+// --- RUN with one heredoc starting with #!: a file at /dev/pipes, run by path.
+
+TEST(RunHeredoc, ShebangScriptRunsAsAFile) {
+  auto plan = Plan(
+      "FROM busybox\n"
+      "RUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"$HOME\" }\nEOF\n"
+      "RUN <<-EOF\n\techo plain\nEOF\n"
+      "RUN <<EOF sh\n#!/bin/sh\necho x\nEOF\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStage& s = plan->target_stage();
+  EXPECT_EQ(s.steps[0].argv, (Strings{"/bin/sh", "-c", "/dev/pipes/EOF"}));
+  EXPECT_EQ(s.steps[0].created_by, "RUN /bin/sh -c /dev/pipes/EOF # buildkit");
+  ASSERT_EQ(s.steps[0].heredocs.size(), 1u);
+  EXPECT_EQ(s.steps[0].heredocs[0].content, "#!/bin/awk -f\nBEGIN { print \"$HOME\" }\n");
+  EXPECT_EQ(coordinator::MakeStepSpec(s.steps[0], "k", BuildRequest{}, {}).heredocs.size(), 1u);
+  // Without #!, the body is the shell command; with more words, the shell reads the heredoc.
+  EXPECT_EQ(s.steps[1].argv, (Strings{"/bin/sh", "-c", "echo plain\n"}));
+  EXPECT_TRUE(s.steps[1].heredocs.empty());
+  EXPECT_EQ(s.steps[2].argv, (Strings{"/bin/sh", "-c", "<<EOF sh\n#!/bin/sh\necho x\nEOF"}));
+  EXPECT_TRUE(s.steps[2].heredocs.empty());
+  EXPECT_TRUE(coordinator::MakeStepSpec(s.steps[2], "k", BuildRequest{}, {}).heredocs.empty());
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend

@@ -94,7 +94,10 @@ struct ResolvedStep {
   std::vector<std::string> env;      // what the command sees: config env + build args in scope
   std::string network = "default";   // default, none, host
   std::vector<RunMount> mounts;
-  std::vector<InlineFile> heredocs;  // RUN and COPY/ADD heredocs
+  // COPY/ADD: the heredoc sources. RUN: the script a single heredoc starting with `#!` is, which
+  // the worker mounts read-only, mode 0755, at /dev/pipes/<name> (argv runs it, as BuildKit);
+  // other RUN heredocs are part of argv.
+  std::vector<InlineFile> heredocs;
 
   // COPY / ADD
   std::vector<std::string> sources;  // expanded, context-relative or URLs (ADD)
