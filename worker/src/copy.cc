@@ -82,6 +82,15 @@ class ContextSource : public CopySource {
       case TreeEntry::Type::kSymlink:
         s.type = SourceEntry::Type::kSymlink;
         break;
+      case TreeEntry::Type::kFifo:
+      case TreeEntry::Type::kCharDevice:
+      case TreeEntry::Type::kBlockDevice:
+        s.type = SourceEntry::Type::kOther;
+        s.raw_mode = e.type == TreeEntry::Type::kFifo         ? S_IFIFO
+                     : e.type == TreeEntry::Type::kCharDevice ? S_IFCHR
+                                                              : S_IFBLK;
+        s.rdev = makedev(e.dev_major, e.dev_minor);
+        break;
     }
     return s;
   }
