@@ -24,6 +24,15 @@ struct StepSpec {
   fromLayers @15 :List(Common.LayerRef);
   mounts @16 :List(MountSpec);
   remoteFiles @17 :List(Common.RemoteFile);  # ADD: the step's URL sources, fetched
+  copyFlags @18 :CopyFlags;
+}
+
+# COPY/ADD flags beyond --chown and --chmod (stagefarm::StepSpec's parents ... link).
+struct CopyFlags {
+  parents @0 :Bool;
+  excludes @1 :List(Text);
+  unpack @2 :Int8;          # -1: not given, 0: false, 1: true
+  link @3 :Bool;
 }
 
 struct MountSpec {

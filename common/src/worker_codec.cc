@@ -103,6 +103,11 @@ std::string Encode(const StageTask& m) {
     WriteLayers(sb.initFromLayers(s.from_layers.size()), s.from_layers);
     WriteMounts(sb.initMounts(s.mounts.size()), s.mounts);
     codec::WriteRemoteFiles(sb.initRemoteFiles(s.remote_files.size()), s.remote_files);
+    auto flags = sb.initCopyFlags();
+    flags.setParents(s.parents);
+    codec::WriteStrings(flags.initExcludes(s.excludes.size()), s.excludes);
+    flags.setUnpack(s.unpack ? static_cast<int8_t>(*s.unpack) : int8_t{-1});
+    flags.setLink(s.link);
   }
   b.setSourceDateEpoch(m.source_date_epoch);
   b.setTimeoutSeconds(m.timeout_seconds);
@@ -140,6 +145,14 @@ Status Decode(std::string_view bytes, StageTask* m) {
       SF_ASSIGN_OR_RETURN(s.from_layers, ReadLayers(sr.getFromLayers()));
       SF_ASSIGN_OR_RETURN(s.mounts, ReadMounts(sr.getMounts()));
       SF_ASSIGN_OR_RETURN(s.remote_files, codec::ReadRemoteFiles(sr.getRemoteFiles()));
+      auto flags = sr.getCopyFlags();
+      s.parents = flags.getParents();
+      s.excludes = codec::ReadStrings(flags.getExcludes());
+      if (flags.getUnpack() > 1 || flags.getUnpack() < -1) {
+        return InvalidArgumentError("bad unpack flag " + std::to_string(flags.getUnpack()));
+      }
+      if (flags.getUnpack() >= 0) s.unpack = flags.getUnpack() == 1;
+      s.link = flags.getLink();
       m->steps.push_back(std::move(s));
     }
     m->source_date_epoch = r.getSourceDateEpoch();

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -67,6 +68,10 @@ struct StepSpec {
   Digest context_root;               // source is the build context (when from_layers is empty)
   std::vector<LayerRef> from_layers; // source is this filesystem (COPY --from a stage or image)
   std::vector<RemoteFile> remote_files;  // ADD: the content of its http(s) sources, in the CAS
+  bool parents = false;                  // COPY --parents
+  std::vector<std::string> excludes;     // --exclude patterns, as written (after expansion)
+  std::optional<bool> unpack;            // ADD --unpack; unset: local archives only
+  bool link = false;                     // --link
 
   friend bool operator==(const StepSpec&, const StepSpec&) = default;
 };
