@@ -352,6 +352,23 @@ StepSpec Copy(std::vector<std::string> sources, const std::string& dest, const D
   return s;
 }
 
+// A RUN that changes nothing makes the empty layer (1024 zero bytes), as BuildKit's does, though
+// the runtime made /etc/hosts, /etc/resolv.conf and /etc/hostname in /etc to mount them: the
+// copy of /etc they left in the upper dir goes with them, unless the step changed /etc itself.
+TEST_F(ExecutorTest, ARunThatChangesNothingMakesTheEmptyLayer) {
+  Executor ex(options_);
+  TaskDone done = Execute(ex, Task({Run("true", "t"), Run("chmod 700 /etc", "chmod"),
+                                    Run("touch /etc/x && rm /etc/x", "touched")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  EXPECT_EQ(done.layers[0].diff_id, Digest::Of(std::string(1024, '\0')));
+  EXPECT_TRUE(TocOf(done.layers[0]).empty());
+  auto chmod = TocOf(done.layers[1]);
+  ASSERT_TRUE(chmod.count("etc"));
+  EXPECT_EQ(chmod["etc"].mode, 0700u);
+  // Only /etc's mtime changed: BuildKit's differ leaves such a directory out too.
+  EXPECT_TRUE(TocOf(done.layers[2]).empty());
+}
+
 TEST_F(ExecutorTest, CopyFromContextFollowsDockerRules) {
   Digest context = UploadContext(tmp_.path() + "/ctx", cache_);
   Executor ex(options_);
