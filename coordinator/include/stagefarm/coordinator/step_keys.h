@@ -22,9 +22,25 @@ std::string BaseKey(const Digest& manifest, const std::string& platform, const s
 std::string StepKey(const std::string& parent, const frontend::ResolvedStep& step,
                     const std::string& sources_digest);
 
-// The digest of the context entries `sources` select. A source with wildcards selects its parent
-// directory as a whole (a conservative key: any change there invalidates the step).
-StatusOr<std::string> ContextSourcesDigest(ContextTree& tree, const std::vector<std::string>& sources,
+// Source paths in these digests are read as BuildKit's COPY reads them (FollowSymlinks, with
+// continuity's RootPath), so the key covers exactly the bytes the copy reads:
+// - the path is cleaned first ("a/../b" is "b"; ".." never climbs above the root);
+// - then each component in turn: a symlink met on the way, and one named as the source, is
+//   replaced by its target, joined to the directory that holds the link unless it is absolute,
+//   and cleaned again the same way: ".." in a target takes away the name before it whatever that
+//   name is (a symlink or nothing at all), and never climbs above the root, so no link leads out.
+//   At most 40 links (InvalidArgument beyond: a loop);
+// - a wildcard source: the components before the first wildcard are resolved so; below that,
+//   each component matches names (fnmatch) through real directories only (not symlinks), and
+//   every match, a symlink one included, is then read as above;
+// - the entry reached is digested with everything below it; symlinks inside a directory stay
+//   links (their targets are part of the digest, not what they point to).
+// A source that reaches nothing (missing, or a dangling link) is NotFound; a wildcard that
+// matches nothing is no error ("absent" in the key).
+
+// The digest of the context entries `sources` select.
+StatusOr<std::string> ContextSourcesDigest(ContextTree& tree,
+                                           const std::vector<std::string>& sources,
                                            const std::string& instruction);
 
 // Splits the sources of a COPY/ADD into paths (`local`) and http(s) URLs (`urls`), with
@@ -40,7 +56,7 @@ StatusOr<std::string> RemoteSourcesDigest(const std::vector<std::string>& urls,
                                           const std::vector<RemoteFile>& fetched,
                                           const std::string& checksum, const std::string& where);
 
-// The same for a stage's filesystem, from its TOCs.
+// The same for a stage's filesystem, from its TOCs (and for RUN --mount=type=bind,from=).
 StatusOr<std::string> FsSourcesDigest(const FsIndex& fs, const std::vector<std::string>& sources,
                                       const std::string& instruction);
 
