@@ -234,15 +234,14 @@ StatusOr<std::string> ResolveInRoot(std::string_view path, bool follow_last, Sou
       return InvalidArgumentError(std::string(path) + ": too many levels of symbolic links");
     }
     cur.pop_back();
-    if (!node->target.empty() && node->target[0] == '/') cur.clear();
-    // The target's parts come next; they are applied from the link's directory.
-    std::vector<std::string> target;
-    for (size_t start = 0; start <= node->target.size();) {
-      size_t end = node->target.find('/', start);
-      if (end == std::string::npos) end = node->target.size();
-      target.push_back(node->target.substr(start, end - start));
-      start = end + 1;
-    }
+    // The target, joined to the link's directory unless it is absolute, is cleaned as a path
+    // before it is walked (continuity's RootPath): in "dl/../f" the ".." takes "dl" away whatever
+    // dl is, and "/missing/../f" is "/f". Then it is walked from the root.
+    const std::string joined = !node->target.empty() && node->target[0] == '/'
+                                   ? node->target
+                                   : JoinAll(cur, 0, cur.size()) + "/" + node->target;
+    std::vector<std::string> target = RootedComponents(joined);
+    cur.clear();
     rest.insert(rest.begin(), target.begin(), target.end());
   }
   return JoinAll(cur, 0, cur.size());
