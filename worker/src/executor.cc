@@ -6,8 +6,10 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <vector>
@@ -92,11 +94,22 @@ bool Lexists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
+// A directory of the rootfs as it was before the step: its mode and owner.
+struct DirBefore {
+  std::string path;  // relative to the rootfs
+  struct stat st;
+};
+
 // Removes from `upper` what the runtime created only as mount points, so it never reaches the
 // layer: the files under /etc it bind-mounts over (the step cannot have changed them: its writes
 // went to our per-step copies) and /proc, /sys, /dev when empty. Parent dirs the runtime created
 // (e.g. /etc in an image without one) go too, when they did not exist before and are empty now.
-void RemoveMountPoints(const std::string& upper, const std::vector<std::string>& missing_before) {
+// A parent that existed (`parents_before`) was copied up for the mount points: when it is empty
+// now, not opaque, and has the mode and owner it had, it goes as well, so that a step that
+// changes nothing makes the empty layer, as BuildKit's (whose differ leaves out a directory whose
+// mode and owner are unchanged, whatever its mtime).
+void RemoveMountPoints(const std::string& upper, const std::vector<std::string>& missing_before,
+                       const std::vector<DirBefore>& parents_before) {
   // Resolved below the upper dir without following symlinks: the step may have replaced /etc (or
   // any directory) by a symlink to the host's files.
   UniqueFd upper_fd(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -117,6 +130,22 @@ void RemoveMountPoints(const std::string& upper, const std::vector<std::string>&
   }
   // Top-level names: AT_REMOVEDIR never follows a symlink (ENOTDIR).
   for (const auto& dir : missing_before) ::unlinkat(upper_fd.get(), dir.c_str(), AT_REMOVEDIR);
+  for (const DirBefore& before : parents_before) {
+    auto parent = OpenParentNoFollow(upper_fd.get(), before.path, &name);
+    if (!parent.ok()) continue;
+    UniqueFd dir(
+        ::openat(parent->get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    struct stat st;
+    if (!dir || ::fstat(dir.get(), &st) != 0) continue;
+    if ((st.st_mode & 07777) != (before.st.st_mode & 07777) || st.st_uid != before.st.st_uid ||
+        st.st_gid != before.st.st_gid) {
+      continue;
+    }
+    char opaque[2];
+    if (::fgetxattr(dir.get(), "trusted.overlay.opaque", opaque, sizeof opaque) >= 0) continue;
+    // ENOTEMPTY: the step changed something in it, keep it
+    ::unlinkat(parent->get(), name.c_str(), AT_REMOVEDIR);
+  }
 }
 
 // Writes `dir` as a layer straight into a streamed upload, without a tar on the worker's disk.
@@ -319,6 +348,19 @@ Status Executor::RunStep(StepContext& ctx) {
     for (const char* p : {"etc", "proc", "sys", "dev"}) {
       if (!Lexists(merged + "/" + p)) missing_before.push_back(p);
     }
+    std::vector<DirBefore> parents_before;
+    for (const auto& point : SandboxMountPoints()) {
+      size_t slash = point.rfind('/');
+      if (slash == std::string::npos) continue;
+      DirBefore parent{point.substr(0, slash), {}};
+      bool seen = std::any_of(parents_before.begin(), parents_before.end(),
+                              [&](const DirBefore& d) { return d.path == parent.path; });
+      if (!seen &&
+          ::fstatat(root_fd.get(), parent.path.c_str(), &parent.st, AT_SYMLINK_NOFOLLOW) == 0 &&
+          S_ISDIR(parent.st.st_mode)) {
+        parents_before.push_back(std::move(parent));
+      }
+    }
     // RUN --mount: held until the command is done; their mount points never reach the layer.
     RunMountEnv mount_env{&layers_,       &ctx.cache,    &caches_, &ctx.task.secrets,
                           &ctx.cancelled, d + "/mounts", workdir};
@@ -424,7 +466,7 @@ Status Executor::RunStep(StepContext& ctx) {
                                               std::to_string(*exit_code));
     }
     stubs.Remove(upper);
-    RemoveMountPoints(upper, missing_before);
+    RemoveMountPoints(upper, missing_before, parents_before);
   } else if (step.kind == StepKind::kWorkdir) {
     // BuildKit's WORKDIR: mkdir -p, 0755, the directories it makes owned by USER (resolved as
     // --chown is); an existing directory is left alone (the layer is then empty).
@@ -448,9 +490,16 @@ Status Executor::RunStep(StepContext& ctx) {
     // mtime 0, or SOURCE_DATE_EPOCH when the task has one. Files from a stage keep theirs.
     copy.default_mtime = ctx.task.source_date_epoch >= 0 ? ctx.task.source_date_epoch : 0;
     copy.instruction = step.kind == StepKind::kAdd ? "ADD" : "COPY";
+    copy.parents = step.parents;
+    copy.excludes = step.excludes;
+    // A linked copy is made onto an empty tree that is the step's layer on its own (copy.h).
+    copy.link = LinkedCopy(step.link, step.chmod);
+    const std::string& into = copy.link ? upper : merged;
+    if (copy.link) SF_RETURN_IF_ERROR(rootfs->Unmount());
     Status copied;
     if (step.from_layers.empty()) {
-      copy.extract_archives = step.kind == StepKind::kAdd;
+      copy.extract_archives = step.kind == StepKind::kAdd && step.unpack.value_or(true);
+      copy.extract_remote = step.kind == StepKind::kAdd && step.unpack.value_or(false);
       copy.scratch_dir = d + "/scratch";
       if (::mkdir(copy.scratch_dir.c_str(), 0700) != 0) {
         return ErrnoError("mkdir " + copy.scratch_dir, errno);
@@ -458,7 +507,7 @@ Status Executor::RunStep(StepContext& ctx) {
       auto source = MakeContextSource(ctx.cache, step.context_root);
       auto remote = MakeRemoteSource(ctx.cache, step.remote_files);
       copy.remote = remote.get();
-      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, merged);
+      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, into);
     } else {
       std::vector<std::string> from_dirs;
       for (const auto& layer : step.from_layers) {
@@ -469,12 +518,12 @@ Status Executor::RunStep(StepContext& ctx) {
       SF_ASSIGN_OR_RETURN(ScopedMount from_fs,
                           MountOverlay({from_dirs, d + "/empty", "", ""}, d + "/from"));
       SF_ASSIGN_OR_RETURN(auto source, MakeDirSource(d + "/from"));
-      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, merged);
+      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, into);
       source.reset();
       SF_RETURN_IF_ERROR(from_fs.Unmount());
     }
     if (copied.ok() && !step.heredocs.empty()) {
-      copied = CopyHeredocs(step.heredocs, copy, d + "/heredocs", merged);
+      copied = CopyHeredocs(step.heredocs, copy, d + "/heredocs", into);
     }
     SF_RETURN_IF_ERROR(rootfs->Unmount());
     if (!copied.ok()) return copied.Annotate(prefix.substr(0, prefix.size() - 2));

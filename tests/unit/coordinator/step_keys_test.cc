@@ -3,9 +3,14 @@
 #include <gtest/gtest.h>
 
 #include "support/fake_cache_client.h"
+#include "support/toc_entries.h"
 
 namespace stagefarm::coordinator {
 namespace {
+
+using testing::TocDir;
+using testing::TocFile;
+using testing::TocLink;
 
 frontend::ResolvedStep RunStep(std::string cmd) {
   frontend::ResolvedStep s;
@@ -115,8 +120,54 @@ TEST(StepKeys, ContextSourcesMissingFileIsAnError) {
   auto missing = ContextSourcesDigest(tree, {"b.txt"}, "Dockerfile:2: COPY b.txt /");
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("Dockerfile:2"), std::string::npos);
-  // Wildcards select their directory as a whole: a match-free pattern is not an error.
+  // A wildcard that matches nothing is not an error (BuildKit copies the other sources).
   EXPECT_TRUE(ContextSourcesDigest(tree, {"*.md"}, "COPY").ok());
+}
+
+// The key covers what the worker copies (copy_sources.h): a path through a symlinked directory
+// is resolved in the context, and what --exclude leaves out does not count.
+TEST(StepKeys, ContextSourcesFollowLinkedDirectoriesAndExcludes) {
+  testing::FakeCacheClient cache;
+  auto tree_with = [&](const std::string& kept, const std::string& excluded) {
+    auto file = [](std::string name, const std::string& content) {
+      TreeEntry f;
+      f.name = std::move(name);
+      f.mode = 0644;
+      f.digest = Digest::Of(content);
+      return f;
+    };
+    TreeNode d;
+    d.entries = {file("f", kept), file("skip.log", excluded)};
+    Digest d_digest;
+    EXPECT_TRUE(cache.PutBytes(d.Serialize(), &d_digest).ok());
+    TreeEntry dir;
+    dir.name = "d";
+    dir.type = TreeEntry::Type::kDir;
+    dir.mode = 0755;
+    dir.digest = d_digest;
+    TreeEntry link;
+    link.name = "dlnk";
+    link.type = TreeEntry::Type::kSymlink;
+    link.target = "d";
+    TreeNode root;
+    root.entries = {dir, link};
+    Digest root_digest;
+    EXPECT_TRUE(cache.PutBytes(root.Serialize(), &root_digest).ok());
+    return root_digest;
+  };
+  ContextTree one(cache, tree_with("1", "a")), two(cache, tree_with("2", "a")),
+      three(cache, tree_with("1", "b"));
+  auto key = [](ContextTree& t, const std::string& source, const CopySelection& sel = {}) {
+    auto d = ContextSourcesDigest(t, {source}, "COPY", sel);
+    EXPECT_TRUE(d.ok()) << source << ": " << d.status().ToString();
+    return d.ok() ? *d : std::string();
+  };
+  EXPECT_NE(key(one, "dlnk/f"), key(two, "dlnk/f"));
+  EXPECT_EQ(key(one, "dlnk/f"), key(three, "dlnk/f"));
+  const CopySelection exclude{false, {"*.log"}};
+  EXPECT_EQ(key(one, "dlnk", exclude), key(three, "dlnk", exclude));
+  EXPECT_NE(key(one, "dlnk"), key(three, "dlnk"));
+  EXPECT_NE(key(one, "dlnk", exclude), key(two, "dlnk", exclude));
 }
 
 }  // namespace
@@ -174,6 +225,185 @@ TEST(StepKeys, SplitCopySourcesAppliesDockerfile2llbRules) {
             std::string::npos);
   EXPECT_EQ(error(AddStep({"https://h/a"}, sum)), "");
 }
+
+// ---- symlinks in COPY sources: the key covers what the copy reads through them ----------------
+
+FsIndex Fs(std::vector<TocEntry> entries) {
+  Toc toc;
+  toc.entries = std::move(entries);
+  FsIndex fs;
+  fs.Apply(toc);
+  return fs;
+}
+std::string Key(const FsIndex& fs, std::vector<std::string> sources) {
+  auto d = FsSourcesDigest(fs, sources, "Dockerfile:3: COPY --from=build");
+  EXPECT_TRUE(d.ok()) << d.status().ToString();
+  return d.ok() ? *d : "error: " + d.status().ToString();
+}
+
+// The stage of issue 21: COPY data.txt /real, RUN ln -s real /lnk; COPY --from=that /lnk /out.
+TEST(StepKeys, AStageSourceThatIsALinkKeysOnWhatItPointsTo) {
+  FsIndex v1 = Fs({TocFile("real", "v1"), TocLink("lnk", "real")});
+  FsIndex v2 = Fs({TocFile("real", "v2"), TocLink("lnk", "real")});
+  EXPECT_NE(Key(v1, {"/lnk"}), Key(v2, {"/lnk"})) << "the linked file changed";
+  // The copy holds the target's bytes under the link's name: a file there gives the same key.
+  EXPECT_EQ(Key(v1, {"/lnk"}), Key(Fs({TocFile("lnk", "v1")}), {"/lnk"}));
+  // A chain of links, relative and absolute, ends at the same file.
+  FsIndex chain1 = Fs({TocFile("real", "v1"), TocLink("a", "b"), TocLink("b", "/c/../d"),
+                       TocDir("d"), TocLink("d/e", "../real")});
+  FsIndex chain2 = Fs({TocFile("real", "v2"), TocLink("a", "b"), TocLink("b", "/c/../d"),
+                       TocDir("d"), TocLink("d/e", "../real")});
+  EXPECT_NE(Key(chain1, {"/a/e"}), Key(chain2, {"/a/e"}));
+  EXPECT_EQ(Key(chain1, {"/a/e"}), Key(Fs({TocFile("a/e", "v1")}), {"/a/e"}));
+}
+
+TEST(StepKeys, ALinkToADirectoryKeysOnTheDirectoryButNotOnWhereItsOwnLinksPoint) {
+  auto stage = [](std::string inside, std::string elsewhere) {
+    return Fs({TocDir("real"), TocFile("real/f", inside), TocLink("real/inner", "/elsewhere"),
+               TocFile("elsewhere", elsewhere), TocLink("lnk", "real")});
+  };
+  const std::string key = Key(stage("1", "x"), {"/lnk"});
+  EXPECT_NE(key, Key(stage("2", "x"), {"/lnk"})) << "a file in the linked directory changed";
+  // Links inside a copied directory are copied as links: their targets are not read.
+  EXPECT_EQ(key, Key(stage("1", "y"), {"/lnk"}));
+  // A symlinked parent directory is followed (BuildKit resolves it inside the root).
+  EXPECT_NE(Key(stage("1", "x"), {"/lnk/f"}), Key(stage("2", "x"), {"/lnk/f"}));
+  EXPECT_EQ(Key(stage("1", "x"), {"/lnk/f"}), Key(Fs({TocFile("lnk/f", "1")}), {"/lnk/f"}));
+}
+
+TEST(StepKeys, ARelativeLinkUnderASymlinkedDirectoryIsReadFromWhereTheLinkIs) {
+  // /dl -> /x/y, /x/y/rel -> ../z: /dl/rel is /x/z, not /z.
+  auto stage = [](std::string xz, std::string z) {
+    return Fs({TocDir("x"), TocDir("x/y"), TocLink("x/y/rel", "../z"), TocFile("x/z", xz),
+               TocFile("z", z), TocLink("dl", "/x/y")});
+  };
+  EXPECT_NE(Key(stage("1", "a"), {"/dl/rel"}), Key(stage("2", "a"), {"/dl/rel"}));
+  EXPECT_EQ(Key(stage("1", "a"), {"/dl/rel"}), Key(stage("1", "b"), {"/dl/rel"}));
+}
+
+// BuildKit cleans a link's target as a path before it looks at it: in "dl/../f" the ".." takes
+// "dl" away even when dl is a symlink elsewhere (the kernel would go to the parent of where dl
+// points), and "/missing/../f" is "/f" (the kernel finds no /missing).
+TEST(StepKeys, ALinkTargetIsCleanedAsAPathBeforeItIsRead) {
+  auto stage = [](std::string top, std::string deep) {
+    return Fs({TocDir("deep"), TocDir("deep/dir"), TocFile("deep/f", deep), TocFile("f", top),
+               TocLink("dl", "/deep/dir"), TocLink("x", "dl/../f"), TocLink("y", "/missing/../f")});
+  };
+  for (const char* source : {"/x", "/y"}) {
+    SCOPED_TRACE(source);
+    EXPECT_NE(Key(stage("1", "a"), {source}), Key(stage("2", "a"), {source}));
+    EXPECT_EQ(Key(stage("1", "a"), {source}), Key(stage("1", "b"), {source}));
+  }
+}
+
+TEST(StepKeys, LinksThatClimbOutOfTheRootStayInsideIt) {
+  auto stage = [](std::string data) {
+    return Fs({TocFile("data", data), TocLink("abs", "/data"), TocLink("up", "../../../data"),
+               TocDir("d"), TocLink("d/up", "../../../../data"), TocLink("d/root", "/"),
+               TocLink("dotdot", "..")});
+  };
+  for (const char* source :
+       {"/abs", "/up", "/d/up", "/d/root/data", "/dotdot/data", "../up", "/d/root"}) {
+    SCOPED_TRACE(source);
+    EXPECT_NE(Key(stage("1"), {source}), Key(stage("2"), {source}));
+  }
+  // Each reads the stage's own /data, as a plain file in its place would be read.
+  EXPECT_EQ(Key(stage("1"), {"/d/up"}), Key(Fs({TocDir("d"), TocFile("d/up", "1")}), {"/d/up"}));
+  EXPECT_EQ(
+      Key(stage("1"), {"/d/root/data"}),
+      Key(Fs({TocDir("d"), TocDir("d/root"), TocFile("d/root/data", "1")}), {"/d/root/data"}));
+  EXPECT_EQ(Key(stage("1"), {"../up"}), Key(Fs({TocFile("up", "1")}), {"../up"}));
+}
+
+TEST(StepKeys, DanglingAndLoopingLinksAreErrorsNamingTheSource) {
+  FsIndex fs =
+      Fs({TocLink("dangling", "/nothing"), TocLink("loop1", "loop2"), TocLink("loop2", "loop1"),
+          TocFile("file", "f"), TocLink("through-file", "file/x")});
+  for (const char* source : {"/dangling", "/through-file", "/file/x"}) {
+    auto d = FsSourcesDigest(fs, {source}, "Dockerfile:3: COPY --from=build");
+    EXPECT_EQ(d.status().code(), StatusCode::kNotFound) << source;
+    EXPECT_EQ(d.status().message(),
+              "Dockerfile:3: COPY --from=build: \"" + std::string(source) + "\": not found");
+  }
+  auto loop = FsSourcesDigest(fs, {"/loop1"}, "Dockerfile:3: COPY --from=build");
+  EXPECT_EQ(loop.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(loop.status().message().find("/loop1: too many levels of symbolic links"),
+            std::string::npos)
+      << loop.status().ToString();
+}
+
+TEST(StepKeys, WildcardMatchesThatAreLinksKeyOnTheirTargets) {
+  auto stage = [](std::string data) {
+    return Fs({TocFile("data", data), TocDir("d"), TocLink("d/l.txt", "/data"),
+               TocFile("d/m.txt", "m"), TocLink("dl", "d")});
+  };
+  EXPECT_NE(Key(stage("1"), {"/d/*.txt"}), Key(stage("2"), {"/d/*.txt"}));
+  // The directory before the wildcard is resolved like any path.
+  EXPECT_NE(Key(stage("1"), {"/dl/*.txt"}), Key(stage("2"), {"/dl/*.txt"}));
+  EXPECT_EQ(
+      Key(stage("1"), {"/dl/*.txt"}),
+      Key(Fs({TocDir("dl"), TocFile("dl/l.txt", "1"), TocFile("dl/m.txt", "m")}), {"/dl/*.txt"}));
+  // Names the pattern does not match are not read.
+  EXPECT_EQ(Key(stage("1"), {"/d/m*"}), Key(stage("2"), {"/d/m*"}));
+  // Below the wildcard, a symlink is not a directory to look into (BuildKit walks without
+  // following them): /*/l.txt matches /d/l.txt only.
+  EXPECT_EQ(
+      Key(stage("1"), {"/*/l.txt"}),
+      Key(Fs({TocFile("data", "1"), TocDir("d"), TocLink("d/l.txt", "/data")}), {"/*/l.txt"}));
+  // A wildcard that matches nothing is no error.
+  EXPECT_EQ(Key(stage("1"), {"/d/*.md"}), Key(stage("2"), {"/d/*.md"}));
+}
+
+// The same for the build context: COPY link /x where link -> file in the context.
+TEST(StepKeys, AContextSourceThatIsALinkKeysOnWhatItPointsTo) {
+  auto context = [](std::string data, testing::FakeCacheClient& cache) {
+    TreeNode sub;
+    TreeEntry f;
+    f.name = "f";
+    f.mode = 0644;
+    f.digest = Digest::Of(data);
+    sub.entries.push_back(f);
+    Digest sub_digest;
+    EXPECT_TRUE(cache.PutBytes(sub.Serialize(), &sub_digest).ok());
+    TreeNode root;
+    TreeEntry dir;
+    dir.name = "dir";
+    dir.type = TreeEntry::Type::kDir;
+    dir.mode = 0755;
+    dir.digest = sub_digest;
+    TreeEntry dlink;
+    dlink.name = "dlnk";
+    dlink.type = TreeEntry::Type::kSymlink;
+    dlink.mode = 0777;
+    dlink.target = "dir";
+    TreeEntry flink = dlink;
+    flink.name = "link";
+    flink.target = "dir/f";
+    TreeEntry up = dlink;
+    up.name = "up";
+    up.target = "../../dir/f";
+    root.entries = {dir, dlink, flink, up};
+    Digest root_digest;
+    EXPECT_TRUE(cache.PutBytes(root.Serialize(), &root_digest).ok());
+    return root_digest;
+  };
+  testing::FakeCacheClient cache;
+  ContextTree v1(cache, context("1", cache)), v2(cache, context("2", cache));
+  for (const char* source : {"link", "dlnk", "dlnk/f", "up", "dl*", "l*"}) {
+    SCOPED_TRACE(source);
+    auto k1 = ContextSourcesDigest(v1, {source}, "COPY");
+    auto k2 = ContextSourcesDigest(v2, {source}, "COPY");
+    ASSERT_TRUE(k1.ok() && k2.ok()) << k1.status().ToString() << k2.status().ToString();
+    EXPECT_NE(*k1, *k2);
+  }
+}
+
+}  // namespace
+}  // namespace stagefarm::coordinator
+
+namespace stagefarm::coordinator {
+namespace {
+
 
 }  // namespace
 }  // namespace stagefarm::coordinator

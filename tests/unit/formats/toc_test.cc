@@ -2,38 +2,19 @@
 
 #include <gtest/gtest.h>
 
+#include "support/toc_entries.h"
+
 namespace stagefarm {
 namespace {
 
-TocEntry File(std::string path, std::string content, uint32_t mode = 0644) {
-  TocEntry e;
-  e.path = std::move(path);
-  e.type = TocType::kFile;
-  e.mode = mode;
-  e.size = content.size();
-  e.digest = Digest::Of(content).str();
-  return e;
-}
-
-TocEntry Dir(std::string path, uint32_t mode = 0755) {
-  TocEntry e;
-  e.path = std::move(path);
-  e.type = TocType::kDir;
-  e.mode = mode;
-  return e;
-}
-
-TocEntry Marker(std::string path, TocType type) {
-  TocEntry e;
-  e.path = std::move(path);
-  e.type = type;
-  return e;
-}
+using testing::TocDir;
+using testing::TocFile;
+using testing::TocMarker;
 
 TEST(Toc, SerializeParseRoundTrips) {
   Toc toc;
-  toc.entries.push_back(Dir("usr"));
-  toc.entries.push_back(File("usr/a", "hello", 04755));
+  toc.entries.push_back(TocDir("usr"));
+  toc.entries.push_back(TocFile("usr/a", "hello", 04755));
   TocEntry link;
   link.path = "usr/l";
   link.type = TocType::kSymlink;
@@ -48,9 +29,9 @@ TEST(Toc, SerializeParseRoundTrips) {
   dev.devmajor = 1;
   dev.devminor = 3;
   toc.entries.push_back(dev);
-  toc.entries.push_back(File(std::string("bin/\xff\xfe-latin1"), "x"));
-  toc.entries.push_back(Marker("old", TocType::kWhiteout));
-  toc.entries.push_back(Marker("usr", TocType::kOpaque));
+  toc.entries.push_back(TocFile(std::string("bin/\xff\xfe-latin1"), "x"));
+  toc.entries.push_back(TocMarker("old", TocType::kWhiteout));
+  toc.entries.push_back(TocMarker("usr", TocType::kOpaque));
 
   std::string blob = toc.Serialize();
   EXPECT_EQ(std::count(blob.begin(), blob.end(), '\n'), 7);
@@ -62,7 +43,7 @@ TEST(Toc, SerializeParseRoundTrips) {
 
 TEST(Toc, SerializedFormIsCanonicalJsonLines) {
   Toc toc;
-  toc.entries.push_back(File("a", "x"));
+  toc.entries.push_back(TocFile("a", "x"));
   EXPECT_EQ(toc.Serialize(),
             "{\"digest\":\"" + Digest::Of("x").str() +
                 "\",\"gid\":0,\"mode\":420,\"path\":\"a\",\"size\":1,\"type\":\"f\",\"uid\":0}\n");
@@ -82,10 +63,10 @@ TEST(Toc, ParseRefusesGarbageWithoutCrashing) {
 
 TEST(FsIndex, WhiteoutRemovesPathAndChildren) {
   Toc lower;
-  lower.entries = {Dir("etc"), File("etc/a", "1"), Dir("opt"), File("opt/x/y", "2"),
-                   File("optional", "3")};
+  lower.entries = {TocDir("etc"), TocFile("etc/a", "1"), TocDir("opt"), TocFile("opt/x/y", "2"),
+                   TocFile("optional", "3")};
   Toc upper;
-  upper.entries = {Marker("opt", TocType::kWhiteout), Marker("etc/a", TocType::kWhiteout)};
+  upper.entries = {TocMarker("opt", TocType::kWhiteout), TocMarker("etc/a", TocType::kWhiteout)};
   FsIndex fs;
   fs.Apply(lower);
   fs.Apply(upper);
@@ -99,11 +80,11 @@ TEST(FsIndex, WhiteoutRemovesPathAndChildren) {
 
 TEST(FsIndex, OpaqueDirHidesLowerButKeepsSameLayerEntries) {
   Toc lower;
-  lower.entries = {Dir("d"), File("d/old", "1"), File("d/-dash", "2")};
+  lower.entries = {TocDir("d"), TocFile("d/old", "1"), TocFile("d/-dash", "2")};
   Toc upper;
   // "d/-dash" sorts before the marker; it belongs to the upper layer and must survive.
-  upper.entries = {Dir("d", 0700), File("d/-dash", "new"), Marker("d", TocType::kOpaque),
-                   File("d/new", "3")};
+  upper.entries = {TocDir("d", 0700), TocFile("d/-dash", "new"), TocMarker("d", TocType::kOpaque),
+                   TocFile("d/new", "3")};
   FsIndex fs;
   fs.Apply(lower);
   fs.Apply(upper);
@@ -116,9 +97,9 @@ TEST(FsIndex, OpaqueDirHidesLowerButKeepsSameLayerEntries) {
 
 TEST(FsIndex, FileOverDirectoryReplacesSubtree) {
   Toc lower;
-  lower.entries = {Dir("x"), File("x/y", "1")};
+  lower.entries = {TocDir("x"), TocFile("x/y", "1")};
   Toc upper;
-  upper.entries = {File("x", "file now")};
+  upper.entries = {TocFile("x", "file now")};
   FsIndex fs;
   fs.Apply(lower);
   fs.Apply(upper);
@@ -129,20 +110,20 @@ TEST(FsIndex, FileOverDirectoryReplacesSubtree) {
 TEST(FsIndex, SubtreeDigestEqualAcrossLayerings) {
   // One layer with the final tree...
   Toc flat;
-  flat.entries = {Dir("app"), Dir("app/bin"), File("app/bin/tool", "v2", 0755),
-                  File("app/readme", "hi")};
+  flat.entries = {TocDir("app"), TocDir("app/bin"), TocFile("app/bin/tool", "v2", 0755),
+                  TocFile("app/readme", "hi")};
   FsIndex a;
   a.Apply(flat);
 
   // ...and three layers that arrive at the same tree through deletions and overwrites.
   Toc l1;
-  l1.entries = {Dir("app"), File("app/bin", "not yet a dir"), File("app/junk", "x"),
-                File("app/readme", "hi")};
+  l1.entries = {TocDir("app"), TocFile("app/bin", "not yet a dir"), TocFile("app/junk", "x"),
+                TocFile("app/readme", "hi")};
   Toc l2;
-  l2.entries = {Dir("app/bin"), File("app/bin/tool", "v1", 0755),
-                Marker("app/junk", TocType::kWhiteout)};
+  l2.entries = {TocDir("app/bin"), TocFile("app/bin/tool", "v1", 0755),
+                TocMarker("app/junk", TocType::kWhiteout)};
   Toc l3;
-  l3.entries = {File("app/bin/tool", "v2", 0755), Dir("other")};
+  l3.entries = {TocFile("app/bin/tool", "v2", 0755), TocDir("other")};
   FsIndex b;
   b.Apply(l1);
   b.Apply(l2);
@@ -154,8 +135,8 @@ TEST(FsIndex, SubtreeDigestEqualAcrossLayerings) {
   EXPECT_EQ(*da, *db);
   // The same content under another name gives the same digest: paths are relative.
   Toc moved;
-  moved.entries = {Dir("srv"), Dir("srv/bin"), File("srv/bin/tool", "v2", 0755),
-                   File("srv/readme", "hi")};
+  moved.entries = {TocDir("srv"), TocDir("srv/bin"), TocFile("srv/bin/tool", "v2", 0755),
+                   TocFile("srv/readme", "hi")};
   FsIndex c;
   c.Apply(moved);
   EXPECT_EQ(*c.SubtreeDigest("srv"), *da);
@@ -166,19 +147,19 @@ TEST(FsIndex, SubtreeDigestEqualAcrossLayerings) {
 TEST(FsIndex, SubtreeDigestSeesModeOwnerAndContent) {
   auto digest_with = [](TocEntry changed) {
     Toc t;
-    t.entries = {Dir("d"), std::move(changed)};
+    t.entries = {TocDir("d"), std::move(changed)};
     FsIndex fs;
     fs.Apply(t);
     return *fs.SubtreeDigest("d");
   };
-  Digest base = digest_with(File("d/f", "x"));
-  EXPECT_NE(base, digest_with(File("d/f", "y")));
-  EXPECT_NE(base, digest_with(File("d/f", "x", 0600)));
-  TocEntry owned = File("d/f", "x");
+  Digest base = digest_with(TocFile("d/f", "x"));
+  EXPECT_NE(base, digest_with(TocFile("d/f", "y")));
+  EXPECT_NE(base, digest_with(TocFile("d/f", "x", 0600)));
+  TocEntry owned = TocFile("d/f", "x");
   owned.uid = 1;
   EXPECT_NE(base, digest_with(owned));
-  EXPECT_NE(base, digest_with(File("d/g", "x")));
-  EXPECT_EQ(base, digest_with(File("d/f", "x")));
+  EXPECT_NE(base, digest_with(TocFile("d/g", "x")));
+  EXPECT_EQ(base, digest_with(TocFile("d/f", "x")));
 }
 
 TEST(FsIndex, HardlinkCountsAsItsTarget) {
@@ -187,9 +168,9 @@ TEST(FsIndex, HardlinkCountsAsItsTarget) {
   link.path = "d/b";
   link.type = TocType::kHardlink;
   link.link = "d/a";
-  with_link.entries = {Dir("d"), File("d/a", "same"), link};
+  with_link.entries = {TocDir("d"), TocFile("d/a", "same"), link};
   Toc with_copy;
-  with_copy.entries = {Dir("d"), File("d/a", "same"), File("d/b", "same")};
+  with_copy.entries = {TocDir("d"), TocFile("d/a", "same"), TocFile("d/b", "same")};
   FsIndex a, b;
   a.Apply(with_link);
   b.Apply(with_copy);
