@@ -10,6 +10,7 @@
 #include "frontend/unicode_util.h"
 #include "stagefarm/common/clean_path.h"
 #include "stagefarm/common/dockerfile_parser.h"
+#include "stagefarm/common/file_mode.h"
 #include "stagefarm/common/shell_words.h"
 
 namespace stagefarm::frontend {
@@ -1381,6 +1382,11 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     step.kind = add ? StepKind::kAdd : StepKind::kCopy;
     SF_ASSIGN_OR_RETURN(step.chown, expand(flags.String("chown")));
     SF_ASSIGN_OR_RETURN(step.chmod, expand(flags.String("chmod")));
+    if (!step.chmod.empty()) {
+      if (StatusOr<FileModeChange> mode = FileModeChange::Parse(step.chmod); !mode.ok()) {
+        return Wrap(node, mode.status());
+      }
+    }
     step.link = flags.Bool("link");
     for (const std::string& e : flags.Strings("exclude")) {
       SF_ASSIGN_OR_RETURN(std::string x, expand(e));

@@ -305,5 +305,19 @@ TEST(RunHeredoc, ShebangScriptRunsAsAFile) {
   EXPECT_TRUE(coordinator::MakeStepSpec(s.steps[2], "k", BuildRequest{}, {}).heredocs.empty());
 }
 
+// --- COPY/ADD --chmod: octal up to 07777 or symbolic, refused with BuildKit's message otherwise.
+
+TEST(CopyChmod, SymbolicAcceptedBadRefusedNamingIt) {
+  auto plan = Plan("FROM busybox\nCOPY --chmod=go-w a /a\nADD --chmod=u=rw,g=r,o=r b /b\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->target_stage().steps[0].chmod, "go-w");
+  EXPECT_EQ(plan->target_stage().steps[0].created_by, "COPY --chmod=go-w a /a # buildkit");
+  EXPECT_EQ(ErrorOf("FROM busybox\nCOPY --chmod=10000 a /a\n"),
+            "Dockerfile:2: COPY --chmod=10000 a /a: invalid chmod parameter: '10000'. it should be "
+            "octal string and between 0 and 07777");
+  EXPECT_EQ(ErrorOf("FROM busybox\nARG M=u+q\nCOPY --chmod=$M a /a\n"),
+            "Dockerfile:3: COPY --chmod=$M a /a: invalid chmod parameter: 'u+q'");
+}
+
 }  // namespace
 }  // namespace stagefarm::frontend
