@@ -984,9 +984,8 @@ Status Resolver::CheckStructure(const Node& node, bool in_onbuild) {
   // from= must hold no `$` but at its end.
   if (cmd == "copy" && flags.Used("from")) {
     const std::string from = flags.String("from");
-    StatusOr<std::string> bare = lex_.ProcessWord(from, [](const std::string&) {
-      return std::optional<std::string>();
-    });
+    StatusOr<std::string> bare =
+        lex_.ProcessWord(from, [](const std::string&) { return std::optional<std::string>(); });
     if (!bare.ok()) return Wrap(node, bare.status());
     if (*bare != from) {
       return Error(node,

@@ -33,11 +33,19 @@ std::string ErrorOf(const std::string& text, BuildOptions options = {}) {
 // --- HEALTHCHECK: the history text is Go's %q of the *HealthcheckConfig.
 
 TEST(Healthcheck, RetriesPrintAsAGoQuotedRune) {
-  const std::map<int, std::string> cases = {
-      {0, "'\\x00'"}, {2, "'\\x02'"},  {7, "'\\a'"},     {10, "'\\n'"},
-      {34, "'\"'"},    {39, "'\\''"},   {65, "'A'"},       {92, "'\\\\'"},
-      {127, "'\\x7f'"}, {133, "'\\u0085'"}, {233, "'\xC3\xA9'"}, {55296, "'\xEF\xBF\xBD'"},
-      {1114112, "'\xEF\xBF\xBD'"}};
+  const std::map<int, std::string> cases = {{0, "'\\x00'"},
+                                            {2, "'\\x02'"},
+                                            {7, "'\\a'"},
+                                            {10, "'\\n'"},
+                                            {34, "'\"'"},
+                                            {39, "'\\''"},
+                                            {65, "'A'"},
+                                            {92, "'\\\\'"},
+                                            {127, "'\\x7f'"},
+                                            {133, "'\\u0085'"},
+                                            {233, "'\xC3\xA9'"},
+                                            {55296, "'\xEF\xBF\xBD'"},
+                                            {1114112, "'\xEF\xBF\xBD'"}};
   for (const auto& [retries, quoted] : cases) {
     auto plan =
         Plan("FROM busybox\nHEALTHCHECK --retries=" + std::to_string(retries) + " CMD true\n");
@@ -58,14 +66,14 @@ TEST(Healthcheck, HistoryIsGoQuotedConfig) {
       "HEALTHCHECK NONE\n");
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   const ResolvedStage& s = plan->target_stage();
-  EXPECT_EQ(s.steps[0].created_by, "HEALTHCHECK &{[\"CMD\" \"true\"] \"5s\" \"3s\" \"0s\" \"0s\" '\\x02'}");
+  EXPECT_EQ(s.steps[0].created_by,
+            "HEALTHCHECK &{[\"CMD\" \"true\"] \"5s\" \"3s\" \"0s\" \"0s\" '\\x02'}");
   EXPECT_EQ(s.steps[1].created_by,
             "HEALTHCHECK &{[\"CMD-SHELL\" \"wget -q -O- \\\"http://x/\\\" || exit 1\"] \"30s\" "
             "\"0s\" \"1m30s\" \"2s\" 'A'}");
   EXPECT_EQ(s.steps[2].created_by,
             "HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"5m0s\" \"0s\" \"0s\" \"0s\" '\\x00'}");
-  EXPECT_EQ(s.steps[3].created_by,
-            "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}");
+  EXPECT_EQ(s.steps[3].created_by, "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}");
 }
 
 // --- ONBUILD: the trigger goes into the config, no history entry is written.
@@ -94,8 +102,8 @@ TEST(StageReference, CopyFromRefusesVariablesAndQuotes) {
             "Dockerfile:2: COPY --from=$X /a /b: " + reason);
   // Quotes around a flag's value are the parser's (as BuildKit's extractBuilderFlags), not words.
   for (const char* ref : {"a", "\"a\""}) {
-    auto plain = Plan(std::string("FROM busybox AS a\nFROM busybox\nCOPY --from=") + ref +
-                      " /a /b\n");
+    auto plain =
+        Plan(std::string("FROM busybox AS a\nFROM busybox\nCOPY --from=") + ref + " /a /b\n");
     ASSERT_TRUE(plain.ok()) << plain.status().ToString();
     EXPECT_EQ(plain->target_stage().steps[0].from_stage, 0);
   }
@@ -135,10 +143,10 @@ TEST(StageName, DuplicateNameWarnsAndTheLaterStageIsMeant) {
   options.build_args = {{"app", "m"}};
   auto plan = Plan(
       "ARG app\n"
-      "FROM busybox AS m\nRUN echo one\n"     // 0
-      "FROM busybox AS final\nRUN echo a\n"   // 1
-      "FROM busybox AS m\nRUN echo two\n"     // 2
-      "FROM ${app} AS final\nRUN echo b\n",   // 3
+      "FROM busybox AS m\nRUN echo one\n"    // 0
+      "FROM busybox AS final\nRUN echo a\n"  // 1
+      "FROM busybox AS m\nRUN echo two\n"    // 2
+      "FROM ${app} AS final\nRUN echo b\n",  // 3
       options);
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   EXPECT_EQ(plan->target_stage().index, 3);
@@ -236,7 +244,8 @@ TEST(PredefinedArg, TargetStageIsTheTargetOrTheLastStageOrDefault) {
   // Not in the environment before its ARG.
   auto plan = Plan("FROM busybox\nRUN echo $TARGETSTAGE\n");
   ASSERT_TRUE(plan.ok());
-  EXPECT_EQ(plan->target_stage().steps[0].created_by, "RUN /bin/sh -c echo $TARGETSTAGE # buildkit");
+  EXPECT_EQ(plan->target_stage().steps[0].created_by,
+            "RUN /bin/sh -c echo $TARGETSTAGE # buildkit");
   for (const std::string& e : plan->target_stage().steps[0].env) {
     EXPECT_NE(e.rfind("TARGETSTAGE=", 0), 0u) << e;
   }
@@ -248,8 +257,8 @@ TEST(PredefinedArg, ProxyReachesRunInBothCasesAndStaysOutOfHistory) {
   auto plan = Plan("FROM busybox\nRUN env\n", options);
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
   const ResolvedStep& run = plan->target_stage().steps[0];
-  EXPECT_EQ(run.env, (Strings{"PATH=/bin", "HTTP_PROXY=hp", "http_proxy=hp", "NO_PROXY=np",
-                              "no_proxy=np"}));
+  EXPECT_EQ(run.env,
+            (Strings{"PATH=/bin", "HTTP_PROXY=hp", "http_proxy=hp", "NO_PROXY=np", "no_proxy=np"}));
   EXPECT_EQ(run.created_by, "RUN /bin/sh -c env # buildkit");
 }
 
@@ -257,8 +266,8 @@ TEST(PredefinedArg, ProxyReachesRunInBothCasesAndStaysOutOfHistory) {
 
 TEST(SyntaxDirective, OnlyTheBuiltInFrontendIsAccepted) {
   for (const char* ok : {"docker/dockerfile:1", "docker/dockerfile:1.4", "docker/dockerfile:1.18.0",
-                         "docker.io/docker/dockerfile:1", "docker/dockerfile", "docker/dockerfile:1-labs",
-                         "docker/dockerfile:1.7-labs",
+                         "docker.io/docker/dockerfile:1", "docker/dockerfile",
+                         "docker/dockerfile:1-labs", "docker/dockerfile:1.7-labs",
                          "docker/dockerfile:1@sha256:"
                          "9857836c9ee4268391bb5b09f9f157f3c91bb15821bb77969642813b0d00518d"}) {
     EXPECT_EQ(ErrorOf(std::string("# syntax=") + ok + "\nFROM busybox\n"), "(built)") << ok;
@@ -277,8 +286,8 @@ TEST(SyntaxDirective, OnlyTheBuiltInFrontendIsAccepted) {
   EXPECT_NE(ErrorOf("#syntax=foobar\nfrom busybox\nBOGUS\n").find("foobar"), std::string::npos);
   BuildOptions options;
   options.build_args = {{"BUILDKIT_SYNTAX", "foobar"}};
-  EXPECT_EQ(ErrorOf("# syntax=docker/dockerfile:1\nFROM busybox\n", options).rfind(
-                "--build-arg BUILDKIT_SYNTAX=foobar: stagefarm cannot run", 0),
+  EXPECT_EQ(ErrorOf("# syntax=docker/dockerfile:1\nFROM busybox\n", options)
+                .rfind("--build-arg BUILDKIT_SYNTAX=foobar: stagefarm cannot run", 0),
             0u);
 }
 
