@@ -65,7 +65,7 @@ class ContextSource : public CopySource {
     return WriteBlob(cache_, file.digest, path, "the build context", out_fd);
   }
 
- private:
+  // A tree entry as a source entry (a git checkout's too: RemoteSource).
   static SourceEntry Convert(const TreeEntry& e) {
     SourceEntry s;
     s.name = e.name;
@@ -85,11 +85,13 @@ class ContextSource : public CopySource {
     }
     return s;
   }
+
+ private:
   CacheClient& cache_;
   ContextTree tree_;
 };
 
-// ---- files fetched from http(s) URLs ----------------------------------------------------------
+// ---- files fetched from http(s) URLs, and git checkouts ---------------------------------------
 
 class RemoteSource : public CopySource {
  public:
@@ -98,24 +100,55 @@ class RemoteSource : public CopySource {
   std::string Describe() const override { return "remote URLs"; }
 
   StatusOr<std::optional<SourceEntry>> Stat(const std::string& url) override {
-    const RemoteFile* f = FindRemoteFile(files_, url);
+    const RemoteFile* f = Find(url, /*below=*/false);
     if (!f) return std::optional<SourceEntry>();
     SourceEntry e;
+    e.mtime = timespec{static_cast<time_t>(f->mtime), 0};
+    e.digest = f->digest;
+    if (!f->commit.empty()) {
+      // The root of the checkout, a directory as BuildKit's git source makes it.
+      e.type = SourceEntry::Type::kDir;
+      e.mode = 0755;
+      return std::optional<SourceEntry>(std::move(e));
+    }
     e.name = RemoteFileName(url);
     e.type = SourceEntry::Type::kFile;
     e.mode = 0600;  // BuildKit's http source; --chmod overrides it
-    e.mtime = timespec{static_cast<time_t>(f->mtime), 0};
-    e.digest = f->digest;
     return std::optional<SourceEntry>(std::move(e));
   }
-  StatusOr<std::vector<SourceEntry>> List(const std::string& url, const SourceEntry&) override {
-    return FailedPreconditionError(url + " is a file, not a directory");
+  // The entries of a directory of a git checkout (`path` is "<url>/<dir>"): as the context's,
+  // all with the commit's time (BuildKit's are as old as its checkout).
+  StatusOr<std::vector<SourceEntry>> List(const std::string& path,
+                                          const SourceEntry& dir) override {
+    const RemoteFile* f = Find(path, /*below=*/true);
+    if (!f || f->commit.empty()) {
+      return FailedPreconditionError(path + " is a file, not a directory");
+    }
+    ContextTree tree(cache_, f->digest);
+    SF_ASSIGN_OR_RETURN(TreeNode node, tree.ReadNode(dir.digest));
+    std::vector<SourceEntry> out;
+    for (const TreeEntry& t : node.entries) {
+      out.push_back(ContextSource::Convert(t));
+      out.back().mtime = timespec{static_cast<time_t>(f->mtime), 0};
+    }
+    return out;
   }
   Status WriteContent(const std::string& url, const SourceEntry& file, int out_fd) override {
     return WriteBlob(cache_, file.digest, url, "the store", out_fd);
   }
 
  private:
+  // The file or repository `path` names, or with `below` the repository it is in. The step's
+  // files are the coordinator's pick for its flags (FindRemoteFile), one per URL.
+  const RemoteFile* Find(const std::string& path, bool below) const {
+    const RemoteFile* found = nullptr;
+    for (const RemoteFile& r : files_) {
+      bool match = path == r.url || (below && !r.commit.empty() && path.starts_with(r.url + "/"));
+      if (match && (!found || r.url.size() > found->url.size())) found = &r;
+    }
+    return found;
+  }
+
   CacheClient& cache_;
   std::vector<RemoteFile> files_;
 };
@@ -588,13 +621,26 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
       }
     }
     if (m.entry.type == SourceEntry::Type::kDir) {
+      Applier& from = m.remote ? *remote_apply : apply;
+      // A git checkout is copied as its root directory (BuildKit's ADD): a new dest takes the
+      // root's mode and time, and --chown and --chmod; an existing directory keeps its own.
+      if (m.remote && !dest_clean.empty() &&
+          !OpenInRoot(root.get(), dest_clean, O_PATH | O_DIRECTORY).ok()) {
+        size_t slash = dest_clean.rfind('/');
+        std::string parent = slash == std::string::npos ? "" : dest_clean.substr(0, slash);
+        SF_ASSIGN_OR_RETURN(UniqueFd parent_fd,
+                            MakeDirsInRoot(root.get(), parent, 0755, dir_uid, dir_gid));
+        SF_RETURN_IF_ERROR(from.Copy(m.path, m.entry, parent_fd.get(),
+                                     dest_clean.substr(slash + 1), shown_base));
+        continue;
+      }
       // "COPY dir /x" copies dir's contents into /x.
       SF_ASSIGN_OR_RETURN(UniqueFd dir,
                           MakeDirsInRoot(root.get(), dest_clean, 0755, dir_uid, dir_gid));
       UniqueFd dir_rw(::openat(dir.get(), ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
       if (!dir_rw) return ErrnoError("open " + shown_base, errno);
       SF_RETURN_IF_ERROR(
-          apply.CopyContents(m.path, m.entry, dir_rw.get(), shown_base == "/" ? "" : shown_base));
+          from.CopyContents(m.path, m.entry, dir_rw.get(), shown_base == "/" ? "" : shown_base));
       continue;
     }
     std::string parent, name;
