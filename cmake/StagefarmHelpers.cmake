@@ -20,6 +20,6 @@ function(stagefarm_test)
   target_compile_definitions(${ARG_NAME} PRIVATE
     STAGEFARM_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     STAGEFARM_BINARY="${CMAKE_BINARY_DIR}/cli/stagefarm"
-    STAGEFARM_SHARED_DIR="${PROJECT_SOURCE_DIR}/../shared")
+    STAGEFARM_CONFORMANCE_DIR="${PROJECT_SOURCE_DIR}/tests/conformance")
   gtest_discover_tests(${ARG_NAME} PROPERTIES LABELS "${ARG_LABELS}" DISCOVERY_TIMEOUT 60)
 endfunction()

@@ -682,7 +682,9 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
       }
     }
     st.last_key = st.keys[i] = StepKey(st.last_key, step, sources_digest);
-    st.history.push_back(HistoryEntry{{}, step.created_by, {}, !step.makes_layer()});
+    // The comment BuildKit's Dockerfile frontend gives every entry it writes.
+    st.history.push_back(
+        HistoryEntry{{}, step.created_by, "buildkit.dockerfile.v0", !step.makes_layer()});
     if (!step.makes_layer()) continue;
     BuildEvent e;
     e.stage = rs.display_name;

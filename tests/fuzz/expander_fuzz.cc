@@ -1,6 +1,6 @@
 // Fuzz target: variable expansion and word splitting (ShellLex). The input's first byte picks the
 // lexer options; the rest is taken a line at a time, each line one word, so the conformance files
-// (../shared/conformance/dockerfile/expansion/*) are seeds as they are.
+// (tests/conformance/dockerfile/expansion/*) are seeds as they are.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>

@@ -1,6 +1,6 @@
 // Fuzz target: the Dockerfile parser and resolution (build_plan) on arbitrary text. Any input
 // must give a plan or an error, never a crash, a sanitizer report or a hang. Seeded from
-// ../shared/conformance/dockerfile/parser*/ (see CMakeLists.txt).
+// tests/conformance/dockerfile/parser*/ (see CMakeLists.txt).
 #include <cstddef>
 #include <cstdint>
 #include <string_view>

@@ -1,9 +1,13 @@
-// golden-flatten IMAGE [--base BASE]: prints the flattened listing of an image (a docker-archive
-// tar or an OCI layout directory) as JSON; with --base, only what differs from BASE, the form of
-// tests/golden/fs-cases/*/expected.json. Used by scripts/regen-docker-golden on `docker save`
-// output; golden_fs_test lists stagefarm's images with the same code.
+// golden-flatten IMAGE [--base BASE] [--compare EXPECTED]: prints the flattened listing of an
+// image (a docker-archive tar, an OCI archive tar or an OCI layout directory) as JSON; with
+// --base, only what differs from BASE, the form of tests/golden/fs-cases/*/expected.json. With
+// --compare, prints how the listing differs from EXPECTED instead and exits 1 if it does.
+// scripts/regen-golden writes expected.json with it from BuildKit's OCI archives,
+// scripts/golden-check compares stagefarm's images with it; golden_fs_test uses the same code.
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include "golden/image_listing.h"
@@ -34,11 +38,13 @@ std::string Format(const nlohmann::json& listing) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string image, base;
+  std::string image, base, compare;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--base" && i + 1 < argc) {
       base = argv[++i];
+    } else if (arg == "--compare" && i + 1 < argc) {
+      compare = argv[++i];
     } else if (image.empty() && !arg.starts_with("-")) {
       image = arg;
     } else {
@@ -47,7 +53,7 @@ int main(int argc, char** argv) {
     }
   }
   if (image.empty()) {
-    std::cerr << "usage: golden-flatten IMAGE [--base BASE_IMAGE]\n";
+    std::cerr << "usage: golden-flatten IMAGE [--base BASE_IMAGE] [--compare EXPECTED_JSON]\n";
     return 2;
   }
   auto listing = stagefarm::golden::FlattenImage(image);
@@ -63,6 +69,29 @@ int main(int argc, char** argv) {
       return 1;
     }
     out = stagefarm::golden::DiffFromBase(*base_listing, out);
+  }
+  if (!compare.empty()) {
+    std::ifstream in(compare);
+    std::stringstream text;
+    text << in.rdbuf();
+    nlohmann::json expected = nlohmann::json::parse(text.str(), nullptr, false);
+    if (!in || !expected.is_object()) {
+      std::cerr << "golden-flatten: " << compare << " is missing or not JSON\n";
+      return 2;
+    }
+    // known-differences.txt beside the expected file: the case's deliberate deviations.
+    const std::string dir = compare.find('/') == std::string::npos
+                                ? "."
+                                : compare.substr(0, compare.rfind('/'));
+    auto known = stagefarm::golden::ReadKnownDifferences(dir + "/known-differences.txt");
+    if (!known.ok()) {
+      std::cerr << "golden-flatten: " << known.status().ToString() << "\n";
+      return 2;
+    }
+    std::string differences = stagefarm::golden::SetAsideKnownDifferences(*known, expected, out);
+    differences += stagefarm::golden::DescribeDifferences(expected, out);
+    std::cout << differences;
+    return differences.empty() ? 0 : 1;
   }
   std::cout << Format(out);
   return 0;

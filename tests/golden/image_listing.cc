@@ -4,10 +4,13 @@
 #include <archive_entry.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
+#include <regex>
 #include <set>
 #include <sstream>
 
@@ -109,17 +112,21 @@ std::string BlobPath(const json& descriptor) {
                                                digest.substr(colon + 1);
 }
 
-// The config blob's name and the layer blobs' names, bottom first.
+// The config blob's name and the layer blobs' names, bottom first. A tar is a docker archive
+// (manifest.json) or an OCI archive (index.json, as `buildctl --output type=oci` writes).
 StatusOr<std::pair<std::string, std::vector<std::string>>> Locate(const BlobSource& src) {
   std::vector<std::string> layers;
-  if (!std::filesystem::is_directory(src.path())) {
-    SF_ASSIGN_OR_RETURN(json manifest, src.Json("manifest.json"));
-    if (!manifest.is_array() || manifest.empty() || !manifest[0]["Config"].is_string() ||
-        !manifest[0]["Layers"].is_array()) {
-      return InvalidArgumentError(src.path() + ": manifest.json has no Config and Layers");
+  const bool is_dir = std::filesystem::is_directory(src.path());
+  if (!is_dir) {
+    auto manifest = src.Json("manifest.json");
+    if (manifest.ok()) {
+      if (!manifest->is_array() || manifest->empty() || !(*manifest)[0]["Config"].is_string() ||
+          !(*manifest)[0]["Layers"].is_array()) {
+        return InvalidArgumentError(src.path() + ": manifest.json has no Config and Layers");
+      }
+      for (const auto& l : (*manifest)[0]["Layers"]) layers.push_back(l.get<std::string>());
+      return std::make_pair((*manifest)[0]["Config"].get<std::string>(), layers);
     }
-    for (const auto& l : manifest[0]["Layers"]) layers.push_back(l.get<std::string>());
-    return std::make_pair(manifest[0]["Config"].get<std::string>(), layers);
   }
   SF_ASSIGN_OR_RETURN(json index, src.Json("index.json"));
   json desc = index.value("manifests", json::array()).empty() ? json() : index["manifests"][0];
@@ -277,26 +284,49 @@ class Flattener {
   char buf_[65536];
 };
 
-// The config fields docker and stagefarm must agree on; empty values are left out (docker
-// writes null where others write nothing).
+// The whole container config of an image ("config" of the image config), without its null and
+// empty members (one image writer says null or {} where another writes nothing); a
+// healthcheck's zero durations are the defaults, and left out too.
 json ConfigFields(const json& image_config) {
-  static const char* kFields[] = {"Env",     "Cmd",    "Entrypoint", "WorkingDir",
-                                  "User",    "ExposedPorts", "Volumes", "Labels",
-                                  "StopSignal", "Healthcheck", "Shell"};
   json out = json::object();
   const json config = image_config.value("config", json::object());
-  for (const char* f : kFields) {
-    if (!config.contains(f)) continue;
-    json v = config[f];
-    if (v.is_object()) {
-      for (auto it = v.begin(); it != v.end();) {
-        it = (it.value().is_null() || it.value() == 0) && f == std::string("Healthcheck")
-                 ? v.erase(it)
-                 : std::next(it);
-      }
+  if (!config.is_object()) return out;
+  for (auto it = config.begin(); it != config.end(); ++it) {
+    const json& v = it.value();
+    if (v.is_null() || ((v.is_object() || v.is_array() || v.is_string()) && v.empty())) continue;
+    out[it.key()] = v;
+  }
+  if (out.contains("Healthcheck") && out["Healthcheck"].is_object()) {
+    json& h = out["Healthcheck"];
+    for (auto it = h.begin(); it != h.end();) {
+      it = it.value().is_null() || it.value() == 0 ? h.erase(it) : std::next(it);
     }
-    if (v.is_null() || v.empty() || v == "") continue;
-    out[f] = v;
+  }
+  return out;
+}
+
+// The image's own fields beside the container config (architecture, os, variant, author).
+json ImageFields(const json& image_config) {
+  json out = json::object();
+  for (const char* f : {"architecture", "os", "variant", "os.version", "author"}) {
+    if (image_config.contains(f) && image_config[f].is_string() &&
+        !image_config[f].get<std::string>().empty()) {
+      out[f] = image_config[f];
+    }
+  }
+  return out;
+}
+
+// History entries without their times: created_by, comment, author, and empty_layer when true.
+json HistoryFields(const json& image_config) {
+  json out = json::array();
+  for (const auto& h : image_config.value("history", json::array())) {
+    json entry = json::object();
+    for (const char* f : {"created_by", "comment", "author"}) {
+      if (h.contains(f) && h[f].is_string() && !h[f].get<std::string>().empty()) entry[f] = h[f];
+    }
+    if (h.value("empty_layer", false)) entry["empty_layer"] = true;
+    out.push_back(std::move(entry));
   }
   return out;
 }
@@ -317,6 +347,9 @@ StatusOr<nlohmann::json> FlattenImage(const std::string& path) {
   SF_ASSIGN_OR_RETURN(json config, src.Json(located.first));
   json listing = flattener->Listing();
   listing["config"] = ConfigFields(config);
+  listing["image"] = ImageFields(config);
+  listing["history"] = HistoryFields(config);
+  listing["layers"] = located.second.size();
   return listing;
 }
 
@@ -334,10 +367,85 @@ nlohmann::json DiffFromBase(const nlohmann::json& base, const nlohmann::json& im
   for (const auto& [path, f] : before) {
     if (!present.count(path)) deleted.push_back(path);
   }
+  // The history and the layers the image adds to its base (all of them if it does not start
+  // with the base's: FROM scratch).
+  const json base_history = base.value("history", json::array());
+  json history = image.value("history", json::array());
+  const size_t base_layers = base.value("layers", size_t{0});
+  size_t layers = image.value("layers", size_t{0});
+  if (history.size() >= base_history.size() &&
+      std::equal(base_history.begin(), base_history.end(), history.begin()) &&
+      layers >= base_layers) {
+    history.erase(history.begin(), history.begin() + static_cast<long>(base_history.size()));
+    layers -= base_layers;
+  }
   return {{"files", files},
           {"deleted", deleted},
           {"hardlinks", image["hardlinks"]},
-          {"config", image["config"]}};
+          {"config", image["config"]},
+          {"image", image.value("image", json::object())},
+          {"history", history},
+          {"layers", layers}};
+}
+
+StatusOr<KnownDifferences> ReadKnownDifferences(const std::string& file) {
+  KnownDifferences known;
+  std::ifstream in(file);
+  std::string line;
+  static const std::regex kHistory(R"(history\[([0-9]+)\])");
+  for (int n = 1; std::getline(in, line); ++n) {
+    line = line.substr(0, line.find('#'));
+    line.erase(0, line.find_first_not_of(" \t"));
+    line.erase(line.find_last_not_of(" \t") + 1);
+    std::smatch m;
+    if (line.empty()) continue;
+    if (line.starts_with("/")) {
+      known.paths.insert(line);
+    } else if (std::regex_match(line, m, kHistory)) {
+      known.history.insert(std::stoul(m[1]));
+    } else {
+      return InvalidArgumentError(file + ":" + std::to_string(n) +
+                                  ": neither a path nor history[N]: " + line);
+    }
+  }
+  return known;
+}
+
+std::string SetAsideKnownDifferences(const KnownDifferences& known, nlohmann::json& expected,
+                                     nlohmann::json& actual) {
+  std::ostringstream stale;
+  auto entry_at = [](const json& listing, const std::string& path) -> json {
+    for (const auto& f : listing.value("files", json::array())) {
+      if (f["path"] == path) return f;
+    }
+    return nullptr;
+  };
+  for (const auto& path : known.paths) {
+    if (entry_at(expected, path) == entry_at(actual, path)) {
+      stale << path << " now matches BuildKit: remove it from known-differences.txt\n";
+    }
+  }
+  auto drop = [&](json& listing) {
+    json kept = json::array();
+    for (const auto& f : listing.value("files", json::array())) {
+      if (!known.paths.count(f["path"].get<std::string>())) kept.push_back(f);
+    }
+    listing["files"] = kept;
+    // A known history entry compares as null on both sides; the others keep their places.
+    for (size_t i : known.history) {
+      if (listing.contains("history") && i < listing["history"].size()) listing["history"][i] = nullptr;
+    }
+  };
+  for (size_t i : known.history) {
+    const json e = expected.value("history", json::array());
+    const json a = actual.value("history", json::array());
+    if (i < e.size() && i < a.size() && e[i] == a[i]) {
+      stale << "history[" << i << "] now matches BuildKit: remove it from known-differences.txt\n";
+    }
+  }
+  drop(expected);
+  drop(actual);
+  return stale.str();
 }
 
 std::string DescribeDifferences(const nlohmann::json& expected, const nlohmann::json& actual) {
@@ -359,11 +467,11 @@ std::string DescribeDifferences(const nlohmann::json& expected, const nlohmann::
   for (const auto& p : paths) {
     json ej = e.count(p) ? e[p] : json();
     json aj = a.count(p) ? a[p] : json();
-    if (ej != aj) out << p << ":\n  docker:    " << Line(ej) << "\n  stagefarm: " << Line(aj) << "\n";
+    if (ej != aj) out << p << ":\n  BuildKit:  " << Line(ej) << "\n  stagefarm: " << Line(aj) << "\n";
   }
   for (const char* key : {"deleted", "hardlinks"}) {
     if (expected.value(key, json::array()) != actual.value(key, json::array())) {
-      out << key << ":\n  docker:    " << Line(expected.value(key, json::array()))
+      out << key << ":\n  BuildKit:  " << Line(expected.value(key, json::array()))
           << "\n  stagefarm: " << Line(actual.value(key, json::array())) << "\n";
     }
   }
@@ -376,8 +484,25 @@ std::string DescribeDifferences(const nlohmann::json& expected, const nlohmann::
     json ev = ec.contains(f) ? ec[f] : json();
     json av = ac.contains(f) ? ac[f] : json();
     if (ev != av) {
-      out << "config " << f << ":\n  docker:    " << Line(ev) << "\n  stagefarm: " << Line(av)
+      out << "config " << f << ":\n  BuildKit:  " << Line(ev) << "\n  stagefarm: " << Line(av)
           << "\n";
+    }
+  }
+  const json eh = expected.value("history", json::array());
+  const json ah = actual.value("history", json::array());
+  for (size_t i = 0; i < std::max(eh.size(), ah.size()); ++i) {
+    json ev = i < eh.size() ? eh[i] : json();
+    json av = i < ah.size() ? ah[i] : json();
+    if (ev != av) {
+      out << "history[" << i << "]:\n  BuildKit:  " << Line(ev) << "\n  stagefarm: " << Line(av)
+          << "\n";
+    }
+  }
+  for (const char* key : {"image", "layers"}) {
+    json ev = expected.contains(key) ? expected[key] : json();
+    json av = actual.contains(key) ? actual[key] : json();
+    if (ev != av) {
+      out << key << ":\n  BuildKit:  " << Line(ev) << "\n  stagefarm: " << Line(av) << "\n";
     }
   }
   return out.str();

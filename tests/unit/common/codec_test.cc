@@ -41,6 +41,7 @@ StageTask SampleTask() {
   copy.remote_files = {RemoteFile{"https://example.com/a.tgz", D('f', 5), 1700000001},
                        RemoteFile{"git://h/r#v1", D('f', 6), 1600000000,
                                   "92ecbf1ffcc322d4e27c0a210ba0f39b14039c4e", true}};
+  copy.heredocs = {HeredocFile{"EOF", std::string("line\n\0bytes", 11)}, HeredocFile{"B", ""}};
   StepSpec workdir;
   workdir.key = "k3";
   workdir.kind = StepKind::kWorkdir;

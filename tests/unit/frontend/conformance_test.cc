@@ -1,4 +1,4 @@
-// Conformance with BuildKit's Dockerfile frontend, data-driven from the shared test data
+// Conformance with BuildKit's Dockerfile frontend, data-driven from BuildKit's test data kept in tests/conformance
 // (conformance/dockerfile/{parser,parser-negative,expansion}).
 #include <gtest/gtest.h>
 
@@ -16,7 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path DataDir() { return fs::path(STAGEFARM_SHARED_DIR) / "conformance" / "dockerfile"; }
+fs::path DataDir() { return fs::path(STAGEFARM_CONFORMANCE_DIR) / "dockerfile"; }
 
 std::string ReadFile(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
