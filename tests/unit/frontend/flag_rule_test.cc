@@ -125,7 +125,8 @@ const std::vector<FlagCase>& Cases() {
       {"add", "keep-git-dir", "FROM busybox\nADD https://h/r.git /r\n",
        "FROM busybox\nADD --keep-git-dir https://h/r.git /r\n",
        [](const ResolvedStep& s) { return Opt(s.keep_git_dir); },
-       Pending{"StepSpec git source: keep_git_dir (bool)", "add-git"}},
+       KeyOnly{"the client checks the repository out with its .git (FetchGitSource) and the "
+               "coordinator sends the worker that checkout (FindRemoteFile by keep_git_dir)"}},
       {"add", "checksum", "FROM busybox\nADD https://h/f /f\n",
        "FROM busybox\nADD --checksum=sha256:" + std::string(64, 'a') + " https://h/f /f\n",
        [](const ResolvedStep& s) { return s.checksum; },
