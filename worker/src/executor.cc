@@ -59,33 +59,6 @@ bool Lexists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-// Removes from `upper` what the runtime created only as mount points, so it never reaches the
-// layer: the files under /etc it bind-mounts over (the step cannot have changed them: its writes
-// went to our per-step copies) and /proc, /sys, /dev when empty. Parent dirs the runtime created
-// (e.g. /etc in an image without one) go too, when they did not exist before and are empty now.
-void RemoveMountPoints(const std::string& upper, const std::vector<std::string>& missing_before) {
-  // Resolved below the upper dir without following symlinks: the step may have replaced /etc (or
-  // any directory) by a symlink to the host's files.
-  UniqueFd upper_fd(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!upper_fd) return;
-  std::string name;
-  for (const auto& point : SandboxMountPoints()) {
-    auto parent = OpenParentNoFollow(upper_fd.get(), point, &name);
-    struct stat st;
-    if (!parent.ok() || ::fstatat(parent->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      continue;
-    }
-    if (S_ISDIR(st.st_mode)) {
-      // ENOTEMPTY: the step put something there, keep it
-      ::unlinkat(parent->get(), name.c_str(), AT_REMOVEDIR);
-    } else if (point.rfind("etc/", 0) == 0) {
-      ::unlinkat(parent->get(), name.c_str(), 0);
-    }
-  }
-  // Top-level names: AT_REMOVEDIR never follows a symlink (ENOTDIR).
-  for (const auto& dir : missing_before) ::unlinkat(upper_fd.get(), dir.c_str(), AT_REMOVEDIR);
-}
-
 // Writes `dir` as a layer straight into a streamed upload, without a tar on the worker's disk.
 // Measured with a 512 MiB layer: the tar file cost 1.2 s of a 5.5 s step, and the worker's own
 // hash is all the upload has to wait for.
@@ -282,9 +255,12 @@ Status Executor::RunStep(StepContext& ctx) {
     auto wd = MakeDirsInRoot(root_fd.get(), workdir, 0755, user->uid, user->gid);
     if (!wd.ok()) return wd.status().Annotate(prefix + "WORKDIR " + workdir);
 
-    std::vector<std::string> missing_before;
-    for (const char* p : {"etc", "proc", "sys", "dev"}) {
-      if (!Lexists(merged + "/" + p)) missing_before.push_back(p);
+    // The mount points /proc, /sys and /dev stay in the layer, as in BuildKit's: made here as
+    // runc makes them (0755, root's) when the image lacks them.
+    for (const char* p : {"proc", "sys", "dev"}) {
+      if (Lexists(merged + "/" + p)) continue;
+      auto made = MakeDirsInRoot(root_fd.get(), p, 0755, 0, 0);
+      if (!made.ok()) return made.status().Annotate(prefix + "making /" + p);
     }
     // RUN --mount: held until the command is done; their mount points never reach the layer.
     RunMountEnv mount_env{&layers_,       &ctx.cache,    &caches_, &ctx.task.secrets,
@@ -299,8 +275,16 @@ Status Executor::RunStep(StepContext& ctx) {
     }
     auto run_mounts = PrepareRunMounts(step.mounts, mount_env);
     if (!run_mounts.ok()) return run_mounts.status().Annotate(prefix.substr(0, prefix.size() - 2));
-    SF_ASSIGN_OR_RETURN(MountStubs stubs,
-                        MountStubs::Record(root_fd.get(), upper, run_mounts->targets()));
+    // The stubs of the files bound over /etc go as those of the RUN --mount targets do (not
+    // through a symlink: MountStubs would make a dangling one's target a directory).
+    std::vector<std::string> stub_targets = run_mounts->targets();
+    for (const std::string& file : SandboxMountPoints()) {
+      struct stat st;
+      if (::lstat((merged + file).c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) {
+        stub_targets.push_back(file);
+      }
+    }
+    SF_ASSIGN_OR_RETURN(MountStubs stubs, MountStubs::Record(root_fd.get(), upper, stub_targets));
     SandboxConfig config;
     config.args = step.argv;
     config.env = step.env;
@@ -312,7 +296,6 @@ Status Executor::RunStep(StepContext& ctx) {
     config.isolated_network = step.network == "none" || options_.network_policy == "none";
     config.hosts_file = d + "/hosts";
     config.resolv_conf_file = d + "/resolv.conf";
-    config.hostname_file = d + "/hostname";
     config.cpus = options_.cpus;
     // Unique on the host: container ids name cgroups, and an embedded farm runs several
     // executors in one process.
@@ -334,7 +317,6 @@ Status Executor::RunStep(StepContext& ctx) {
                                          "\n"
                                          "::1\tlocalhost ip6-localhost ip6-loopback\n"));
     SF_RETURN_IF_ERROR(WriteFile(config.resolv_conf_file, ResolvConf()));
-    SF_RETURN_IF_ERROR(WriteFile(config.hostname_file, config.hostname + "\n"));
     // With secrets in its env, config.json stays on the step's private tmpfs, off the disk.
     std::string bundle = d + "/bundle";
     if (!run_mounts->private_dir().empty()) {
@@ -381,7 +363,6 @@ Status Executor::RunStep(StepContext& ctx) {
                                               std::to_string(*exit_code));
     }
     stubs.Remove(upper);
-    RemoveMountPoints(upper, missing_before);
   } else if (step.kind == StepKind::kWorkdir) {
     // BuildKit's WORKDIR: mkdir -p, 0755, the directories it makes owned by USER (resolved as
     // --chown is); an existing directory is left alone (the layer is then empty).

@@ -475,19 +475,25 @@ StatusOr<MountStubs> MountStubs::Record(int root_fd, const std::string& upper,
                                         const std::vector<std::string>& targets) {
   MountStubs stubs;
   std::set<std::string> created, parents;
+  std::vector<std::string> target_dirs;  // the directories holding the targets
   for (const std::string& target : targets) {
     const std::string rel = CleanSlashPath(target).substr(1);  // targets are absolute
     std::string dangling, dangling_parent;
     // An error is the runtime's to report, when it fails the same way.
-    WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent).IgnoreError();
-    if (dangling.empty()) continue;
-    // A symlink on the way leads nowhere yet: runc makes the directories it names (and docker
-    // build runs the step), crun refuses ("openat2 ...: No such file or directory"). They are
-    // made here, as runc would, and are stubs like those the runtime makes below them.
-    auto to = SymlinkTargetInRoot(root_fd, dangling, dangling_parent);
-    if (!to.ok() || !MakeDirsThrough(root_fd, *to, &created, &parents, 1).ok()) continue;
-    dangling.clear();
-    WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent).IgnoreError();
+    Status walked = WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent);
+    if (!dangling.empty()) {
+      // A symlink on the way leads nowhere yet: runc makes the directories it names (and docker
+      // build runs the step), crun refuses ("openat2 ...: No such file or directory"). They are
+      // made here, as runc would, and are stubs like those the runtime makes below them.
+      auto to = SymlinkTargetInRoot(root_fd, dangling, dangling_parent);
+      if (!to.ok() || !MakeDirsThrough(root_fd, *to, &created, &parents, 1).ok()) continue;
+      dangling.clear();
+      walked = WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent);
+    }
+    const size_t slash = rel.rfind('/');
+    if (walked.ok() && dangling.empty() && slash != std::string::npos) {
+      target_dirs.push_back(rel.substr(0, slash));
+    }
   }
   // Every directory above a created stub is copied up to the upper dir.
   for (const std::string& p : std::set<std::string>(parents)) {
@@ -504,6 +510,12 @@ StatusOr<MountStubs> MountStubs::Record(int root_fd, const std::string& upper,
     stubs.parents_.push_back(Parent{p, st.st_mode & 07777, st.st_uid, st.st_gid});
   }
   stubs.created_.assign(created.begin(), created.end());
+  // The directories above the targets are made here, after the copy-ups above were recorded, as
+  // runc makes them (0755; crun's are 01755): one the step writes into stays in the layer with
+  // BuildKit's mode. An error is the runtime's to report.
+  for (const std::string& dir : target_dirs) {
+    MakeDirsInRoot(root_fd, dir, 0755, 0, 0).status().IgnoreError();
+  }
   return stubs;
 }
 

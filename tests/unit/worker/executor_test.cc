@@ -119,6 +119,8 @@ class ExecutorTest : public WorkerFixture {
   int tasks_ = 0;
 };
 
+// As BuildKit's: the files bind-mounted over /etc are stubs that never reach the layer, while
+// the mount points /proc, /sys and /dev the image lacked stay in it as runc makes them.
 TEST_F(ExecutorTest, RunWritesFileIntoLayerWithoutRuntimeMountPoints) {
   Executor ex(options_);
   TaskDone done = Execute(ex, Task({Run("echo hi > /hello; echo done", "k1")}));
@@ -127,15 +129,36 @@ TEST_F(ExecutorTest, RunWritesFileIntoLayerWithoutRuntimeMountPoints) {
   EXPECT_EQ(log_, "done\n");
   auto toc = TocOf(done.layers[0]);
   EXPECT_TRUE(toc.count("hello"));
-  for (const char* p : {"etc/hosts", "etc/resolv.conf", "etc/hostname", "proc", "sys", "dev"}) {
+  for (const char* p : {"etc/hosts", "etc/resolv.conf", "etc/hostname"}) {
     EXPECT_FALSE(toc.count(p)) << p << " leaked into the layer";
   }
+  for (const char* p : {"proc", "sys", "dev"}) {
+    ASSERT_TRUE(toc.count(p)) << p << " is missing from the layer";
+    EXPECT_EQ(toc[p].type, TocType::kDir) << p;
+    EXPECT_EQ(toc[p].mode, 0755u) << p;
+    EXPECT_EQ(toc[p].uid, 0u) << p;
+  }
+  std::string paths;
+  for (const auto& [path, e] : toc) paths += " " + path;
+  EXPECT_EQ(toc.size(), 4u) << "hello, proc, sys and dev only:" << paths;
   auto action = cache_.GetAction("k1");
   ASSERT_TRUE(action.ok() && action->has_value());
   EXPECT_EQ((*action)->layer, done.layers[0]);
   ASSERT_EQ(events_.front().kind, TaskEvent::Kind::kStepStarted);
   EXPECT_EQ(events_.back().kind, TaskEvent::Kind::kStepDone);
   EXPECT_EQ(events_.back().layer, done.layers[0]);
+}
+
+// BuildKit binds /etc/hosts and /etc/resolv.conf over the image's, never /etc/hostname: the
+// command sees the image's own (here none).
+TEST_F(ExecutorTest, RunSeesHostsAndResolvConfButNoHostnameFile) {
+  Executor ex(options_);
+  TaskDone done = Execute(
+      ex, Task({Run("for f in hosts resolv.conf hostname; do test -e /etc/$f && echo $f; done; "
+                    "grep -c localhost /etc/hosts",
+                    "k1")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  EXPECT_EQ(log_, "hosts\nresolv.conf\n2\n");
 }
 
 // A step's layer streams to the cache as it is written; when the stream cannot start (the
