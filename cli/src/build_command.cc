@@ -118,7 +118,11 @@ StatusOr<OutputSpec> CheckOutput(const std::string& spec) {
   }
   std::stringstream names(o["name"]);
   for (std::string n; std::getline(names, n, ',');) {
-    if (!n.empty()) out.names.push_back(n);
+    if (n.empty()) continue;
+    if (Status s = CheckImageRef(n); !s.ok()) {
+      return InvalidArgumentError("-o " + spec + ": invalid name \"" + n + "\": " + s.message());
+    }
+    out.names.push_back(n);
   }
   out.push = o["push"] == "true";
   if (out.push && out.type != "image") {
@@ -385,6 +389,12 @@ int RunBuild(const BuildFlags& flags) {
   auto usage = [&](const std::string& message) {
     return fail(InvalidArgumentError(message), 2);
   };
+  for (const std::string& tag : flags.tags) {
+    // As docker build: a name docker could not parse is refused before anything is built.
+    if (Status s = CheckImageRef(tag); !s.ok()) {
+      return usage("invalid tag \"" + tag + "\": " + s.message());
+    }
+  }
   std::vector<OutputSpec> outputs;
   for (const std::string& spec : flags.outputs) {
     StatusOr<OutputSpec> o = CheckOutput(spec);

@@ -46,6 +46,9 @@ StatusOr<ImageRecord> LoadNamedImage(CacheClient& cache, const std::string& name
 }
 
 int RunImageImport(const FarmTarget& target, const std::string& src, const std::string& name) {
+  if (Status s = CheckImageRef(name); !s.ok()) {
+    return Fail(InvalidArgumentError("invalid tag \"" + name + "\": " + s.message()), 2);
+  }
   StatusOr<std::unique_ptr<Store>> store = OpenStore(target);
   if (!store.ok()) return Fail(store.status());
   CacheClient& cache = *(*store)->cache;

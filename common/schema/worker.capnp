@@ -24,6 +24,12 @@ struct StepSpec {
   fromLayers @15 :List(Common.LayerRef);
   mounts @16 :List(MountSpec);
   remoteFiles @17 :List(Common.RemoteFile);  # ADD: the step's URL sources, fetched
+  heredocs @18 :List(HeredocFile);           # COPY <<EOF dest: files written after the sources
+}
+
+struct HeredocFile {
+  name @0 :Text;
+  content @1 :Data;
 }
 
 struct MountSpec {

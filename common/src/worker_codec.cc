@@ -103,6 +103,13 @@ std::string Encode(const StageTask& m) {
     WriteLayers(sb.initFromLayers(s.from_layers.size()), s.from_layers);
     WriteMounts(sb.initMounts(s.mounts.size()), s.mounts);
     codec::WriteRemoteFiles(sb.initRemoteFiles(s.remote_files.size()), s.remote_files);
+    auto docs = sb.initHeredocs(s.heredocs.size());
+    for (size_t j = 0; j < s.heredocs.size(); ++j) {
+      const HeredocFile& f = s.heredocs[j];
+      docs[j].setName(f.name);
+      docs[j].setContent(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(f.content.data()),
+                                             f.content.size()));
+    }
   }
   b.setSourceDateEpoch(m.source_date_epoch);
   b.setTimeoutSeconds(m.timeout_seconds);
@@ -140,6 +147,9 @@ Status Decode(std::string_view bytes, StageTask* m) {
       SF_ASSIGN_OR_RETURN(s.from_layers, ReadLayers(sr.getFromLayers()));
       SF_ASSIGN_OR_RETURN(s.mounts, ReadMounts(sr.getMounts()));
       SF_ASSIGN_OR_RETURN(s.remote_files, codec::ReadRemoteFiles(sr.getRemoteFiles()));
+      for (auto doc : sr.getHeredocs()) {
+        s.heredocs.push_back({codec::Str(doc.getName()), codec::Bytes(doc.getContent())});
+      }
       m->steps.push_back(std::move(s));
     }
     m->source_date_epoch = r.getSourceDateEpoch();

@@ -80,6 +80,9 @@ StepSpec MakeStepSpec(const frontend::ResolvedStep& step, const std::string& key
       w.remote_files.push_back(*f);
     }
   }
+  for (const frontend::InlineFile& f : step.heredocs) {
+    if (step.kind != frontend::StepKind::kRun) w.heredocs.push_back({f.name, f.content});
+  }
   if (w.from_layers.empty()) w.context_root = request.context_root;
   if (step.kind == frontend::StepKind::kRun) {
     for (size_t i = 0; i < step.mounts.size(); ++i) {

@@ -207,6 +207,49 @@ TEST_F(CliOutputsTest, UsageErrorsExitTwoAndSayWhatToDo) {
   EXPECT_EQ(Build({"--no-such-flag", t + "/ctx"}, &err), 2);
 }
 
+// As docker build: a name docker's reference grammar refuses is refused before anything is
+// built, with docker's reason, and nothing is written or stored under it.
+TEST_F(CliOutputsTest, InvalidImageNamesAreRefusedBeforeTheBuild) {
+  const std::string t = D();
+  const std::string archive = t + "/badname.tar";
+  struct Case {
+    std::string name, reason;
+  } cases[] = {
+      {"Bad Name:??",
+       "invalid reference format: repository name (library/Bad Name) must be "
+       "lowercase"},
+      {"", "invalid reference format"},
+      {"UPPER", "invalid reference format: repository name (library/UPPER) must be lowercase"},
+      {"x/UPPER", "invalid reference format: repository name (x/UPPER) must be lowercase"},
+      {"app:" + std::string(129, 't'), "invalid reference format"},
+      {std::string(256, 'a'), "repository name must not be more than 255 characters"},
+      {"app@sha256:abc", "invalid reference format"},
+  };
+  std::string err;
+  for (const Case& c : cases) {
+    EXPECT_EQ(Build({"-t", c.name, "-o", "type=oci,dest=" + archive, t + "/ctx"}, &err), 2)
+        << c.name << ": " << err;
+    EXPECT_NE(err.find("invalid tag \"" + c.name + "\": " + c.reason), std::string::npos)
+        << c.name << ": " << err;
+    EXPECT_EQ(Build({"-o", "type=image,name=" + c.name, t + "/ctx"}, &err), 2) << c.name;
+    if (!c.name.empty()) {  // an empty name= is no name: "type=image needs name=..."
+      EXPECT_NE(err.find("invalid name \"" + c.name + "\": " + c.reason), std::string::npos)
+          << c.name << ": " << err;
+    }
+    std::string out;
+    EXPECT_EQ(
+        RunCommand({kBin, "image", "import", D() + "/busybox-oci", c.name}, &out, &err, Env()), 2)
+        << c.name;
+    EXPECT_NE(err.find("invalid tag \"" + c.name + "\": " + c.reason), std::string::npos)
+        << c.name << ": " << err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(archive));
+  std::string out;
+  ASSERT_EQ(RunCommand({kBin, "image", "ls"}, &out, &err, Env()), 0) << err;
+  EXPECT_EQ(out.find("Bad"), std::string::npos) << out;
+  EXPECT_EQ(out.find("UPPER"), std::string::npos) << out;
+}
+
 TEST_F(CliOutputsTest, FailedStepShowsTheDockerfileLinesAroundIt) {
   const std::string t = D();
   std::filesystem::create_directories(t + "/failctx");

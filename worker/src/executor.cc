@@ -12,6 +12,7 @@
 #include <chrono>
 #include <vector>
 
+#include "stagefarm/common/clean_path.h"
 #include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/log.h"
 #include "stagefarm/common/unique_fd.h"
@@ -52,6 +53,38 @@ std::string ResolvConf() {
   auto upstream = ReadFile("/run/systemd/resolve/resolv.conf", 1 << 20);
   if (upstream.ok()) return *upstream;
   return host.ok() ? *host : "";
+}
+
+// COPY <<EOF: after the step's sources, each heredoc is a file of its own under `scratch` (0644,
+// owned by the worker's root, the mtime of context files), copied by `base`'s rules as the one
+// source it is, as BuildKit copies each from a scratch state of its own.
+Status CopyHeredocs(const std::vector<HeredocFile>& heredocs, const CopyRequest& base,
+                    const std::string& scratch, const std::string& rootfs) {
+  for (size_t i = 0; i < heredocs.size(); ++i) {
+    const HeredocFile& doc = heredocs[i];
+    // BuildKit writes the file at the name taken as a path in an empty root: "../x" is "x", and
+    // "a/b" fails, "a" being no directory there.
+    const std::string name = CleanSlashPath("/" + doc.name).substr(1);
+    if (!IsEntryName(name)) {
+      return NotFoundError(base.instruction + " failed: heredoc <<" + doc.name + ": open /" +
+                           name + ": no such file or directory");
+    }
+    const std::string dir = scratch + "/" + std::to_string(i);
+    SF_RETURN_IF_ERROR(MakeDirs(dir, 0700));
+    const std::string file = dir + "/" + name;
+    SF_RETURN_IF_ERROR(WriteFile(file, doc.content, 0644));
+    const struct timespec times[2] = {{base.default_mtime, 0}, {base.default_mtime, 0}};
+    if (::utimensat(AT_FDCWD, file.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+      return ErrnoError("utimensat " + file, errno);
+    }
+    CopyRequest copy = base;
+    copy.sources = {name};
+    copy.extract_archives = false;  // ADD <<EOF is never unpacked
+    copy.remote = nullptr;
+    SF_ASSIGN_OR_RETURN(auto source, MakeDirSource(dir));
+    SF_RETURN_IF_ERROR(ApplyCopy(copy, *source, rootfs));
+  }
+  return Status();
 }
 
 bool Lexists(const std::string& path) {
@@ -396,7 +429,7 @@ Status Executor::RunStep(StepContext& ctx) {
       auto source = MakeContextSource(ctx.cache, step.context_root);
       auto remote = MakeRemoteSource(ctx.cache, step.remote_files);
       copy.remote = remote.get();
-      copied = ApplyCopy(copy, *source, merged);
+      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, merged);
     } else {
       std::vector<std::string> from_dirs;
       for (const auto& layer : step.from_layers) {
@@ -407,9 +440,12 @@ Status Executor::RunStep(StepContext& ctx) {
       SF_ASSIGN_OR_RETURN(ScopedMount from_fs,
                           MountOverlay({from_dirs, d + "/empty", "", ""}, d + "/from"));
       SF_ASSIGN_OR_RETURN(auto source, MakeDirSource(d + "/from"));
-      copied = ApplyCopy(copy, *source, merged);
+      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, merged);
       source.reset();
       SF_RETURN_IF_ERROR(from_fs.Unmount());
+    }
+    if (copied.ok() && !step.heredocs.empty()) {
+      copied = CopyHeredocs(step.heredocs, copy, d + "/heredocs", merged);
     }
     SF_RETURN_IF_ERROR(rootfs->Unmount());
     if (!copied.ok()) return copied.Annotate(prefix.substr(0, prefix.size() - 2));

@@ -1,5 +1,6 @@
 #include "stagefarm/worker/user_db.h"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 
@@ -71,18 +72,23 @@ std::vector<GroupEntry> ParseGroup(std::string_view text) {
   return out;
 }
 
-}  // namespace
+// A number, or "root" (BuildKit's executor takes it as 0 without reading /etc/passwd).
+std::optional<uint32_t> ParseIdOrRoot(std::string_view s) {
+  return s == "root" ? std::optional<uint32_t>(0) : ParseId(s);
+}
 
-StatusOr<ResolvedUser> ResolveUserFrom(std::string_view spec, std::string_view passwd,
-                                       std::string_view group) {
-  ResolvedUser out;
-  if (spec.empty()) return out;
-  std::string_view user_part = spec, group_part;
+void SplitSpec(std::string_view spec, std::string_view* user, std::string_view* group) {
   size_t colon = spec.find(':');
-  if (colon != std::string_view::npos) {
-    user_part = spec.substr(0, colon);
-    group_part = spec.substr(colon + 1);
-  }
+  *user = spec.substr(0, colon);
+  *group = colon == std::string_view::npos ? std::string_view() : spec.substr(colon + 1);
+}
+
+// runc's GetExecUser, which BuildKit's executor uses when USER is not "uid:gid".
+StatusOr<ResolvedUser> LookUpExecUser(std::string_view spec, std::string_view passwd,
+                                      std::string_view group) {
+  ResolvedUser out;
+  std::string_view user_part, group_part;
+  SplitSpec(spec, &user_part, &group_part);
   auto users = ParsePasswd(passwd);
   const PasswdEntry* matched = nullptr;
   if (auto uid = ParseId(user_part)) {
@@ -144,28 +150,94 @@ StatusOr<ResolvedUser> ResolveUserFrom(std::string_view spec, std::string_view p
   return out;
 }
 
-StatusOr<ResolvedUser> ResolveUser(int root_fd, std::string_view spec) {
-  if (spec.empty()) return ResolvedUser();
+struct UserFiles {
+  std::string passwd, group;
+};
+
+// The rootfs's /etc/passwd and /etc/group; a missing one reads as empty.
+StatusOr<UserFiles> ReadUserFiles(int root_fd) {
   auto read = [&](std::string_view path) -> StatusOr<std::string> {
     auto text = ReadFileInRoot(root_fd, path, 64 << 20);
     if (!text.ok() && text.status().code() == StatusCode::kNotFound) return std::string();
     return text;
   };
-  SF_ASSIGN_OR_RETURN(std::string passwd, read("/etc/passwd"));
-  SF_ASSIGN_OR_RETURN(std::string group, read("/etc/group"));
-  return ResolveUserFrom(spec, passwd, group);
+  UserFiles files;
+  SF_ASSIGN_OR_RETURN(files.passwd, read("/etc/passwd"));
+  SF_ASSIGN_OR_RETURN(files.group, read("/etc/group"));
+  return files;
 }
 
-}  // namespace stagefarm::worker
+}  // namespace
 
-namespace stagefarm::worker {
+StatusOr<ResolvedUser> ResolveUserFrom(std::string_view spec, std::string_view passwd,
+                                       std::string_view group) {
+  ResolvedUser out;
+  std::string_view user_part, group_part;
+  SplitSpec(spec, &user_part, &group_part);
+  std::optional<uint32_t> uid = ParseIdOrRoot(user_part), gid = ParseIdOrRoot(group_part);
+  if (spec.find(':') != std::string_view::npos && uid && gid) {
+    out.uid = *uid;
+    out.gid = *gid;
+  } else if (spec.empty()) {
+    // No USER: uid 0 as /etc/passwd has it, or plain 0:0 when it has none.
+    StatusOr<ResolvedUser> root = LookUpExecUser("0", passwd, group);
+    if (root.ok()) out = std::move(*root);
+  } else {
+    SF_ASSIGN_OR_RETURN(out, LookUpExecUser(spec, passwd, group));
+  }
+  // As BuildKit's executor (containerd's rule): the primary group is a supplementary one too.
+  if (std::find(out.additional_gids.begin(), out.additional_gids.end(), out.gid) ==
+      out.additional_gids.end()) {
+    out.additional_gids.insert(out.additional_gids.begin(), out.gid);
+  }
+  return out;
+}
+
+StatusOr<ResolvedUser> ResolveUser(int root_fd, std::string_view spec) {
+  SF_ASSIGN_OR_RETURN(UserFiles files, ReadUserFiles(root_fd));
+  return ResolveUserFrom(spec, files.passwd, files.group);
+}
+
+ResolvedUser ResolveOwnerFrom(std::string_view spec, std::string_view passwd,
+                              std::string_view group) {
+  ResolvedUser out;
+  if (spec.empty()) return out;
+  std::string_view user_part, group_part;
+  SplitSpec(spec, &user_part, &group_part);
+  if (std::optional<uint32_t> uid = ParseIdOrRoot(user_part)) {
+    out.uid = *uid;
+    out.gid = *uid;
+  } else {
+    for (const PasswdEntry& u : ParsePasswd(passwd)) {
+      if (u.name == user_part) {
+        out.uid = u.uid;
+        out.gid = u.gid;
+        break;
+      }
+    }
+  }
+  if (spec.find(':') == std::string_view::npos) return out;
+  if (std::optional<uint32_t> gid = ParseIdOrRoot(group_part)) {
+    out.gid = *gid;
+  } else {
+    for (const GroupEntry& g : ParseGroup(group)) {
+      if (g.name == group_part) {
+        out.gid = g.gid;
+        break;
+      }
+    }
+  }
+  return out;
+}
 
 StatusOr<ResolvedUser> ResolveOwner(int root_fd, std::string_view spec) {
-  SF_ASSIGN_OR_RETURN(ResolvedUser owner, ResolveUser(root_fd, spec));
-  owner.additional_gids.clear();
-  std::string_view user_part = spec.substr(0, spec.find(':'));
-  if (spec.find(':') == std::string_view::npos && ParseId(user_part)) owner.gid = owner.uid;
-  return owner;
+  std::string_view user_part, group_part;
+  SplitSpec(spec, &user_part, &group_part);
+  const bool numeric = ParseIdOrRoot(user_part) &&
+                       (spec.find(':') == std::string_view::npos || ParseIdOrRoot(group_part));
+  if (spec.empty() || numeric) return ResolveOwnerFrom(spec, "", "");
+  SF_ASSIGN_OR_RETURN(UserFiles files, ReadUserFiles(root_fd));
+  return ResolveOwnerFrom(spec, files.passwd, files.group);
 }
 
 }  // namespace stagefarm::worker

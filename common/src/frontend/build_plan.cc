@@ -197,8 +197,7 @@ StatusOr<std::vector<std::string>> CsvFields(std::string_view s) {
 // The flags one instruction accepts (BuildKit's BFlags).
 class Flags {
  public:
-  enum Kind { kString, kBool, kStrings };
-  using Kinds = std::map<std::string, Kind>;
+  using Kinds = std::map<std::string, FlagKind>;
   // `kinds` must outlive this object.
   explicit Flags(const Kinds& kinds) : kinds_(kinds) {}
 
@@ -212,11 +211,11 @@ class Flags {
       std::string value = has_value ? body.substr(eq + 1) : "";
       auto it = kinds_.find(name);
       if (it == kinds_.end()) return InvalidArgumentError("unknown flag --" + name);
-      if (it->second != kStrings && values_.count(name)) {
+      if (it->second != FlagKind::kStrings && values_.count(name)) {
         return InvalidArgumentError("duplicate flag specified: --" + name);
       }
       switch (it->second) {
-        case kBool: {
+        case FlagKind::kBool: {
           std::string v = ToLower(value);
           if (!has_value) v = "true";
           if (v != "true" && v != "false") {
@@ -226,11 +225,11 @@ class Flags {
           values_[name] = {v};
           break;
         }
-        case kString:
+        case FlagKind::kString:
           if (!has_value) return InvalidArgumentError("missing a value on flag: --" + name);
           values_[name] = {value};
           break;
-        case kStrings:
+        case FlagKind::kStrings:
           if (!has_value) return InvalidArgumentError("missing a value on flag: --" + name);
           values_[name].push_back(value);
           break;
@@ -254,49 +253,14 @@ class Flags {
   std::map<std::string, std::vector<std::string>> values_;
 };
 
-// The flags of every instruction; an instruction missing here takes none.
-Flags::Kinds FlagKindsFor(std::string_view cmd) {
-  Flags::Kinds f;
-  if (cmd == "copy" || cmd == "add") {
-    f["chown"] = Flags::kString;
-    f["chmod"] = Flags::kString;
-    f["link"] = Flags::kBool;
-    f["exclude"] = Flags::kStrings;
-  }
-  if (cmd == "copy") {
-    f["from"] = Flags::kString;
-    f["parents"] = Flags::kBool;
-  } else if (cmd == "add") {
-    f["keep-git-dir"] = Flags::kBool;
-    f["checksum"] = Flags::kString;
-    f["unpack"] = Flags::kBool;
-  } else if (cmd == "run") {
-    f["mount"] = Flags::kStrings;
-    f["network"] = Flags::kString;
-    f["security"] = Flags::kString;
-    f["device"] = Flags::kStrings;
-  } else if (cmd == "from") {
-    f["platform"] = Flags::kString;
-  } else if (cmd == "healthcheck") {
-    for (const char* n : {"interval", "timeout", "start-period", "start-interval", "retries"}) {
-      f[n] = Flags::kString;
-    }
-  }
-  return f;
-}
-
 const std::set<std::string, std::less<>>& KnownInstructions();
 
-// A parser for the flags of `cmd` (lower case); the tables are built once.
+// A parser for the flags of `cmd` (lower case).
 Flags FlagsFor(std::string_view cmd) {
-  static const std::map<std::string, Flags::Kinds, std::less<>> kTables = [] {
-    std::map<std::string, Flags::Kinds, std::less<>> t;
-    for (const std::string& c : KnownInstructions()) t[c] = FlagKindsFor(c);
-    return t;
-  }();
   static const Flags::Kinds kNone;
-  auto it = kTables.find(cmd);
-  return Flags(it == kTables.end() ? kNone : it->second);
+  const auto& tables = InstructionFlags();
+  auto it = tables.find(cmd);
+  return Flags(it == tables.end() ? kNone : it->second);
 }
 
 const std::set<std::string, std::less<>>& KnownInstructions() {
@@ -691,6 +655,20 @@ bool LooksSecret(const std::string& name) {
   return secret;
 }
 
+// The build args BuildKit never puts into the environment (its nonEnvArgs).
+bool IsNonEnvArg(const std::string& key) {
+  return key == "BUILDKIT_SBOM_SCAN_CONTEXT" || key == "BUILDKIT_SBOM_SCAN_STAGE";
+}
+
+// What a stage hands to the stages built FROM it (BuildKit's dispatchState.init): its variables
+// and its ARGs, and for the checks whether a WORKDIR ran and the ARG names declared.
+struct InheritedState {
+  std::vector<std::pair<std::string, std::string>> vars;
+  std::vector<std::pair<std::string, std::optional<std::string>>> args;
+  bool workdir_set = false;
+  std::set<std::string> declared_args;
+};
+
 struct StageState;
 
 class Resolver {
@@ -812,8 +790,8 @@ class Resolver {
   std::map<const Node*, std::string> trigger_quotes_;  // see Quote()
   CheckConfig checks_;
   std::vector<CheckWarning> check_warnings_;  // in order, each once
-  // What a stage built FROM another stage inherits for the checks, by original stage index.
-  std::map<int, std::pair<bool, std::set<std::string>>> check_state_;  // workdir set, ARG names
+  // What a stage built FROM another stage inherits, by original stage index.
+  std::map<int, InheritedState> inherited_;
 
   friend struct StageState;
 };
@@ -822,7 +800,12 @@ struct StageState {
   ImageConfig config;
   // `config` as the last step that changed it left it, shared by the steps after it.
   std::shared_ptr<const ImageConfig> snapshot;
-  // ARGs declared in the stage, in order: name -> value.
+  // The variables instructions expand and RUN sees, as BuildKit's LLB state env: the image's env,
+  // then every ENV and every ARG with a value, each set moving its name to the end (so the later
+  // of an ENV and an ARG of the same name wins). A stage built FROM another starts with that
+  // one's, then sets its image env again (an ENV wins over an ARG of the stage before).
+  std::vector<std::pair<std::string, std::string>> vars;
+  // ARGs in scope, in order: the parent stage's, then those declared here: name -> value.
   std::vector<std::pair<std::string, std::optional<std::string>>> args;
   bool cmd_set = false;
   std::set<int> deps;
@@ -834,11 +817,21 @@ struct StageState {
   std::map<std::string, const Node*> last_of_kind;
 
   std::optional<std::string> Lookup(const std::string& name) const {
-    if (auto v = config.GetEnv(name)) return v;
-    for (auto it = args.rbegin(); it != args.rend(); ++it) {
-      if (it->first == name) return it->second;
+    for (const auto& [key, value] : vars) {
+      if (key == name) return value;
     }
     return std::nullopt;
+  }
+  void SetVar(const std::string& name, const std::string& value) {
+    auto same = [&](const auto& kv) { return kv.first == name; };
+    vars.erase(std::remove_if(vars.begin(), vars.end(), same), vars.end());
+    vars.emplace_back(name, value);
+  }
+  void SetVarsFromEnv(const std::vector<std::string>& env) {
+    for (const std::string& kv : env) {
+      size_t eq = kv.find('=');
+      SetVar(kv.substr(0, eq), eq == std::string::npos ? "" : kv.substr(eq + 1));
+    }
   }
   EnvLookup Env() const {
     return [this](const std::string& name) { return Lookup(name); };
@@ -963,11 +956,12 @@ Status Resolver::ResolveMetaArgs(const std::vector<const Node*>& args) {
       std::string key = word.substr(0, eq);
       std::optional<std::string> value;
       consumed_.insert(key);
+      // A default beats the automatic platform value (BuildKit's buildMetaArgs).
       if (auto it = options_.build_args.find(key); it != options_.build_args.end()) {
         value = it->second;
-      } else if (auto a = auto_args_.find(key); a != auto_args_.end()) {
-        value = a->second;
-      } else if (eq != std::string::npos) {
+      } else if (eq == std::string::npos) {
+        if (auto a = auto_args_.find(key); a != auto_args_.end()) value = a->second;
+      } else {
         EnvLookup env = [this](const std::string& name) -> std::optional<std::string> {
           for (auto it = meta_args_.rbegin(); it != meta_args_.rend(); ++it) {
             if (it->first == name) return it->second;
@@ -1081,21 +1075,9 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
       }
       step.argv = WithShell(config, command);
     }
-    // Environment: the config's, then build args in scope that ENV does not set (a key
-    // declared twice keeps its last value, at its first place).
-    step.env.reserve(config.env.size() + st->args.size());
-    step.env.assign(config.env.begin(), config.env.end());
-    std::map<std::string, size_t> arg_env_pos;
-    for (const auto& [key, value] : st->args) {
-      if (!value || config.GetEnv(key)) continue;
-      std::string entry = key + "=" + *value;
-      if (auto it = arg_env_pos.find(key); it != arg_env_pos.end()) {
-        step.env[it->second] = std::move(entry);
-      } else {
-        arg_env_pos[key] = step.env.size();
-        step.env.push_back(std::move(entry));
-      }
-    }
+    // Environment: the stage's variables (ENV and ARGs with values, as BuildKit's state env).
+    step.env.reserve(st->vars.size());
+    for (const auto& [key, value] : st->vars) step.env.push_back(key + "=" + value);
     for (const auto& [key, value] : options_.build_args) {
       if (IsProxyArg(key) && !st->Lookup(key)) step.env.push_back(key + "=" + value);
     }
@@ -1105,11 +1087,10 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         return Error(node, "unsupported network mode " + GoQuote(flags.String("network")));
       }
     }
-    if (flags.Used("security")) {
-      step.security = ToLower(flags.String("security"));
-      if (step.security != "sandbox" && step.security != "insecure") {
-        return Error(node, "unsupported security mode " + GoQuote(flags.String("security")));
-      }
+    if (flags.Used("device")) {
+      return Error(node,
+                   "--device is not supported: BuildKit has it only in its labs frontend "
+                   "(1.14.0-labs and later)");
     }
     // The mounts are the only field written while they are read.
     JsonWriter& mounts = canon.Field("mounts").Punct('[');
@@ -1277,7 +1258,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     std::vector<std::string> arg_entries;
     std::map<std::string, size_t> arg_pos;
     for (const auto& [key, value] : st->args) {
-      std::string entry = key + "=" + st->Lookup(key).value_or("");
+      std::string entry = key + "=" + st->Lookup(key).value_or(value.value_or(""));
       if (auto it = arg_pos.find(key); it != arg_pos.end()) {
         arg_entries[it->second] = entry;
       } else {
@@ -1297,7 +1278,6 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     canon.Field("argv").Strings(step.argv);
     canon.Field("env").Strings(step.env);
     canon.Field("network").String(step.network);
-    canon.Field("security").String(step.security);
     JsonWriter& docs = canon.Field("heredocs").Punct('[');
     for (const InlineFile& f : step.heredocs) {
       CanonicalJson doc;
@@ -1356,12 +1336,15 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         InlineFile f{(*h)->name, doc ? doc->content : "", (*h)->expand, (*h)->chomp, 0};
         if (f.chomp) f.content = ChompHeredocContent(f.content);
         if (f.expand) {
+          // BuildKit's ExpandRaw: quotes are plain characters, `\` escapes whatever the
+          // Dockerfile's escape token is (`\$` is `$`, `\\` is `\`, a `\` ending a line goes).
           ShellLexOptions body_options;
-          body_options.raw_escapes = true;
           body_options.skip_process_quotes = true;
           ShellLex body(body_options);
-          StatusOr<std::string> v = body.ProcessWord(f.content, env);
+          WordMatches matches;
+          StatusOr<std::string> v = body.ProcessWord(f.content, env, &matches);
           if (!v.ok()) return Wrap(node, v.status());
+          WarnUndefinedVars(node, matches, *st);
           f.content = *v;
         }
         step.heredocs.push_back(std::move(f));
@@ -1428,6 +1411,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     for (const auto& [k, v] : pairs) {
       if (is_env) {
         config.SetEnv(k, v);
+        st->SetVar(k, v);
       } else {
         config.labels[k] = v;
       }
@@ -1450,10 +1434,10 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         Warn(node, "SecretsUsedInArgOrEnv",
              "Do not use ARG or ENV instructions for sensitive data (ARG " + GoQuote(key) + ")");
       }
+      // As BuildKit's dispatchArg: the build arg, else the default, else the global ARG's value
+      // (the automatic platform args are global ones). The name is never expanded.
       if (auto it = options_.build_args.find(key); it != options_.build_args.end()) {
         value = it->second;
-      } else if (auto a = auto_args_.find(key); a != auto_args_.end()) {
-        value = a->second;
       } else if (eq != std::string::npos) {
         SF_ASSIGN_OR_RETURN(std::string v, expand(word.substr(eq + 1)));
         value = v;
@@ -1461,7 +1445,9 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
         for (const auto& [mk, mv] : meta_args_) {
           if (mk == key) value = mv;
         }
+        if (auto a = auto_args_.find(key); !value && a != auto_args_.end()) value = a->second;
       }
+      if (value && !IsNonEnvArg(key)) st->SetVar(key, *value);
       st->args.emplace_back(key, value);
       st->declared_args.insert(key);
       commit.push_back(value ? key + "=" + *value : key);
@@ -1685,7 +1671,11 @@ Status Resolver::ResolveStage(int index) {
     stage.base_config = parent.steps.empty() ? parent.base_config : parent.steps.back().config();
     stage.platform = platform.empty() ? parent.platform : platform;
     st.deps.insert(base_stage);
-    std::tie(st.workdir_set, st.declared_args) = check_state_[base_stage];
+    const InheritedState& from_parent = inherited_[base_stage];
+    st.vars = from_parent.vars;
+    st.args = from_parent.args;
+    st.workdir_set = from_parent.workdir_set;
+    st.declared_args = from_parent.declared_args;
   } else {
     stage.platform = platform.empty() ? ParsePlatform(options_.platform).str() : platform;
     if (stage.base != "scratch") {  // exactly, as docker build: "SCRATCH" is an image name
@@ -1696,6 +1686,8 @@ Status Resolver::ResolveStage(int index) {
       }
       if (!image.ok()) return Wrap(from, image.status());
       stage.base_config = *image;
+    } else {
+      stage.base_config.working_dir = "/";  // BuildKit's empty image config
     }
   }
   if (!stage.base_config.GetEnv("PATH")) stage.base_config.SetEnv("PATH", kDefaultPath);
@@ -1726,6 +1718,7 @@ Status Resolver::ResolveStage(int index) {
   for (const Node& n : triggers) SF_RETURN_IF_ERROR(CheckStructure(n, true));
   stage.base_config.on_build.clear();
   st.config = stage.base_config;
+  st.SetVarsFromEnv(st.config.env);
   stage.steps.reserve(triggers.size() + src.commands.size());
   resolved_[index] = std::move(stage);
 
@@ -1733,7 +1726,8 @@ Status Resolver::ResolveStage(int index) {
   for (const Node* n : src.commands) SF_RETURN_IF_ERROR(Dispatch(index, *n, &st));
 
   resolved_[index].deps.assign(st.deps.begin(), st.deps.end());
-  check_state_[index] = {st.workdir_set, std::move(st.declared_args)};
+  inherited_[index] = {std::move(st.vars), std::move(st.args), st.workdir_set,
+                       std::move(st.declared_args)};
   for (int dep : st.deps) SF_RETURN_IF_ERROR(ResolveStage(dep));
   in_progress_.erase(index);
   order_.push_back(index);
@@ -1964,6 +1958,33 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
 }
 
 }  // namespace
+
+const std::map<std::string, std::map<std::string, FlagKind>, std::less<>>& InstructionFlags() {
+  using Tables = std::map<std::string, std::map<std::string, FlagKind>, std::less<>>;
+  static const Tables kTables = [] {
+    Tables t;
+    for (const char* cmd : {"copy", "add"}) {
+      t[cmd]["chown"] = FlagKind::kString;
+      t[cmd]["chmod"] = FlagKind::kString;
+      t[cmd]["link"] = FlagKind::kBool;
+      t[cmd]["exclude"] = FlagKind::kStrings;
+    }
+    t["copy"]["from"] = FlagKind::kString;
+    t["copy"]["parents"] = FlagKind::kBool;
+    t["add"]["keep-git-dir"] = FlagKind::kBool;
+    t["add"]["checksum"] = FlagKind::kString;
+    t["add"]["unpack"] = FlagKind::kBool;
+    t["run"]["mount"] = FlagKind::kStrings;
+    t["run"]["network"] = FlagKind::kString;
+    t["run"]["device"] = FlagKind::kStrings;  // refused: BuildKit has it in its labs frontend only
+    t["from"]["platform"] = FlagKind::kString;
+    for (const char* n : {"interval", "timeout", "start-period", "start-interval", "retries"}) {
+      t["healthcheck"][n] = FlagKind::kString;
+    }
+    return t;
+  }();
+  return kTables;
+}
 
 std::string_view StepKindName(StepKind kind) {
   switch (kind) {

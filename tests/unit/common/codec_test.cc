@@ -39,6 +39,7 @@ StageTask SampleTask() {
   copy.context_root = D('c', 99);
   copy.from_layers = {LayerRef{D('d', 1), D('e', 2)}};
   copy.remote_files = {RemoteFile{"https://example.com/a.tgz", D('f', 5), 1700000001}};
+  copy.heredocs = {HeredocFile{"EOF", std::string("line\n\0bytes", 11)}, HeredocFile{"B", ""}};
   StepSpec workdir;
   workdir.key = "k3";
   workdir.kind = StepKind::kWorkdir;

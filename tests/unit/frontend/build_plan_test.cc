@@ -81,8 +81,9 @@ TEST(Resolve, BuildArgOverridesDefaultAndEnvWinsOverArg) {
   EXPECT_EQ(s.steps[2].env,
             (Strings{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "V=fromcli", "W=w1"}));
   EXPECT_EQ(s.steps[2].created_by, "RUN |2 V=fromcli W=w1 /bin/sh -c echo $V # buildkit");
+  // In the order they were last set, as BuildKit's state env lists them.
   EXPECT_EQ(s.steps[4].env,
-            (Strings{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "V=fromenv", "W=w1"}));
+            (Strings{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "W=w1", "V=fromenv"}));
   EXPECT_EQ(s.steps[5].config().labels.at("v"), "fromenv");
   EXPECT_EQ(s.steps[5].config().labels.at("w"), "w1");
   EXPECT_TRUE(plan->warnings.empty());
@@ -922,6 +923,117 @@ TEST(Resolve, DescribePlanMentionsStagesAndSteps) {
   std::string text = DescribePlan(*plan);
   EXPECT_NE(text.find("stage 0 base (target)"), std::string::npos) << text;
   EXPECT_NE(text.find("RUN /bin/sh -c make # buildkit"), std::string::npos) << text;
+}
+
+// BuildKit's ExpandRaw on a COPY heredoc: no quote removal, `\` escapes (`\$` is `$`, `\\` is
+// `\`, a `\` at the end of a line joins nothing but goes), variables expand; a quoted heredoc is
+// kept as written (BuildKit's testCopyHeredocSpecialSymbols, checked against v0.24).
+TEST(Resolve, CopyHeredocBodyExpandsAsBuildKit) {
+  auto plan = Plan(
+      "FROM alpine\n"
+      "ARG X=ex\n"
+      "COPY <<EOF <<\"RAW\" /d/\n"
+      "\"q\" a\\\n"
+      "b \\\\ c \\$ d $X\n"
+      "EOF\n"
+      "raw $X \\$\n"
+      "RAW\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ResolvedStep& copy = Step(*plan, 0, 1);
+  ASSERT_EQ(copy.heredocs.size(), 2u);
+  EXPECT_EQ(copy.heredocs[0].name, "EOF");
+  EXPECT_EQ(copy.heredocs[0].content, "\"q\" a\nb \\ c $ d ex\n");
+  EXPECT_EQ(copy.heredocs[1].name, "RAW");
+  EXPECT_EQ(copy.heredocs[1].content, "raw $X \\$\n");
+  EXPECT_TRUE(copy.sources.empty());
+}
+
+TEST(Resolve, ChildStageSeesTheArgsOfTheStageItIsBuiltFrom) {
+  auto plan = Plan(
+      "FROM alpine AS base\n"
+      "ARG V=base\n"
+      "ARG U=u\n"
+      "FROM base AS child\n"
+      "ARG V=\"$V-child\"\n"
+      "ARG U\n"
+      "RUN echo $V $U\n"
+      "FROM child\n"
+      "RUN echo $V\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->stages.size(), 3u);
+  const ResolvedStep& arg = Step(*plan, 1, 0);
+  EXPECT_EQ(arg.created_by, "ARG V=base-child");
+  const ResolvedStep& run = Step(*plan, 1, 2);
+  EXPECT_EQ(run.created_by, "RUN |2 V=base-child U=u /bin/sh -c echo $V $U # buildkit");
+  EXPECT_NE(std::find(run.env.begin(), run.env.end(), "V=base-child"), run.env.end());
+  EXPECT_NE(std::find(run.env.begin(), run.env.end(), "U=u"), run.env.end());
+  const ResolvedStep& grand = Step(*plan, 2, 0);
+  EXPECT_EQ(grand.created_by, "RUN |2 V=base-child U=u /bin/sh -c echo $V # buildkit");
+  EXPECT_TRUE(plan->stages[2].base_config.GetEnv("V") == std::nullopt) << "args are not ENV";
+}
+
+// BuildKit keeps ENV and ARG values in one environment where the later wins; a stage built FROM
+// another sets its image's ENV again over what it inherits (checked against v0.24).
+TEST(Resolve, TheLaterOfEnvAndArgWinsAndAChildStageTakesTheEnv) {
+  auto plan = Plan(
+      "FROM alpine AS base\n"
+      "ENV P=env\n"
+      "ARG P=arg\n"
+      "ARG Q=arg\n"
+      "ENV Q=env\n"
+      "RUN echo $P $Q\n"
+      "FROM base\n"
+      "RUN echo $P $Q\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(Step(*plan, 0, 4).created_by, "RUN |2 P=arg Q=env /bin/sh -c echo $P $Q # buildkit");
+  EXPECT_EQ(Step(*plan, 1, 0).created_by, "RUN |2 P=env Q=env /bin/sh -c echo $P $Q # buildkit");
+  const Strings& env = Step(*plan, 0, 4).env;
+  EXPECT_NE(std::find(env.begin(), env.end(), "P=arg"), env.end());
+  EXPECT_EQ(std::find(env.begin(), env.end(), "P=env"), env.end());
+}
+
+TEST(Resolve, ADefaultBeatsTheAutomaticPlatformValue) {
+  auto plan = Plan(
+      "ARG TARGETOS=plan9\n"
+      "FROM alpine\n"
+      "ARG TARGETARCH=foo\n"
+      "ARG TARGETOS\n"
+      "ARG TARGETVARIANT\n"
+      "RUN true\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(Step(*plan, 0, 3).created_by,
+            "RUN |3 TARGETARCH=foo TARGETOS=plan9 TARGETVARIANT= /bin/sh -c true # buildkit");
+}
+
+// BuildKit v0.24 never expands an ARG's name (docker 20.10's BuildKit did).
+TEST(Resolve, ArgNamesAreNotExpanded) {
+  auto plan = Plan(
+      "ARG gname=gfoo\n"
+      "ARG ${gname}=gvalue\n"
+      "FROM alpine\n"
+      "ARG name=foo\n"
+      "ARG ${name}=value\n"
+      "ARG $name\n"
+      "ARG gfoo\n"
+      "RUN echo $foo\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(Step(*plan, 0, 1).created_by, "ARG ${name}=value");
+  EXPECT_EQ(Step(*plan, 0, 4).created_by,
+            "RUN |4 name=foo ${name}=value $name= gfoo= /bin/sh -c echo $foo # buildkit");
+}
+
+TEST(Resolve, ScratchStartsWithBuildKitsEmptyImageConfig) {
+  auto plan = Plan("FROM scratch\nCOPY f /f\n");
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const ImageConfig& config = Step(*plan, 0, 0).config();
+  EXPECT_EQ(config.working_dir, "/");
+  EXPECT_EQ(config.env,
+            Strings{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"});
+  EXPECT_TRUE(config.cmd.empty());
+  EXPECT_TRUE(config.entrypoint.empty());
+  auto image = Plan("FROM busybox\nCOPY f /f\n");
+  ASSERT_TRUE(image.ok());
+  EXPECT_EQ(Step(*image, 0, 0).config().working_dir, "") << "an image's config is kept as is";
 }
 
 }  // namespace

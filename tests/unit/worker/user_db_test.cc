@@ -23,11 +23,17 @@ constexpr const char* kPasswd =
     "svc:x:2000:2000::/srv:/bin/false\n";
 constexpr const char* kGroup = "root:x:0:\napp:x:1000:\nstaff:x:50:app,svc\nwheel:x:10:app\n";
 
+// No USER is uid 0 as /etc/passwd has it: BuildKit's RUN sees HOME=/root in busybox, HOME=/ in
+// an image without /etc/passwd (checked against v0.24).
 TEST(ResolveUser, EmptyIsRoot) {
   auto u = ResolveUserFrom("", kPasswd, kGroup);
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->uid, 0u);
   EXPECT_EQ(u->gid, 0u);
+  EXPECT_EQ(u->home, "/root");
+  u = ResolveUserFrom("", "", "");
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->uid, 0u);
   EXPECT_EQ(u->home, "/");
 }
 
@@ -37,14 +43,15 @@ TEST(ResolveUser, NameTakesPrimaryGroupHomeAndSupplementaryGroups) {
   EXPECT_EQ(u->uid, 1000u);
   EXPECT_EQ(u->gid, 1000u);
   EXPECT_EQ(u->home, "/home/app");
-  EXPECT_EQ(u->additional_gids, (std::vector<gid_t>{50, 10}));
+  // The primary group first, as BuildKit's executor lists it.
+  EXPECT_EQ(u->additional_gids, (std::vector<gid_t>{1000, 50, 10}));
 }
 
 TEST(ResolveUser, ExplicitGroupByNameOrNumberAndNoSupplementaryGroups) {
   auto u = ResolveUserFrom("app:staff", kPasswd, kGroup);
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->gid, 50u);
-  EXPECT_TRUE(u->additional_gids.empty());
+  EXPECT_EQ(u->additional_gids, std::vector<gid_t>{50});
   u = ResolveUserFrom("2000:7", kPasswd, kGroup);
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->uid, 2000u);
@@ -109,7 +116,77 @@ TEST(ResolveUser, AFifoOrADeviceAsEtcGroupIsAnErrorNotAHang) {
   user = ResolveUser(root_fd.get(), "app");
   ASSERT_TRUE(user.ok()) << user.status().ToString();
   EXPECT_EQ(user->uid, 1000u);
-  EXPECT_EQ(user->additional_gids, (std::vector<gid_t>{50, 10}));
+  EXPECT_EQ(user->additional_gids, (std::vector<gid_t>{1000, 50, 10}));
+}
+
+// BuildKit's executor takes "uid:gid" (each a number or "root") without reading any file; any
+// other name needs /etc/passwd, even "root" (checked against v0.24 on an image without one).
+TEST(ResolveUser, UidGidPairsNeedNoFilesButNamesDo) {
+  for (const char* spec : {"root:root", "0:0", "root:0"}) {
+    auto u = ResolveUserFrom(spec, "", "");
+    ASSERT_TRUE(u.ok()) << spec << ": " << u.status().ToString();
+    EXPECT_EQ(u->uid, 0u);
+    EXPECT_EQ(u->gid, 0u);
+    EXPECT_EQ(u->additional_gids, std::vector<gid_t>{0});
+  }
+  auto u = ResolveUserFrom("1000:root", "", "");
+  ASSERT_TRUE(u.ok()) << u.status().ToString();
+  EXPECT_EQ(u->uid, 1000u);
+  EXPECT_EQ(u->gid, 0u);
+  u = ResolveUserFrom("root", "", "");
+  EXPECT_NE(u.status().message().find("unable to find user root"), std::string::npos);
+  u = ResolveUserFrom("root:nogroup", "", "");
+  EXPECT_NE(u.status().message().find("unable to find user root"), std::string::npos);
+  u = ResolveUserFrom("", "", "");
+  ASSERT_TRUE(u.ok()) << u.status().ToString();
+  EXPECT_EQ(u->uid, 0u);
+  EXPECT_EQ(u->additional_gids, std::vector<gid_t>{0});
+}
+
+// COPY --chown and WORKDIR: BuildKit's file operations read the names in the files and take 0
+// for a user name they do not find (with or without /etc/passwd) and keep the gid for a group
+// name they do not find; never an error (checked against v0.24).
+TEST(ResolveOwner, NamesNotFoundAreZeroNotErrors) {
+  struct Case {
+    const char* spec;
+    const char* passwd;
+    uid_t uid;
+    gid_t gid;
+  } cases[] = {
+      {"root", "", 0, 0},
+      {"root:root", "", 0, 0},
+      {"nobody", "", 0, 0},
+      {"1000:root", "", 1000, 0},
+      {"1000", "", 1000, 1000},
+      {":7", "", 0, 7},
+      {"1000:nogroup", "", 1000, 1000},
+      {"root", "root:x:0:5::/:/bin/sh\n", 0, 0},
+      {"ghost", kPasswd, 0, 0},
+      {"ghost:ghosts", kPasswd, 0, 0},
+      {"app", kPasswd, 1000, 1000},
+      {"app:staff", kPasswd, 1000, 50},
+      {"app:ghosts", kPasswd, 1000, 1000},
+      {"svc:7", kPasswd, 2000, 7},
+      {"", kPasswd, 0, 0},
+  };
+  for (const Case& c : cases) {
+    ResolvedUser owner = ResolveOwnerFrom(c.spec, c.passwd, c.passwd[0] ? kGroup : "");
+    EXPECT_EQ(owner.uid, c.uid) << c.spec;
+    EXPECT_EQ(owner.gid, c.gid) << c.spec;
+    EXPECT_TRUE(owner.additional_gids.empty()) << c.spec;
+  }
+}
+
+TEST(ResolveOwner, RootByNameInARootfsWithoutEtcPasswd) {
+  auto tmp = TempDir::Make("/tmp", "sf-user-db-test-");
+  ASSERT_TRUE(tmp.ok()) << tmp.status().ToString();
+  UniqueFd root_fd(::open(tmp->path().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(root_fd);
+  auto owner = ResolveOwner(root_fd.get(), "root");
+  ASSERT_TRUE(owner.ok()) << owner.status().ToString();
+  EXPECT_EQ(owner->uid, 0u);
+  EXPECT_EQ(owner->gid, 0u);
+  EXPECT_FALSE(ResolveUser(root_fd.get(), "root").ok()) << "RUN as root needs /etc/passwd";
 }
 
 }  // namespace

@@ -93,7 +93,6 @@ struct ResolvedStep {
   std::vector<std::string> argv;     // shell form: SHELL (or /bin/sh -c) + command
   std::vector<std::string> env;      // what the command sees: config env + build args in scope
   std::string network = "default";   // default, none, host
-  std::string security = "sandbox";  // sandbox, insecure
   std::vector<RunMount> mounts;
   std::vector<InlineFile> heredocs;  // RUN and COPY/ADD heredocs
 
@@ -135,7 +134,7 @@ struct ResolvedStage {
   std::string base;          // FROM after ARG expansion ("scratch", an image, or a stage name)
   int base_stage = -1;       // original index of the stage it starts FROM, or -1
   std::string platform;      // FROM --platform, expanded; else the build's target platform
-  ImageConfig base_config;   // the config it starts with (PATH always set)
+  ImageConfig base_config;   // the config it starts with (PATH always set; scratch: WorkingDir /)
   std::vector<ResolvedStep> steps;
   std::vector<int> deps;  // original indices: FROM stage, COPY --from stage, mount from=
 };
@@ -164,6 +163,15 @@ struct BuildPlan {
   // The position in `stages` of the stage with this original index, or -1.
   int PositionOf(int original_index) const;
 };
+
+// The flags an instruction takes (BuildKit's BFlags): --f=v, --f[=true|false], --f=v repeated.
+enum class FlagKind { kString, kBool, kStrings };
+
+// Every instruction's flags, by lower-case instruction name; an instruction not here takes none.
+// Each is honoured (it changes what the worker is sent, the cache key or the image config) or
+// refused with an error naming it, never read and dropped: tests/unit/frontend/flag_rule_test.cc
+// holds every one of them to that.
+const std::map<std::string, std::map<std::string, FlagKind>, std::less<>>& InstructionFlags();
 
 // Gives the config of an image reference (after expansion), e.g. from a registry or the local
 // store. "scratch" never goes to the resolver.

@@ -41,6 +41,16 @@ struct MountSpec {
   friend bool operator==(const MountSpec&, const MountSpec&) = default;
 };
 
+// A file COPY or ADD writes from the Dockerfile itself (`COPY <<EOF dest`), after the step's
+// sources, as BuildKit does: a file `name` of mode 0644 and owner 0:0 (before --chmod and
+// --chown), copied to dest as a source file would be.
+struct HeredocFile {
+  std::string name;
+  std::string content;  // as the frontend expanded it
+
+  friend bool operator==(const HeredocFile&, const HeredocFile&) = default;
+};
+
 // One filesystem-changing step, fully resolved by the coordinator: the worker needs nothing else.
 struct StepSpec {
   std::string key;  // the step's cache key (hex); the worker records its result under it
@@ -67,6 +77,7 @@ struct StepSpec {
   Digest context_root;               // source is the build context (when from_layers is empty)
   std::vector<LayerRef> from_layers; // source is this filesystem (COPY --from a stage or image)
   std::vector<RemoteFile> remote_files;  // ADD: the content of its http(s) sources, in the CAS
+  std::vector<HeredocFile> heredocs;     // COPY <<EOF, in the order written
 
   friend bool operator==(const StepSpec&, const StepSpec&) = default;
 };
