@@ -25,11 +25,20 @@ struct StepSpec {
   mounts @16 :List(MountSpec);
   remoteFiles @17 :List(Common.RemoteFile);  # ADD: the step's URL sources, fetched
   heredocs @18 :List(HeredocFile);           # COPY <<EOF dest: files written after the sources
+  copyFlags @19 :CopyFlags;
 }
 
 struct HeredocFile {
   name @0 :Text;
   content @1 :Data;
+}
+
+# COPY/ADD flags beyond --chown and --chmod (stagefarm::StepSpec's parents ... link).
+struct CopyFlags {
+  parents @0 :Bool;
+  excludes @1 :List(Text);
+  unpack @2 :Int8;          # -1: not given, 0: false, 1: true
+  link @3 :Bool;
 }
 
 struct MountSpec {

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,13 +14,9 @@
 namespace stagefarm {
 namespace {
 
-char TypeChar(TreeEntry::Type t) {
-  switch (t) {
-    case TreeEntry::Type::kFile: return 'f';
-    case TreeEntry::Type::kDir: return 'd';
-    case TreeEntry::Type::kSymlink: return 'l';
-  }
-  return 'f';
+bool IsNode(TreeEntry::Type t) {
+  return t == TreeEntry::Type::kFifo || t == TreeEntry::Type::kCharDevice ||
+         t == TreeEntry::Type::kBlockDevice;
 }
 
 StatusOr<std::string> ReadLink(const std::string& path) {
@@ -79,8 +76,21 @@ StatusOr<Digest> HashDir(const std::string& abs, const std::string& rel,
     } else if (S_ISLNK(st.st_mode)) {
       e.type = TreeEntry::Type::kSymlink;
       SF_ASSIGN_OR_RETURN(e.target, ReadLink(child_abs));
+    } else if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+      // Only lstat'ed, never opened: a FIFO would block, a device is the host's.
+      e.type = S_ISFIFO(st.st_mode)  ? TreeEntry::Type::kFifo
+               : S_ISCHR(st.st_mode) ? TreeEntry::Type::kCharDevice
+                                     : TreeEntry::Type::kBlockDevice;
+      if (!S_ISFIFO(st.st_mode)) {
+        e.dev_major = major(st.st_rdev);
+        e.dev_minor = minor(st.st_rdev);
+      }
+    } else if (S_ISSOCK(st.st_mode)) {
+      e.type = TreeEntry::Type::kFile;  // an empty file, as BuildKit's context transfer sends it
+      e.digest = Digest::Of("");
+      on_blob(ContextBlob{e.digest, {}, ""});
     } else {
-      continue;  // sockets, devices and fifos are not part of a build context (as in docker build)
+      continue;
     }
     node.entries.push_back(std::move(e));
   }
@@ -92,15 +102,29 @@ StatusOr<Digest> HashDir(const std::string& abs, const std::string& rel,
 
 }  // namespace
 
+char TreeTypeChar(TreeEntry::Type t) {
+  switch (t) {
+    case TreeEntry::Type::kFile: return 'f';
+    case TreeEntry::Type::kDir: return 'd';
+    case TreeEntry::Type::kSymlink: return 'l';
+    case TreeEntry::Type::kFifo: return 'p';
+    case TreeEntry::Type::kCharDevice: return 'c';
+    case TreeEntry::Type::kBlockDevice: return 'b';
+  }
+  return 'f';
+}
+
 std::string TreeNode::Serialize() const {
   nlohmann::json arr = nlohmann::json::array();
   for (const TreeEntry& e : entries) {
     nlohmann::json j;
     j["n"] = e.name;
-    j["t"] = std::string(1, TypeChar(e.type));
+    j["t"] = std::string(1, TreeTypeChar(e.type));
     j["m"] = e.mode;
     if (e.type == TreeEntry::Type::kSymlink) {
       j["l"] = e.target;
+    } else if (IsNode(e.type)) {
+      if (e.type != TreeEntry::Type::kFifo) j["r"] = {e.dev_major, e.dev_minor};
     } else {
       j["d"] = e.digest.str();
       j["s"] = e.digest.size;
@@ -131,6 +155,14 @@ StatusOr<TreeNode> TreeNode::Parse(std::string_view bytes) {
         e.type = t == "f" ? TreeEntry::Type::kFile : TreeEntry::Type::kDir;
         SF_ASSIGN_OR_RETURN(e.digest,
                             Digest::Parse(j.at("d").get<std::string>(), j.at("s").get<uint64_t>()));
+      } else if (t == "p" || t == "c" || t == "b") {
+        e.type = t == "p"   ? TreeEntry::Type::kFifo
+                 : t == "c" ? TreeEntry::Type::kCharDevice
+                            : TreeEntry::Type::kBlockDevice;
+        if (t != "p") {
+          e.dev_major = j.at("r").at(0).get<uint32_t>();
+          e.dev_minor = j.at("r").at(1).get<uint32_t>();
+        }
       } else {
         return InvalidArgumentError("context tree node has unknown type \"" + t + "\"");
       }
@@ -156,8 +188,13 @@ StatusOr<Digest> HashContextDir(const std::string& root,
 }
 
 StatusOr<TreeNode> ContextTree::ReadNode(const Digest& node) {
+  auto it = nodes_.find(node.hex);
+  if (it != nodes_.end()) return it->second;
   SF_ASSIGN_OR_RETURN(std::string bytes, cache_.ReadBytes(node, 64 << 20));
-  return TreeNode::Parse(bytes);
+  SF_ASSIGN_OR_RETURN(TreeNode parsed, TreeNode::Parse(bytes));
+  if (nodes_.size() >= kCachedNodes) nodes_.clear();
+  nodes_.emplace(node.hex, parsed);
+  return parsed;
 }
 
 StatusOr<std::optional<TreeEntry>> ContextTree::Lookup(std::string_view raw_path) {

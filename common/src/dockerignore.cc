@@ -205,6 +205,23 @@ bool HasSuffix(std::string_view s, std::string_view suffix) {
 
 }  // namespace
 
+StatusOr<DockerIgnore::Pattern> DockerIgnore::Compiled(std::string cleaned, bool exclusion) {
+  Pattern pat;
+  pat.exclusion = exclusion;
+  SF_ASSIGN_OR_RETURN(pat.tokens, Compile(cleaned));
+  pat.cleaned = std::move(cleaned);
+  // moby matches "**text" (only literal text after a leading "**") as a plain suffix.
+  if (pat.tokens.size() >= 1 && pat.cleaned.rfind("**", 0) == 0 &&
+      (pat.tokens[0].kind == Token::kDoubleStar || pat.tokens[0].kind == Token::kAnyRest)) {
+    bool literal = pat.cleaned.find_first_of("*?[]\\", 2) == std::string::npos;
+    if (literal) {
+      pat.suffix_match = true;
+      pat.suffix = pat.cleaned.substr(2);
+    }
+  }
+  return pat;
+}
+
 StatusOr<DockerIgnore> DockerIgnore::Parse(std::string_view text, std::string_view filename) {
   DockerIgnore di;
   int n = 0;
@@ -218,9 +235,9 @@ StatusOr<DockerIgnore> DockerIgnore::Parse(std::string_view text, std::string_vi
     if (!line.empty() && line[0] == '#') continue;  // before trimming, as docker does
     line = Trim(line);
     if (line.empty()) continue;
-    Pattern pat;
+    bool exclusion = false;
     if (line[0] == '!') {
-      pat.exclusion = true;
+      exclusion = true;
       line = Trim(line.substr(1));
     }
     auto error = [&](const std::string& why) {
@@ -229,19 +246,26 @@ StatusOr<DockerIgnore> DockerIgnore::Parse(std::string_view text, std::string_vi
     if (line.empty()) return error("illegal exclusion pattern: \"!\"");
     std::string cleaned = CleanSlashPath(line);
     if (cleaned.size() > 1 && cleaned[0] == '/') cleaned.erase(0, 1);
-    StatusOr<std::vector<Token>> tokens = Compile(cleaned);
-    if (!tokens.ok()) return error(tokens.status().message());
-    pat.tokens = std::move(*tokens);
-    pat.cleaned = cleaned;
-    // moby matches "**text" (only literal text after a leading "**") as a plain suffix.
-    if (pat.tokens.size() >= 1 && cleaned.rfind("**", 0) == 0 &&
-        (pat.tokens[0].kind == Token::kDoubleStar || pat.tokens[0].kind == Token::kAnyRest)) {
-      bool literal = cleaned.find_first_of("*?[]\\", 2) == std::string::npos;
-      if (literal) {
-        pat.suffix_match = true;
-        pat.suffix = cleaned.substr(2);
-      }
+    StatusOr<Pattern> pat = Compiled(std::move(cleaned), exclusion);
+    if (!pat.ok()) return error(pat.status().message());
+    di.patterns_.push_back(std::move(*pat));
+  }
+  return di;
+}
+
+StatusOr<DockerIgnore> DockerIgnore::FromPatterns(const std::vector<std::string>& patterns) {
+  DockerIgnore di;
+  for (const std::string& raw : patterns) {
+    std::string_view trimmed = Trim(raw);
+    if (trimmed.empty()) continue;
+    std::string cleaned = CleanSlashPath(trimmed);
+    bool exclusion = false;
+    if (cleaned[0] == '!') {
+      if (cleaned.size() == 1) return InvalidArgumentError("illegal exclusion pattern: \"!\"");
+      exclusion = true;
+      cleaned.erase(0, 1);
     }
+    SF_ASSIGN_OR_RETURN(Pattern pat, Compiled(std::move(cleaned), exclusion));
     di.patterns_.push_back(std::move(pat));
   }
   return di;
@@ -287,6 +311,19 @@ bool DockerIgnore::MayReincludeUnder(std::string_view raw) const {
     if (!pat.exclusion) continue;
     // Something below `dir` is re-included only by an exception that matches a path starting
     // with "dir/" (an exception matching `dir` or its parents would have kept `dir` itself).
+    if (pat.suffix_match || RunTokens(pat.tokens, prefix, true, [](size_t) { return false; })) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool DockerIgnore::MayMatchUnder(std::string_view raw) const {
+  std::string dir = CleanSlashPath(raw);
+  while (dir.size() > 1 && dir[0] == '/') dir.erase(0, 1);
+  std::string prefix = dir == "." ? "" : dir + "/";
+  for (const Pattern& pat : patterns_) {
+    if (pat.exclusion) continue;
     if (pat.suffix_match || RunTokens(pat.tokens, prefix, true, [](size_t) { return false; })) {
       return true;
     }

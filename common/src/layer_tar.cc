@@ -20,6 +20,7 @@
 #include <utility>
 
 #include "archive_util.h"
+#include "stagefarm/common/clean_path.h"
 #include "stagefarm/common/fd_io.h"
 #include "stagefarm/common/unique_fd.h"
 
@@ -493,12 +494,18 @@ class LayerExtractor {
     return cur;
   }
 
-  static Status SafeName(const char* raw, std::string* out, const char* what) {
+  Status SafeName(const char* raw, std::string* out, const char* what) const {
     if (raw == nullptr) return InvalidArgumentError(std::string(what) + " without a name");
     std::string_view name(raw);
+    std::string rooted;
     if (name.starts_with("/")) {
-      return InvalidArgumentError(std::string(what) + " \"" + std::string(name) +
-                                  "\" is an absolute path");
+      if (!options_.rooted_names) {
+        return InvalidArgumentError(std::string(what) + " \"" + std::string(name) +
+                                    "\" is an absolute path");
+      }
+      // Cleaned as a rooted path, ".." stops at the root: "/../a" is "a" under `dir`.
+      rooted = CleanSlashPath(name).substr(1);
+      name = rooted;
     }
     if (!NormalizeRelative(name, out)) {
       return InvalidArgumentError(std::string(what) + " \"" + std::string(name) +
@@ -563,8 +570,10 @@ class LayerExtractor {
   // Owner, then mode (chown clears setuid), then xattrs (chown clears file capabilities).
   Status SetMetadata(archive_entry* e, int fd, int parent, const std::string& leaf,
                      const std::string& path, bool symlink) {
-    const uid_t uid = static_cast<uid_t>(archive_entry_uid(e));
-    const gid_t gid = static_cast<gid_t>(archive_entry_gid(e));
+    const uid_t uid =
+        options_.owner ? options_.owner->first : static_cast<uid_t>(archive_entry_uid(e));
+    const gid_t gid =
+        options_.owner ? options_.owner->second : static_cast<gid_t>(archive_entry_gid(e));
     const mode_t perm = archive_entry_perm(e) & 07777;
     if (fd >= 0) {
       if (::fchown(fd, uid, gid) != 0) return ErrnoError("chown " + path, errno);
@@ -653,6 +662,10 @@ class LayerExtractor {
       SF_RETURN_IF_ERROR(MakeRoom(parent.get(), leaf, path, false, &kept));
       if (::linkat(tparent.get(), tleaf.c_str(), parent.get(), leaf.c_str(), 0) != 0) {
         return ErrnoError("link " + path + " to " + target, errno);
+      }
+      // A user's tar (ADD): the link's header owns the file it shares, as BuildKit's untar does.
+      if (options_.rooted_names) {
+        SF_RETURN_IF_ERROR(SetMetadata(e, -1, parent.get(), leaf, path, false));
       }
       return Status();
     }

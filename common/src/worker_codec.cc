@@ -110,6 +110,11 @@ std::string Encode(const StageTask& m) {
       docs[j].setContent(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(f.content.data()),
                                              f.content.size()));
     }
+    auto flags = sb.initCopyFlags();
+    flags.setParents(s.parents);
+    codec::WriteStrings(flags.initExcludes(s.excludes.size()), s.excludes);
+    flags.setUnpack(s.unpack ? static_cast<int8_t>(*s.unpack) : int8_t{-1});
+    flags.setLink(s.link);
   }
   b.setSourceDateEpoch(m.source_date_epoch);
   b.setTimeoutSeconds(m.timeout_seconds);
@@ -150,6 +155,14 @@ Status Decode(std::string_view bytes, StageTask* m) {
       for (auto doc : sr.getHeredocs()) {
         s.heredocs.push_back({codec::Str(doc.getName()), codec::Bytes(doc.getContent())});
       }
+      auto flags = sr.getCopyFlags();
+      s.parents = flags.getParents();
+      s.excludes = codec::ReadStrings(flags.getExcludes());
+      if (flags.getUnpack() > 1 || flags.getUnpack() < -1) {
+        return InvalidArgumentError("bad unpack flag " + std::to_string(flags.getUnpack()));
+      }
+      if (flags.getUnpack() >= 0) s.unpack = flags.getUnpack() == 1;
+      s.link = flags.getLink();
       m->steps.push_back(std::move(s));
     }
     m->source_date_epoch = r.getSourceDateEpoch();

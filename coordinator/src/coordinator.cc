@@ -666,12 +666,14 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
         SF_ASSIGN_OR_RETURN(const ImageRecord* image, b.Image(step.from_image));
         from_layers = image->layers;
       }
+      const CopySelection selection{step.parents, step.excludes};
       if (step.from_stage >= 0 || !step.from_image.empty()) {
         SF_ASSIGN_OR_RETURN(const FsIndex* fs, StageFs(from_layers));
-        SF_ASSIGN_OR_RETURN(sources_digest, FsSourcesDigest(*fs, local, where));
+        SF_ASSIGN_OR_RETURN(sources_digest, FsSourcesDigest(*fs, local, where, selection));
       } else {
         if (!context) context.emplace(*cache, b.request.context_root);
-        SF_ASSIGN_OR_RETURN(sources_digest, ContextSourcesDigest(*context, local, where));
+        SF_ASSIGN_OR_RETURN(sources_digest,
+                            ContextSourcesDigest(*context, local, where, selection));
       }
       if (!urls.empty()) {
         // ADD from URLs: the key holds what was fetched, not only the URL.

@@ -1,19 +1,10 @@
 #include "stagefarm/coordinator/step_keys.h"
 
+#include <memory>
 #include <nlohmann/json.hpp>
 
 namespace stagefarm::coordinator {
 namespace {
-
-bool HasWildcard(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
-
-// The path a source selects as a whole: itself, or for wildcards the directory holding them.
-std::string SelectedPath(const std::string& source) {
-  if (!HasWildcard(source)) return source;
-  size_t first_wild = source.find_first_of("*?[");
-  size_t slash = source.rfind('/', first_wild);
-  return slash == std::string::npos ? "" : source.substr(0, slash);
-}
 
 std::string HashJson(const nlohmann::json& j) { return Digest::Of(j.dump()).hex; }
 
@@ -55,21 +46,20 @@ std::string StepKey(const std::string& parent, const frontend::ResolvedStep& ste
   return HashJson(j);
 }
 
-StatusOr<std::string> ContextSourcesDigest(ContextTree& tree, const std::vector<std::string>& sources,
-                                           const std::string& instruction) {
+StatusOr<std::string> ContextSourcesDigest(ContextTree& tree,
+                                           const std::vector<std::string>& sources,
+                                           const std::string& instruction,
+                                           const CopySelection& selection) {
+  std::unique_ptr<SourceTreeView> view = MakeContextView(tree);
   nlohmann::json j = nlohmann::json::array();
   for (const std::string& source : sources) {
-    std::string path = SelectedPath(source);
-    SF_ASSIGN_OR_RETURN(std::optional<TreeEntry> entry, tree.Lookup(path));
-    if (!entry) {
-      if (HasWildcard(source)) {
-        j.push_back({source, "absent"});
-        continue;
-      }
+    // What the worker copies: copy_sources.h resolves it the same way.
+    StatusOr<std::string> d = SourceSelectionDigest(*view, source, selection);
+    if (!d.ok() && d.status().code() == StatusCode::kNotFound) {
       return NotFoundError(instruction + ": \"" + source + "\": not found in the build context");
     }
-    j.push_back({source, entry->digest.str(), entry->mode, entry->target,
-                 static_cast<int>(entry->type)});
+    if (!d.ok()) return d.status().Annotate(instruction);
+    j.push_back(*d);
   }
   return HashJson(j);
 }
@@ -112,22 +102,17 @@ StatusOr<std::string> RemoteSourcesDigest(const std::vector<std::string>& urls,
 }
 
 StatusOr<std::string> FsSourcesDigest(const FsIndex& fs, const std::vector<std::string>& sources,
-                                      const std::string& instruction) {
+                                      const std::string& instruction,
+                                      const CopySelection& selection) {
+  std::unique_ptr<SourceTreeView> view = MakeFsIndexView(fs);
   nlohmann::json j = nlohmann::json::array();
   for (const std::string& source : sources) {
-    std::string path = SelectedPath(source);
-    StatusOr<Digest> d = fs.SubtreeDigest(path);
-    if (!d.ok()) {
-      if (HasWildcard(source) && d.status().code() == StatusCode::kNotFound) {
-        j.push_back({source, "absent"});
-        continue;
-      }
-      if (d.status().code() == StatusCode::kNotFound) {
-        return NotFoundError(instruction + ": \"" + source + "\": not found");
-      }
-      return d.status();
+    StatusOr<std::string> d = SourceSelectionDigest(*view, source, selection);
+    if (!d.ok() && d.status().code() == StatusCode::kNotFound) {
+      return NotFoundError(instruction + ": \"" + source + "\": not found");
     }
-    j.push_back({source, d->str()});
+    if (!d.ok()) return d.status().Annotate(instruction);
+    j.push_back(*d);
   }
   return HashJson(j);
 }

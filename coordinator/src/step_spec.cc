@@ -72,6 +72,10 @@ StepSpec MakeStepSpec(const frontend::ResolvedStep& step, const std::string& key
   w.dest = step.dest;
   w.chown = step.chown;
   w.chmod = step.chmod;
+  w.parents = step.parents;
+  w.excludes = step.excludes;
+  w.unpack = step.unpack;
+  w.link = step.link;
   w.from_layers = std::move(from_layers);
   for (const std::string& source : step.sources) {
     if (step.kind != frontend::StepKind::kAdd || !IsRemoteUrl(source)) continue;

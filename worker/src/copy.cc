@@ -4,7 +4,6 @@
 #include <archive_entry.h>
 #include <dirent.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -12,9 +11,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
+#include <tuple>
 
 #include "stagefarm/common/clean_path.h"
 #include "stagefarm/common/context_tree.h"
+#include "stagefarm/common/copy_sources.h"
 #include "stagefarm/common/fd_io.h"
 #include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/unique_fd.h"
@@ -81,6 +82,15 @@ class ContextSource : public CopySource {
         break;
       case TreeEntry::Type::kSymlink:
         s.type = SourceEntry::Type::kSymlink;
+        break;
+      case TreeEntry::Type::kFifo:
+      case TreeEntry::Type::kCharDevice:
+      case TreeEntry::Type::kBlockDevice:
+        s.type = SourceEntry::Type::kOther;
+        s.raw_mode = e.type == TreeEntry::Type::kFifo         ? S_IFIFO
+                     : e.type == TreeEntry::Type::kCharDevice ? S_IFCHR
+                                                              : S_IFBLK;
+        s.rdev = makedev(e.dev_major, e.dev_minor);
         break;
     }
     return s;
@@ -161,7 +171,11 @@ class DirSource : public CopySource {
   StatusOr<std::optional<SourceEntry>> Stat(const std::string& path) override {
     auto fd = OpenInRoot(root_.get(), path, O_PATH | O_NOFOLLOW);
     if (!fd.ok()) {
-      if (fd.status().code() == StatusCode::kNotFound) return std::optional<SourceEntry>();
+      // Absent, or below a file (ENOTDIR): nothing there.
+      if (fd.status().code() == StatusCode::kNotFound ||
+          fd.status().code() == StatusCode::kFailedPrecondition) {
+        return std::optional<SourceEntry>();
+      }
       return fd.status();
     }
     struct stat st;
@@ -227,84 +241,49 @@ class DirSource : public CopySource {
 
 // ---- the copy ---------------------------------------------------------------------------------
 
-bool HasWildcard(std::string_view s) { return s.find_first_of("*?[") != std::string_view::npos; }
-
-// Cleans a source path lexically; ".." never climbs above the source root (Docker's rule).
-std::vector<std::string> SourceComponents(std::string_view path) {
-  std::vector<std::string> out;
-  for (const auto& part : [&] {
-         std::vector<std::string> parts;
-         std::string clean = CleanRelative(path);
-         size_t start = 0;
-         while (start < clean.size()) {
-           size_t end = clean.find('/', start);
-           if (end == std::string::npos) end = clean.size();
-           parts.push_back(clean.substr(start, end - start));
-           start = end + 1;
-         }
-         return parts;
-       }()) {
-    if (part == "..") {
-      if (!out.empty()) out.pop_back();
-    } else {
-      out.push_back(part);
-    }
-  }
-  return out;
-}
-
 std::string Join(const std::string& a, const std::string& b) { return a.empty() ? b : a + "/" + b; }
+std::string Parent(const std::string& p) {
+  size_t slash = p.rfind('/');
+  return slash == std::string::npos ? std::string() : p.substr(0, slash);
+}
+std::string Base(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 
-struct Match {
-  std::string path;
-  SourceEntry entry;
-  bool remote = false;  // an http(s) source: read from CopyRequest::remote, never unpacked
+// A CopySource as copy_sources.h selects in it.
+class SourceView : public SourceTreeView {
+ public:
+  explicit SourceView(CopySource& source) : source_(source) {}
+  StatusOr<std::optional<Node>> Lookup(const std::string& path) override {
+    SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> e, source_.Stat(path));
+    if (!e) return std::optional<Node>();
+    Node n;
+    n.kind = e->type == SourceEntry::Type::kDir       ? Node::Kind::kDir
+             : e->type == SourceEntry::Type::kSymlink ? Node::Kind::kSymlink
+             : e->type == SourceEntry::Type::kFile    ? Node::Kind::kFile
+                                                      : Node::Kind::kOther;
+    n.target = e->target;
+    return std::optional<Node>(std::move(n));
+  }
+  StatusOr<std::vector<std::string>> Names(const std::string& dir) override {
+    SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> e, source_.Stat(dir));
+    if (!e || e->type != SourceEntry::Type::kDir) return NotFoundError(dir + " is no directory");
+    SF_ASSIGN_OR_RETURN(std::vector<SourceEntry> children, source_.List(dir, *e));
+    std::vector<std::string> names;
+    for (const SourceEntry& c : children) names.push_back(c.name);
+    return names;
+  }
+  StatusOr<std::string> SubtreeDigest(const std::string&) override {
+    return UnimplementedError("the worker copies, it does not key");
+  }
+
+ private:
+  CopySource& source_;
 };
 
-// Expands one source (with wildcards) to the entries it names, in path order.
-StatusOr<std::vector<Match>> Expand(CopySource& source, const std::string& pattern) {
-  std::vector<std::string> parts = SourceComponents(pattern);
-  std::vector<std::string> paths = {""};
-  for (const auto& part : parts) {
-    std::vector<std::string> next;
-    for (const auto& base : paths) {
-      if (!HasWildcard(part)) {
-        next.push_back(Join(base, part));
-        continue;
-      }
-      SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> dir, source.Stat(base));
-      if (!dir || dir->type != SourceEntry::Type::kDir) continue;
-      SF_ASSIGN_OR_RETURN(std::vector<SourceEntry> children, source.List(base, *dir));
-      for (const auto& c : children) {
-        if (::fnmatch(part.c_str(), c.name.c_str(), 0) == 0) next.push_back(Join(base, c.name));
-      }
-    }
-    paths = std::move(next);
-  }
-  std::vector<Match> out;
-  for (const auto& p : paths) {
-    SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> e, source.Stat(p));
-    if (!e) continue;
-    // A symlink named as a source (or matched by a wildcard) is followed inside the source root,
-    // as BuildKit's COPY does (FollowSymlinks): its target is copied under the link's name.
-    // Links inside a copied directory stay links.
-    std::string path = p;
-    const std::string name = p.substr(p.rfind('/') + 1);
-    for (int hops = 0; e && e->type == SourceEntry::Type::kSymlink; ++hops) {
-      if (hops == 40) return InvalidArgumentError(p + ": too many levels of symbolic links");
-      size_t slash = path.rfind('/');
-      std::string base = e->target.starts_with("/") || slash == std::string::npos
-                             ? std::string()
-                             : path.substr(0, slash);
-      path = "";
-      for (const auto& part : SourceComponents(Join(base, e->target))) path = Join(path, part);
-      SF_ASSIGN_OR_RETURN(e, source.Stat(path));
-    }
-    if (!e) return NotFoundError(p + ": symbolic link to a missing file");
-    e->name = name;
-    out.push_back({path, std::move(*e)});
-  }
-  return out;
+// rm -rf of `name` in `parent_fd` (what an unpacked entry replaces).
+Status RemoveTreeAt(int parent_fd, const std::string& name, const std::string& shown) {
+  Status s = RemoveTree("/proc/self/fd/" + std::to_string(parent_fd) + "/" + name);
+  if (!s.ok()) return s.Annotate("replacing " + shown);
+  return Status();
 }
 
 struct Applier {
@@ -312,12 +291,33 @@ struct Applier {
   std::optional<std::pair<uid_t, gid_t>> chown;
   std::optional<uint32_t> chmod;
   struct timespec default_mtime;
+  // What to copy below a copied directory (--exclude, --parents); null: everything.
+  const CopyFilter* filter = nullptr;
+  // Unpacking an archive (tar's rules): an entry replaces whatever is in its place, a directory
+  // too. A copy instead refuses to put a file over a directory, or a directory over a file.
+  bool replace_dirs = false;
   // Files with several links already copied: (dev, ino) -> where the first copy went.
   struct Copied {
     UniqueFd dir;
     std::string name;
   };
   std::map<std::pair<dev_t, ino_t>, Copied> linked = {};
+
+  // A destination directory that may not exist yet: made, with its source's metadata, only when
+  // something is copied into it (--parents, an --exclude exception below an excluded directory).
+  struct LazyDir {
+    LazyDir* parent = nullptr;
+    std::string name;
+    std::string shown;  // its destination path, for messages ("" for the root)
+    const SourceEntry* entry = nullptr;
+    UniqueFd fd;           // open once it exists
+    bool created = false;  // made here: its metadata is set when its contents are in
+  };
+
+  bool Selected(const std::string& rel) const { return !filter || filter->Selected(rel); }
+  bool MayHaveSelectedBelow(const std::string& rel) const {
+    return !filter || filter->MayHaveSelectedBelow(rel);
+  }
 
   Status Finish(int parent_fd, const std::string& name, const SourceEntry& e, int own_fd) {
     auto [uid, gid] = chown ? *chown : (e.owner ? *e.owner : std::make_pair(uid_t(0), gid_t(0)));
@@ -339,20 +339,57 @@ struct Applier {
     return Status();
   }
 
-  // Makes room for a non-directory called `name`; a directory there is an error.
+  // Makes room for a non-directory called `name`.
   Status Replace(int parent_fd, const std::string& name, const std::string& shown) {
     struct stat st;
     if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return Status();
     if (S_ISDIR(st.st_mode)) {
+      if (replace_dirs) return RemoveTreeAt(parent_fd, name, shown);
       return FailedPreconditionError("cannot replace directory " + shown + " with a file");
     }
     if (::unlinkat(parent_fd, name.c_str(), 0) != 0) return ErrnoError("remove " + shown, errno);
     return Status();
   }
 
-  // Copies `e` (at `path` in the source) to `name` in `parent_fd`; `shown` is its destination.
+  // Makes (or keeps) directory `name` in `parent_fd` and opens it; *made says if it was made.
+  StatusOr<UniqueFd> MakeDir(int parent_fd, const std::string& name, const std::string& shown,
+                             bool* made) {
+    struct stat st;
+    *made = false;
+    if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (!S_ISDIR(st.st_mode)) {
+        if (!replace_dirs) return FailedPreconditionError("cannot copy to non-directory " + shown);
+        if (::unlinkat(parent_fd, name.c_str(), 0) != 0)
+          return ErrnoError("remove " + shown, errno);
+      }
+    }
+    if (::mkdirat(parent_fd, name.c_str(), 0700) == 0) {
+      *made = true;
+    } else if (errno != EEXIST) {
+      return ErrnoError("mkdir " + shown, errno);
+    }
+    UniqueFd dir(
+        ::openat(parent_fd, name.c_str(), O_DIRECTORY | O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir) return ErrnoError("open " + shown, errno);
+    return dir;
+  }
+
+  StatusOr<int> Materialize(LazyDir& d) {
+    if (d.fd) return d.fd.get();
+    SF_ASSIGN_OR_RETURN(int parent_fd, Materialize(*d.parent));
+    SF_ASSIGN_OR_RETURN(d.fd, MakeDir(parent_fd, d.name, d.shown, &d.created));
+    // A directory that was there keeps its owner and gets its source's mode (BuildKit's
+    // copyDirectoryOnly); one made here gets all its metadata in CopyContents, once filled.
+    if (!d.created && ::fchmod(d.fd.get(), d.entry->mode) != 0) {
+      return ErrnoError("chmod " + d.shown, errno);
+    }
+    return d.fd.get();
+  }
+
+  // Copies `e` (at `path` in the source) to `name` in `parent_fd`; `shown` is its destination,
+  // `rel` its path below the directory the copy started at ("" for a source itself).
   Status Copy(const std::string& path, const SourceEntry& e, int parent_fd, const std::string& name,
-              const std::string& shown) {
+              const std::string& shown, const std::string& rel) {
     // Names from a context tree come from a peer. Every call below takes `name` relative to
     // `parent_fd`, so "..", or "..\0" read by the kernel as "..", would climb out of the rootfs.
     if (!IsEntryName(name)) {
@@ -362,20 +399,13 @@ struct Applier {
     }
     switch (e.type) {
       case SourceEntry::Type::kDir: {
-        struct stat st;
-        if (::fstatat(parent_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            !S_ISDIR(st.st_mode)) {
-          if (::unlinkat(parent_fd, name.c_str(), 0) != 0)
-            return ErrnoError("remove " + shown, errno);
-        }
-        if (::mkdirat(parent_fd, name.c_str(), 0700) != 0 && errno != EEXIST) {
-          return ErrnoError("mkdir " + shown, errno);
-        }
-        UniqueFd dir(
-            ::openat(parent_fd, name.c_str(), O_DIRECTORY | O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-        if (!dir) return ErrnoError("open " + shown, errno);
-        SF_RETURN_IF_ERROR(CopyContents(path, e, dir.get(), shown));
-        return Finish(parent_fd, name, e, dir.get());
+        bool made = false;
+        SF_ASSIGN_OR_RETURN(UniqueFd dir, MakeDir(parent_fd, name, shown, &made));
+        LazyDir into;
+        into.shown = shown;
+        into.fd = std::move(dir);
+        SF_RETURN_IF_ERROR(CopyContents(path, e, into, rel));
+        return Finish(parent_fd, name, e, into.fd.get());
       }
       case SourceEntry::Type::kFile: {
         SF_RETURN_IF_ERROR(Replace(parent_fd, name, shown));
@@ -406,12 +436,12 @@ struct Applier {
         return Finish(parent_fd, name, e, -1);
       }
       case SourceEntry::Type::kOther: {
+        // A FIFO or a device node (BuildKit makes them), or a socket from a stage (the layer
+        // leaves it out, as BuildKit's). Made, never opened.
         SF_RETURN_IF_ERROR(Replace(parent_fd, name, shown));
         if (::mknodat(parent_fd, name.c_str(), (e.raw_mode & S_IFMT) | 0600, e.rdev) != 0) {
           return ErrnoError("mknod " + shown, errno);
         }
-        UniqueFd node(::openat(parent_fd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-        if (!node) return ErrnoError("open " + shown, errno);
         // fchown/fchmod do not take O_PATH descriptors; go through the parent.
         auto [uid, gid] =
             chown ? *chown : (e.owner ? *e.owner : std::make_pair(uid_t(0), gid_t(0)));
@@ -427,11 +457,31 @@ struct Applier {
     return Status();
   }
 
-  Status CopyContents(const std::string& path, const SourceEntry& dir, int dest_fd,
-                      const std::string& shown) {
+  // Copies the entries of directory `dir` (at `path`) that the filter selects into `into`;
+  // `rel` is `path` below the directory the copy started at.
+  Status CopyContents(const std::string& path, const SourceEntry& dir, LazyDir& into,
+                      const std::string& rel) {
     SF_ASSIGN_OR_RETURN(std::vector<SourceEntry> children, source.List(path, dir));
     for (const auto& c : children) {
-      SF_RETURN_IF_ERROR(Copy(Join(path, c.name), c, dest_fd, c.name, shown + "/" + c.name));
+      const std::string child_rel = Join(rel, c.name), child_path = Join(path, c.name);
+      const std::string shown = into.shown + "/" + c.name;
+      if (Selected(child_rel)) {
+        SF_ASSIGN_OR_RETURN(int fd, Materialize(into));
+        SF_RETURN_IF_ERROR(Copy(child_path, c, fd, c.name, shown, child_rel));
+      } else if (c.type == SourceEntry::Type::kDir && MayHaveSelectedBelow(child_rel)) {
+        if (!IsEntryName(c.name)) {
+          return InvalidArgumentError("cannot copy " + QuoteName(child_path) + " from the " +
+                                      source.Describe() + ": " + QuoteName(c.name) +
+                                      " is not a valid file name");
+        }
+        LazyDir sub;
+        sub.parent = &into;
+        sub.name = c.name;
+        sub.shown = shown;
+        sub.entry = &c;
+        SF_RETURN_IF_ERROR(CopyContents(child_path, c, sub, child_rel));
+        if (sub.created) SF_RETURN_IF_ERROR(Finish(into.fd.get(), c.name, c, sub.fd.get()));
+      }
     }
     return Status();
   }
@@ -445,6 +495,29 @@ StatusOr<uint32_t> ParseChmod(const std::string& text) {
     mode = mode * 8 + static_cast<uint32_t>(c - '0');
   }
   return mode;
+}
+
+// --chown of a linked copy: numeric ids, "root" counting as 0 (BuildKit's parseUID); a name
+// would need the image's /etc/passwd, which a linked copy does not read.
+StatusOr<std::string> NumericOwner(const std::string& spec, const std::string& failed) {
+  std::string out;
+  size_t start = 0;
+  for (int part = 0; start <= spec.size() && part < 2; ++part) {
+    size_t colon = part == 0 ? spec.find(':', start) : std::string::npos;
+    std::string id =
+        spec.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (id == "root") id = "0";
+    if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos) {
+      return InvalidArgumentError(
+          failed + "--link --chown=" + spec + ": \"" + id +
+          "\" is not a numeric id, and a --link copy cannot look names up in the image's "
+          "/etc/passwd or /etc/group (BuildKit: invalid user index); use numeric ids");
+    }
+    out += (part == 0 ? "" : ":") + id;
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return out;
 }
 
 struct ArchiveDeleter {
@@ -475,7 +548,7 @@ StatusOr<bool> IsTar(const std::string& path) {
 // path is returned; an empty string when the file is not an archive (ADD then copies it as is).
 StatusOr<std::string> UnpackIfArchive(CopySource& source, const std::string& path,
                                       const SourceEntry& file, const std::string& scratch,
-                                      int index) {
+                                      int index, const ExtractOptions& options) {
   const std::string raw = scratch + "/archive-" + std::to_string(index);
   {
     UniqueFd out(::open(raw.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
@@ -486,11 +559,99 @@ StatusOr<std::string> UnpackIfArchive(CopySource& source, const std::string& pat
   if (!is_tar) return std::string();
   const std::string dir = raw + ".d";
   if (::mkdir(dir.c_str(), 0755) != 0) return ErrnoError("mkdir " + dir, errno);
-  // A user's tar: entries named like whiteouts are files (BuildKit's ADD), not deletions.
-  Status s = ExtractLayer(raw, dir, ExtractOptions{.whiteouts = false});
+  Status s = ExtractLayer(raw, dir, options);
   if (!s.ok()) return s.Annotate("unpacking " + path);
   return dir;
 }
+
+// One ApplyCopy: the rootfs, the destination and what every source shares.
+class Copier {
+ public:
+  Copier(const CopyRequest& req, UniqueFd root, std::unique_ptr<CopySource> rootfs_tree)
+      : req_(req),
+        failed_(req.instruction + " failed: "),
+        root_(std::move(root)),
+        rootfs_tree_(std::move(rootfs_tree)),
+        rootfs_view_(*rootfs_tree_) {
+    std::string dest = req.dest;
+    // An empty dest (an ARG that expands to nothing) is the workdir, as "." is.
+    dest_is_dir_ = dest.empty() || dest.back() == '/' || dest == "." || dest.ends_with("/.");
+    if (dest.empty() || dest[0] != '/')
+      dest = (req.workdir.empty() ? "/" : req.workdir) + "/" + dest;
+    dest_ = CleanSlashPath(dest).substr(1);
+  }
+
+  const std::string& failed() const { return failed_; }
+  int root() const { return root_.get(); }
+
+  void SetOwnership(std::optional<std::pair<uid_t, gid_t>> chown, std::optional<uint32_t> chmod) {
+    dir_mode_ = chmod ? *chmod : 0755;
+    if (chown) std::tie(dir_uid_, dir_gid_) = *chown;
+  }
+
+  // BuildKit's copy.Copy of one match: the directory the destination names by its syntax (or
+  // its parent) is made, then the destination is resolved in the rootfs; a file goes into it
+  // when it is a directory, a directory's contents are merged into it.
+  Status CopyMatch(Applier& a, const std::string& path, const SourceEntry& e) {
+    // Resolved first, so that a dangling link to a directory gets its target made.
+    SF_ASSIGN_OR_RETURN(std::string ensure,
+                        ResolveInRoot(dest_is_dir_ ? dest_ : Parent(dest_), true, rootfs_view_));
+    SF_RETURN_IF_ERROR(MakeDirs(ensure).status());
+    SF_ASSIGN_OR_RETURN(std::string target, ResolveInRoot(dest_, true, rootfs_view_));
+    SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> existing, rootfs_tree_->Stat(target));
+    if (e.type == SourceEntry::Type::kDir) {
+      if (existing && existing->type != SourceEntry::Type::kDir) {
+        return FailedPreconditionError(failed_ + "cannot copy directory " + QuoteName(path) +
+                                       " to non-directory /" + target);
+      }
+      SF_ASSIGN_OR_RETURN(UniqueFd dir, MakeDirs(target));
+      Applier::LazyDir into;
+      into.shown = target.empty() ? "" : "/" + target;
+      into.fd.reset(::openat(dir.get(), ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+      if (!into.fd) return ErrnoError("open /" + target, errno);
+      return a.CopyContents(path, e, into, "");
+    }
+    if (existing && existing->type == SourceEntry::Type::kDir) target = Join(target, e.name);
+    SF_ASSIGN_OR_RETURN(UniqueFd parent, MakeDirs(Parent(target)));
+    return a.Copy(path, e, parent.get(), Base(target), "/" + target, "");
+  }
+
+  // BuildKit's unpack: the destination (resolved in the rootfs) is made a directory, 0755, and
+  // the unpacked tree `dir` goes into it with tar's rules.
+  Status Unpack(const std::string& dir, const std::string& what) {
+    SF_ASSIGN_OR_RETURN(auto tree, MakeDirSource(dir));
+    SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> top, tree->Stat(""));
+    if (!top) return InternalError("unpacked archive vanished: " + dir);
+    SF_ASSIGN_OR_RETURN(std::string target, ResolveInRoot(dest_, true, rootfs_view_));
+    auto made = MakeDirsInRoot(root_.get(), target, 0755, dir_uid_, dir_gid_);
+    if (!made.ok()) return made.status().Annotate(failed_ + "unpacking " + what);
+    Applier unpack{*tree, std::nullopt, std::nullopt, {req_.default_mtime, 0}};
+    unpack.replace_dirs = true;
+    Applier::LazyDir into;
+    into.shown = target.empty() ? "" : "/" + target;
+    into.fd.reset(::openat(made->get(), ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
+    if (!into.fd) return ErrnoError("open /" + target, errno);
+    return unpack.CopyContents("", *top, into, "");
+  }
+
+ private:
+  StatusOr<UniqueFd> MakeDirs(const std::string& path) {
+    auto made = MakeDirsInRoot(root_.get(), path, dir_mode_, dir_uid_, dir_gid_);
+    if (!made.ok()) return made.status().Annotate(req_.instruction + " failed");
+    return made;
+  }
+
+  const CopyRequest& req_;
+  const std::string failed_;
+  UniqueFd root_;
+  std::unique_ptr<CopySource> rootfs_tree_;  // the rootfs as a source: to resolve the dest
+  SourceView rootfs_view_;
+  std::string dest_;  // clean, relative to the rootfs
+  bool dest_is_dir_ = false;
+  mode_t dir_mode_ = 0755;
+  uid_t dir_uid_ = 0;
+  gid_t dir_gid_ = 0;
+};
 
 }  // namespace
 
@@ -508,24 +669,39 @@ StatusOr<std::unique_ptr<CopySource>> MakeDirSource(const std::string& dir) {
   return std::unique_ptr<CopySource>(std::make_unique<DirSource>(std::move(fd)));
 }
 
+bool LinkedCopy(bool link, const std::string& chmod) { return link && chmod.empty(); }
+
 Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& rootfs) {
-  const std::string failed = req.instruction + " failed: ";
   UniqueFd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root) return ErrnoError("open " + rootfs, errno);
+  SF_ASSIGN_OR_RETURN(auto rootfs_tree, MakeDirSource(rootfs));
+  Copier copier(req, std::move(root), std::move(rootfs_tree));
+  const std::string& failed = copier.failed();
+  if (req.sources.empty()) return InvalidArgumentError(failed + "no source files were specified");
 
   Applier apply{source, std::nullopt, std::nullopt, {req.default_mtime, 0}};
   if (!req.chown.empty()) {
-    SF_ASSIGN_OR_RETURN(ResolvedUser owner, ResolveOwner(root.get(), req.chown));
+    std::string spec = req.chown;
+    if (req.link) {
+      SF_ASSIGN_OR_RETURN(spec, NumericOwner(req.chown, failed));
+    }
+    SF_ASSIGN_OR_RETURN(ResolvedUser owner, ResolveOwner(copier.root(), spec));
     apply.chown = std::make_pair(owner.uid, owner.gid);
   }
   if (!req.chmod.empty()) {
     SF_ASSIGN_OR_RETURN(uint32_t mode, ParseChmod(req.chmod));
     apply.chmod = mode;
   }
-  auto [dir_uid, dir_gid] = apply.chown ? *apply.chown : std::make_pair(uid_t(0), gid_t(0));
+  copier.SetOwnership(apply.chown, apply.chmod);
+  // A user's tar: entries named like whiteouts are files (BuildKit's ADD), not deletions.
+  ExtractOptions unpack_options{.whiteouts = false, .rooted_names = true, .owner = std::nullopt};
+  if (apply.chown) unpack_options.owner = *apply.chown;
 
-  std::vector<Match> matches;
+  SourceView view(source);
+  int archives = 0;
   for (const auto& src : req.sources) {
+    // Hard links are kept within one source, not across sources (BuildKit copies each alone).
+    apply.linked.clear();
     if (IsRemoteUrl(src)) {
       if (req.instruction != "ADD") return InvalidArgumentError(failed + "source can't be a URL");
       std::optional<SourceEntry> fetched;
@@ -535,82 +711,53 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
       if (!fetched) {
         return FailedPreconditionError(failed + src + " was not fetched before the build");
       }
-      matches.push_back({src, std::move(*fetched), /*remote=*/true});
-      continue;
-    }
-    SF_ASSIGN_OR_RETURN(std::vector<Match> found, Expand(source, src));
-    if (found.empty()) {
-      return NotFoundError(failed + "file not found in " + source.Describe() + ": " + src);
-    }
-    for (auto& m : found) matches.push_back(std::move(m));
-  }
-  if (matches.empty()) return InvalidArgumentError(failed + "no source files were specified");
-
-  std::string dest = req.dest;
-  bool dest_is_dir = !dest.empty() && (dest.back() == '/' || dest == "." ||
-                                       (dest.size() >= 2 && dest.ends_with("/.")));
-  if (dest.empty() || dest[0] != '/') dest = (req.workdir.empty() ? "/" : req.workdir) + "/" + dest;
-  std::string dest_clean = CleanRelative(dest);
-  if (!dest_is_dir) {
-    auto existing = OpenInRoot(root.get(), dest_clean, O_PATH | O_DIRECTORY);
-    dest_is_dir = existing.ok() || dest_clean.empty();
-  }
-  if (matches.size() > 1 && !dest_is_dir) {
-    return InvalidArgumentError(failed + "when using " + req.instruction +
-                                " with more than one source file, the destination must be a "
-                                "directory and end with a /");
-  }
-
-  int archives = 0;
-  std::optional<Applier> remote_apply;
-  if (req.remote) remote_apply.emplace(Applier{*req.remote, apply.chown, apply.chmod, {}});
-  for (const auto& m : matches) {
-    // Hard links are kept within one source, not across sources (BuildKit copies each alone).
-    apply.linked.clear();
-    std::string shown_base = "/" + dest_clean;
-    if (req.extract_archives && !m.remote && m.entry.type == SourceEntry::Type::kFile) {
-      SF_ASSIGN_OR_RETURN(std::string unpacked,
-                          UnpackIfArchive(source, m.path, m.entry, req.scratch_dir, archives++));
-      if (!unpacked.empty()) {
-        SF_ASSIGN_OR_RETURN(auto tree, MakeDirSource(unpacked));
-        SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> top, tree->Stat(""));
-        if (!top) return InternalError("unpacked archive vanished: " + unpacked);
-        SF_ASSIGN_OR_RETURN(UniqueFd dir,
-                            MakeDirsInRoot(root.get(), dest_clean, 0755, dir_uid, dir_gid));
-        UniqueFd dir_rw(::openat(dir.get(), ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
-        if (!dir_rw) return ErrnoError("open " + shown_base, errno);
-        // Entries keep the tar's owners: docker applies --chown to the destination it creates,
-        // not to what it unpacks (tests/golden/fs-cases/add-tar).
-        Applier unpack{*tree, std::nullopt, apply.chmod, apply.default_mtime};
-        SF_RETURN_IF_ERROR(
-            unpack.CopyContents("", *top, dir_rw.get(), shown_base == "/" ? "" : shown_base));
-        continue;
+      if (req.extract_remote) {
+        SF_ASSIGN_OR_RETURN(std::string unpacked,
+                            UnpackIfArchive(*req.remote, src, *fetched, req.scratch_dir, archives++,
+                                            unpack_options));
+        if (!unpacked.empty()) {
+          SF_RETURN_IF_ERROR(copier.Unpack(unpacked, src));
+          continue;
+        }
       }
-    }
-    if (m.entry.type == SourceEntry::Type::kDir) {
-      // "COPY dir /x" copies dir's contents into /x.
-      SF_ASSIGN_OR_RETURN(UniqueFd dir,
-                          MakeDirsInRoot(root.get(), dest_clean, 0755, dir_uid, dir_gid));
-      UniqueFd dir_rw(::openat(dir.get(), ".", O_DIRECTORY | O_RDONLY | O_CLOEXEC));
-      if (!dir_rw) return ErrnoError("open " + shown_base, errno);
-      SF_RETURN_IF_ERROR(
-          apply.CopyContents(m.path, m.entry, dir_rw.get(), shown_base == "/" ? "" : shown_base));
+      Applier remote{*req.remote, apply.chown, apply.chmod, {}};
+      SF_RETURN_IF_ERROR(copier.CopyMatch(remote, src, *fetched));
       continue;
     }
-    std::string parent, name;
-    if (dest_is_dir) {
-      parent = dest_clean;
-      name = m.entry.name.empty() ? m.path.substr(m.path.rfind('/') + 1) : m.entry.name;
-    } else {
-      size_t slash = dest_clean.rfind('/');
-      parent = slash == std::string::npos ? "" : dest_clean.substr(0, slash);
-      name = dest_clean.substr(slash == std::string::npos ? 0 : slash + 1);
+    // --parents copies the source's root (the part before a "/./", else "/") keeping the rest.
+    std::string from = src;
+    std::optional<std::string> include;
+    if (req.parents) {
+      ParentsSource p = SplitParents(src);
+      from = p.root;
+      include = p.pattern;
     }
-    SF_ASSIGN_OR_RETURN(UniqueFd parent_fd,
-                        MakeDirsInRoot(root.get(), parent, 0755, dir_uid, dir_gid));
-    std::string shown = "/" + Join(parent, name);
-    SF_RETURN_IF_ERROR(
-        (m.remote ? *remote_apply : apply).Copy(m.path, m.entry, parent_fd.get(), name, shown));
+    StatusOr<CopyFilter> filter = CopyFilter::Make(include, req.excludes);
+    if (!filter.ok()) return InvalidArgumentError(failed + filter.status().message());
+    apply.filter = &*filter;
+    SF_ASSIGN_OR_RETURN(std::vector<SourceMatch> matches, MatchSource(from, view));
+    for (const SourceMatch& m : matches) {
+      apply.linked.clear();
+      SF_ASSIGN_OR_RETURN(std::optional<SourceEntry> entry, source.Stat(m.resolved));
+      if (!entry) {
+        if (!HasWildcards(from)) {
+          return NotFoundError(failed + "file not found in " + source.Describe() + ": " + from);
+        }
+        return NotFoundError(failed + from + ": /" + m.path + " is a symbolic link to /" +
+                             m.resolved + ", which is not in the " + source.Describe());
+      }
+      entry->name = Base(m.path);
+      if (req.extract_archives && entry->type == SourceEntry::Type::kFile) {
+        SF_ASSIGN_OR_RETURN(std::string unpacked,
+                            UnpackIfArchive(source, m.resolved, *entry, req.scratch_dir, archives++,
+                                            unpack_options));
+        if (!unpacked.empty()) {
+          SF_RETURN_IF_ERROR(copier.Unpack(unpacked, src));
+          continue;
+        }
+      }
+      SF_RETURN_IF_ERROR(copier.CopyMatch(apply, m.resolved, *entry));
+    }
   }
   return Status();
 }

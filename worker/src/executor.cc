@@ -419,9 +419,16 @@ Status Executor::RunStep(StepContext& ctx) {
     // mtime 0, or SOURCE_DATE_EPOCH when the task has one. Files from a stage keep theirs.
     copy.default_mtime = ctx.task.source_date_epoch >= 0 ? ctx.task.source_date_epoch : 0;
     copy.instruction = step.kind == StepKind::kAdd ? "ADD" : "COPY";
+    copy.parents = step.parents;
+    copy.excludes = step.excludes;
+    // A linked copy is made onto an empty tree that is the step's layer on its own (copy.h).
+    copy.link = LinkedCopy(step.link, step.chmod);
+    const std::string& into = copy.link ? upper : merged;
+    if (copy.link) SF_RETURN_IF_ERROR(rootfs->Unmount());
     Status copied;
     if (step.from_layers.empty()) {
-      copy.extract_archives = step.kind == StepKind::kAdd;
+      copy.extract_archives = step.kind == StepKind::kAdd && step.unpack.value_or(true);
+      copy.extract_remote = step.kind == StepKind::kAdd && step.unpack.value_or(false);
       copy.scratch_dir = d + "/scratch";
       if (::mkdir(copy.scratch_dir.c_str(), 0700) != 0) {
         return ErrnoError("mkdir " + copy.scratch_dir, errno);
@@ -429,7 +436,7 @@ Status Executor::RunStep(StepContext& ctx) {
       auto source = MakeContextSource(ctx.cache, step.context_root);
       auto remote = MakeRemoteSource(ctx.cache, step.remote_files);
       copy.remote = remote.get();
-      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, merged);
+      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, into);
     } else {
       std::vector<std::string> from_dirs;
       for (const auto& layer : step.from_layers) {
@@ -440,12 +447,12 @@ Status Executor::RunStep(StepContext& ctx) {
       SF_ASSIGN_OR_RETURN(ScopedMount from_fs,
                           MountOverlay({from_dirs, d + "/empty", "", ""}, d + "/from"));
       SF_ASSIGN_OR_RETURN(auto source, MakeDirSource(d + "/from"));
-      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, merged);
+      if (!step.sources.empty() || step.heredocs.empty()) copied = ApplyCopy(copy, *source, into);
       source.reset();
       SF_RETURN_IF_ERROR(from_fs.Unmount());
     }
     if (copied.ok() && !step.heredocs.empty()) {
-      copied = CopyHeredocs(step.heredocs, copy, d + "/heredocs", merged);
+      copied = CopyHeredocs(step.heredocs, copy, d + "/heredocs", into);
     }
     SF_RETURN_IF_ERROR(rootfs->Unmount());
     if (!copied.ok()) return copied.Annotate(prefix.substr(0, prefix.size() - 2));

@@ -40,6 +40,14 @@ StageTask SampleTask() {
   copy.from_layers = {LayerRef{D('d', 1), D('e', 2)}};
   copy.remote_files = {RemoteFile{"https://example.com/a.tgz", D('f', 5), 1700000001}};
   copy.heredocs = {HeredocFile{"EOF", std::string("line\n\0bytes", 11)}, HeredocFile{"B", ""}};
+  copy.parents = true;
+  copy.excludes = {"*.md", "!keep.md"};
+  copy.unpack = false;
+  copy.link = true;
+  StepSpec add = copy;
+  add.key = "k2b";
+  add.kind = StepKind::kAdd;
+  add.unpack = true;
   StepSpec workdir;
   workdir.key = "k3";
   workdir.kind = StepKind::kWorkdir;
@@ -47,7 +55,7 @@ StageTask SampleTask() {
   workdir.created_by = "WORKDIR /srv/app";
   workdir.user = "1000:1000";
   workdir.workdir = "/srv/app";
-  t.steps = {run, copy, workdir};
+  t.steps = {run, copy, add, workdir};
   t.source_date_epoch = 1700000000;
   t.timeout_seconds = 60;
   return t;

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -151,6 +154,56 @@ TEST(DockerIgnore, DockerSemantics) {
   EXPECT_TRUE(di->Excluded("tmp1"));
   EXPECT_FALSE(di->Excluded("tmp12"));
   EXPECT_FALSE(DockerIgnore::Parse("[unterminated\n").ok());
+}
+
+}  // namespace
+}  // namespace stagefarm
+
+namespace stagefarm {
+namespace {
+
+// BuildKit's context keeps FIFOs and device nodes (COPY makes them) and sends a socket as an
+// empty file; they are only lstat'ed, never opened.
+TEST(ContextTreeSpecialFiles, FifosDevicesAndSocketsAreEntries) {
+  const std::string root = ::testing::TempDir() + "/ctx-special-" + std::to_string(getpid());
+  fs::remove_all(root);
+  fs::create_directories(root);
+  ASSERT_EQ(::mkfifo((root + "/fifo").c_str(), 0640), 0);
+  ASSERT_EQ(::mknod((root + "/null").c_str(), S_IFCHR | 0666, makedev(1, 3)), 0);
+  int sock = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(sock, 0);
+  struct sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s/sock", root.c_str());
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::close(sock);
+  testing::FakeCacheClient cache;
+  auto digest = HashContextDir(root, nullptr, [&](ContextBlob b) {
+    ASSERT_TRUE((b.path.empty() ? cache.PutBytes(b.bytes) : cache.PutFile(b.path, b.digest)).ok());
+  });
+  ASSERT_TRUE(digest.ok()) << digest.status().ToString();
+  ContextTree tree(cache, *digest);
+  auto fifo = tree.Lookup("fifo");
+  ASSERT_TRUE(fifo.ok() && fifo->has_value());
+  EXPECT_EQ((*fifo)->type, TreeEntry::Type::kFifo);
+  EXPECT_EQ((*fifo)->mode, 0640u);
+  auto null = tree.Lookup("null");
+  ASSERT_TRUE(null.ok() && null->has_value());
+  EXPECT_EQ((*null)->type, TreeEntry::Type::kCharDevice);
+  EXPECT_EQ((*null)->dev_major, 1u);
+  EXPECT_EQ((*null)->dev_minor, 3u);
+  auto s = tree.Lookup("sock");
+  ASSERT_TRUE(s.ok() && s->has_value());
+  EXPECT_EQ((*s)->type, TreeEntry::Type::kFile);
+  EXPECT_EQ((*s)->digest, Digest::Of(""));
+  EXPECT_TRUE(cache.ReadBytes((*s)->digest).ok()) << "the empty blob is put";
+  // The node form round-trips.
+  auto node = tree.ReadNode(*digest);
+  ASSERT_TRUE(node.ok());
+  auto again = TreeNode::Parse(node->Serialize());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->entries, node->entries);
+  fs::remove_all(root);
 }
 
 }  // namespace

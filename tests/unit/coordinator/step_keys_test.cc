@@ -115,8 +115,54 @@ TEST(StepKeys, ContextSourcesMissingFileIsAnError) {
   auto missing = ContextSourcesDigest(tree, {"b.txt"}, "Dockerfile:2: COPY b.txt /");
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("Dockerfile:2"), std::string::npos);
-  // Wildcards select their directory as a whole: a match-free pattern is not an error.
+  // A wildcard that matches nothing is not an error (BuildKit copies the other sources).
   EXPECT_TRUE(ContextSourcesDigest(tree, {"*.md"}, "COPY").ok());
+}
+
+// The key covers what the worker copies (copy_sources.h): a path through a symlinked directory
+// is resolved in the context, and what --exclude leaves out does not count.
+TEST(StepKeys, ContextSourcesFollowLinkedDirectoriesAndExcludes) {
+  testing::FakeCacheClient cache;
+  auto tree_with = [&](const std::string& kept, const std::string& excluded) {
+    auto file = [](std::string name, const std::string& content) {
+      TreeEntry f;
+      f.name = std::move(name);
+      f.mode = 0644;
+      f.digest = Digest::Of(content);
+      return f;
+    };
+    TreeNode d;
+    d.entries = {file("f", kept), file("skip.log", excluded)};
+    Digest d_digest;
+    EXPECT_TRUE(cache.PutBytes(d.Serialize(), &d_digest).ok());
+    TreeEntry dir;
+    dir.name = "d";
+    dir.type = TreeEntry::Type::kDir;
+    dir.mode = 0755;
+    dir.digest = d_digest;
+    TreeEntry link;
+    link.name = "dlnk";
+    link.type = TreeEntry::Type::kSymlink;
+    link.target = "d";
+    TreeNode root;
+    root.entries = {dir, link};
+    Digest root_digest;
+    EXPECT_TRUE(cache.PutBytes(root.Serialize(), &root_digest).ok());
+    return root_digest;
+  };
+  ContextTree one(cache, tree_with("1", "a")), two(cache, tree_with("2", "a")),
+      three(cache, tree_with("1", "b"));
+  auto key = [](ContextTree& t, const std::string& source, const CopySelection& sel = {}) {
+    auto d = ContextSourcesDigest(t, {source}, "COPY", sel);
+    EXPECT_TRUE(d.ok()) << source << ": " << d.status().ToString();
+    return d.ok() ? *d : std::string();
+  };
+  EXPECT_NE(key(one, "dlnk/f"), key(two, "dlnk/f"));
+  EXPECT_EQ(key(one, "dlnk/f"), key(three, "dlnk/f"));
+  const CopySelection exclude{false, {"*.log"}};
+  EXPECT_EQ(key(one, "dlnk", exclude), key(three, "dlnk", exclude));
+  EXPECT_NE(key(one, "dlnk"), key(three, "dlnk"));
+  EXPECT_NE(key(one, "dlnk", exclude), key(two, "dlnk", exclude));
 }
 
 }  // namespace

@@ -225,7 +225,9 @@ TEST(LayerTar, WhiteoutNamesInAUsersTarAreFiles) {
   const std::string fixtures = std::string(STAGEFARM_SOURCE_DIR) + "/tests/golden/fs-cases/add-tar";
   for (const char* name : {"plain.tar", "b.tar.bz2", "x.tar.xz"}) {
     TempDir x;
-    Status s = ExtractLayer(fixtures + "/" + name, x.path(), ExtractOptions{.whiteouts = false});
+    Status s = ExtractLayer(
+        fixtures + "/" + name, x.path(),
+        ExtractOptions{.whiteouts = false, .rooted_names = false, .owner = std::nullopt});
     ASSERT_TRUE(s.ok()) << name << ": " << s.ToString();
     EXPECT_EQ(ReadFile(x / "dir/.wh.hidden"), "w\n") << name;
     EXPECT_EQ(ReadFile(x / "dir/sub/.wh..wh..opq"), "o\n") << name;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,16 +17,22 @@
 
 namespace stagefarm {
 
+// A FIFO or device node is an entry of its own kind, with no content (BuildKit's context keeps
+// them, and COPY makes them); a socket is an empty file, as BuildKit's context transfer has it.
 struct TreeEntry {
-  enum class Type { kFile, kDir, kSymlink };
+  enum class Type { kFile, kDir, kSymlink, kFifo, kCharDevice, kBlockDevice };
   std::string name;
   Type type = Type::kFile;
   uint32_t mode = 0;   // permission bits
-  Digest digest;       // file content, or the directory's node blob; empty for symlinks
+  Digest digest;       // file content, or the directory's node blob; empty for the other types
   std::string target;  // symlink target
+  uint32_t dev_major = 0, dev_minor = 0;  // device nodes
 
   friend bool operator==(const TreeEntry&, const TreeEntry&) = default;
 };
+
+// The type's letter in a node's canonical form ("f", "d", "l", "p", "c", "b").
+char TreeTypeChar(TreeEntry::Type t);
 
 struct TreeNode {
   std::vector<TreeEntry> entries;  // sorted by name
@@ -50,7 +57,8 @@ StatusOr<Digest> HashContextDir(
     const std::function<void(ContextBlob)>& on_blob,
     const std::function<bool(const std::string&)>& descend_excluded = {});
 
-// Reads a context tree from the CAS. Not thread-safe (it borrows a CacheClient).
+// Reads a context tree from the CAS, keeping the last nodes it read (path lookups read the same
+// directories again and again). Not thread-safe (it borrows a CacheClient).
 class ContextTree {
  public:
   ContextTree(CacheClient& cache, Digest root) : cache_(cache), root_(std::move(root)) {}
@@ -62,8 +70,10 @@ class ContextTree {
   StatusOr<TreeNode> ReadNode(const Digest& node);
 
  private:
+  static constexpr size_t kCachedNodes = 1024;
   CacheClient& cache_;
   Digest root_;
+  std::map<std::string, TreeNode> nodes_;  // by digest hex
 };
 
 }  // namespace stagefarm

@@ -26,6 +26,10 @@ class DockerIgnore {
   // InvalidArgument naming `filename` and the line: ".dockerignore:3: bad pattern ...".
   static StatusOr<DockerIgnore> Parse(std::string_view text,
                                       std::string_view filename = ".dockerignore");
+  // The patterns of COPY --exclude (and --parents), one per element, as moby's
+  // patternmatcher.New reads them: trimmed and cleaned, "!" re-includes, but no comments and a
+  // leading "/" is kept (so "/a" matches nothing). A malformed pattern is InvalidArgument.
+  static StatusOr<DockerIgnore> FromPatterns(const std::vector<std::string>& patterns);
 
   // True if the relative path `path` ("a/b/c"; cleaned first) is left out of the context.
   bool Excluded(std::string_view path) const;
@@ -35,6 +39,10 @@ class DockerIgnore {
   // Conservative: may say true when nothing turns out to be re-included, never false when
   // something would be.
   bool MayReincludeUnder(std::string_view dir) const;
+
+  // Whether a pattern that is not an exception ("!...") could match some path below `dir`
+  // (one starting with "dir/"). Conservative in the same way.
+  bool MayMatchUnder(std::string_view dir) const;
 
   bool empty() const { return patterns_.empty(); }
 
@@ -56,6 +64,7 @@ class DockerIgnore {
     std::vector<Token> tokens;
     std::vector<std::string> components;  // `cleaned` split on "/"
   };
+  static StatusOr<Pattern> Compiled(std::string cleaned, bool exclusion);
   bool Matches(const Pattern& p, std::string_view path) const;
   bool MatchesOrParentMatches(const Pattern& p, std::string_view path) const;
 

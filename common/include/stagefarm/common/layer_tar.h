@@ -4,8 +4,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "stagefarm/common/digest.h"
@@ -57,6 +59,13 @@ struct ExtractOptions {
   // A layer's OCI whiteouts and opaque markers are applied; a user's tar (ADD) has none, and its
   // entries named ".wh.*" are plain files, as docker's ADD extracts them.
   bool whiteouts = true;
+  // A user's tar (ADD), unpacked as BuildKit does (in a chroot at the destination): an entry
+  // name or hard link target starting with "/" is taken below `dir` (otherwise it is refused),
+  // and a hard link's header sets the owner and mode of the file it links to.
+  bool rooted_names = false;
+  // ADD --chown: every entry gets this uid:gid instead of its own (directories the tar only
+  // implies stay 0:0, as BuildKit's).
+  std::optional<std::pair<uint32_t, uint32_t>> owner;
 };
 
 // Extracts the layer tar at `tar_path` (uncompressed, gzip, zstd, bzip2 or xz: detected) into

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -78,6 +79,10 @@ struct StepSpec {
   std::vector<LayerRef> from_layers; // source is this filesystem (COPY --from a stage or image)
   std::vector<RemoteFile> remote_files;  // ADD: the content of its http(s) sources, in the CAS
   std::vector<HeredocFile> heredocs;     // COPY <<EOF, in the order written
+  bool parents = false;                  // COPY --parents
+  std::vector<std::string> excludes;     // --exclude patterns, as written (after expansion)
+  std::optional<bool> unpack;            // ADD --unpack; unset: local archives only
+  bool link = false;                     // --link
 
   friend bool operator==(const StepSpec&, const StepSpec&) = default;
 };

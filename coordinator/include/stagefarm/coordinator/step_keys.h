@@ -7,6 +7,7 @@
 
 #include "stagefarm/common/build_plan.h"
 #include "stagefarm/common/context_tree.h"
+#include "stagefarm/common/copy_sources.h"
 #include "stagefarm/common/digest.h"
 #include "stagefarm/common/remote_file.h"
 #include "stagefarm/common/toc.h"
@@ -22,10 +23,12 @@ std::string BaseKey(const Digest& manifest, const std::string& platform, const s
 std::string StepKey(const std::string& parent, const frontend::ResolvedStep& step,
                     const std::string& sources_digest);
 
-// The digest of the context entries `sources` select. A source with wildcards selects its parent
-// directory as a whole (a conservative key: any change there invalidates the step).
-StatusOr<std::string> ContextSourcesDigest(ContextTree& tree, const std::vector<std::string>& sources,
-                                           const std::string& instruction);
+// The digest of what copying `sources` with `selection` reads from the context
+// (copy_sources.h: symlinks followed inside the context, wildcard matches, --parents, --exclude).
+StatusOr<std::string> ContextSourcesDigest(ContextTree& tree,
+                                           const std::vector<std::string>& sources,
+                                           const std::string& instruction,
+                                           const CopySelection& selection = {});
 
 // Splits the sources of a COPY/ADD into paths (`local`) and http(s) URLs (`urls`), with
 // dockerfile2llb's rules: URLs only in ADD; --checksum only with a single URL source, and
@@ -42,6 +45,7 @@ StatusOr<std::string> RemoteSourcesDigest(const std::vector<std::string>& urls,
 
 // The same for a stage's filesystem, from its TOCs.
 StatusOr<std::string> FsSourcesDigest(const FsIndex& fs, const std::vector<std::string>& sources,
-                                      const std::string& instruction);
+                                      const std::string& instruction,
+                                      const CopySelection& selection = {});
 
 }  // namespace stagefarm::coordinator

@@ -66,34 +66,58 @@ StatusOr<std::unique_ptr<CopySource>> MakeDirSource(const std::string& dir);
 std::unique_ptr<CopySource> MakeRemoteSource(CacheClient& cache, std::vector<RemoteFile> files);
 
 struct CopyRequest {
-  std::vector<std::string> sources;  // as written; wildcards (*, ?, [..]) match per component
-  std::string dest;                  // absolute, or relative to workdir; a trailing '/' = a dir
+  // As written; each is copied in turn, as BuildKit does (one copy per source): wildcards (*, ?,
+  // [..]) match per component, symlinks on a source's path are followed inside the source root.
+  std::vector<std::string> sources;
+  std::string dest;  // absolute, or relative to workdir; a trailing '/' (or "/.") = a dir
   std::string workdir = "/";
   std::string chown;  // --chown, resolved in the destination's /etc/passwd and /etc/group
-  std::string chmod;  // --chmod, octal
+  // --chmod, octal: the mode of what is copied, and (BuildKit's) of the directories it makes.
+  std::string chmod;
   // The mtime of files whose source has none (the build context's): 0, or SOURCE_DATE_EPOCH
   // when the task sets one, so a layer never depends on when or where it was built.
   int64_t default_mtime = 0;
   std::string instruction = "COPY";  // for messages
-  // ADD from the build context: a source file that is a tar (plain, gzip, bzip2, xz or zstd, told
-  // by its content, not its name) is unpacked into dest (a directory) instead of copied, keeping
-  // the owners, modes and mtimes of its entries (--chmod still wins; --chown, as docker's, only
-  // owns the directories it creates). Entries named ".wh.*" are plain files. Needs
-  // `scratch_dir`, an empty directory outside the rootfs for the unpacked archive.
+  // COPY --parents: a source keeps its path (below a "/./" pivot, if it has one; see
+  // copy_sources.h SplitParents), its parent directories made with their own modes and owners.
+  bool parents = false;
+  // --exclude: entries below a copied directory that match one of these patterns (relative to
+  // it, .dockerignore syntax) are left out; a source itself is never excluded (BuildKit's rule).
+  std::vector<std::string> excludes;
+  // ADD: a source file that is a tar (plain, gzip, bzip2, xz or zstd, told by its content, not
+  // its name) is unpacked into dest (a directory) instead of copied: `extract_archives` for
+  // sources from the context or a stage (ADD's default; not with --unpack=false),
+  // `extract_remote` for http(s) sources (only with --unpack=true). Entries keep the modes,
+  // mtimes and owners of the tar (--chown, as BuildKit's, owns them all; --chmod is not applied);
+  // names starting with "/" are taken below dest, ".." is refused; entries named ".wh.*" are
+  // plain files. Needs `scratch_dir`, an empty directory outside the rootfs.
   bool extract_archives = false;
+  bool extract_remote = false;
   std::string scratch_dir;
   // ADD: where sources that are http(s) URLs come from (MakeRemoteSource; borrowed). Such a file
   // is never unpacked; --chown and --chmod apply to it. Null: a URL source is an error.
   CopySource* remote = nullptr;
+  // --link (when LinkedCopy): the rootfs given to ApplyCopy is an empty tree that becomes the
+  // step's layer on its own (BuildKit's merge op), not the image: the destination never resolves
+  // through the image's symlinks nor sees its files, and the directories the copy makes replace
+  // the image's (their modes and owners) where the layer is applied. --chown then takes numeric
+  // ids and "root" only: BuildKit does not read the image's /etc/passwd for a linked copy.
+  bool link = false;
 };
 
-// Copies per Docker's rules: a directory source copies its contents; a file goes to dest/<name>
-// when dest ends with '/' or is an existing directory, else to dest itself; several sources (or a
-// wildcard matching several) need a directory dest ending with '/'. Missing parents are created.
-// Owners are --chown's, else the source's own (filesystem sources) or 0:0 (the context).
-// A missing source is NotFound: "COPY failed: file not found in build context: foo".
-// Files hard-linked together in a filesystem source stay hard-linked in one copy (as BuildKit
-// does): the first name met is copied, the others are linked to it.
+// Whether a COPY/ADD with these flags is a linked copy as above: --link without --chmod
+// (BuildKit falls back to an ordinary copy when --chmod is given).
+bool LinkedCopy(bool link, const std::string& chmod);
+
+// Copies per BuildKit's rules, each source in turn: a directory source copies its contents into
+// dest; a file goes to dest/<name> when dest ends with '/' or is (then) a directory, else to dest
+// itself, replacing what is there. The destination is resolved in the rootfs (its symlinks
+// followed inside it); missing directories are made, with --chmod's mode (else 0755) and
+// --chown's owner. Owners are --chown's, else the source's own (filesystem sources) or 0:0 (the
+// context). A missing source is NotFound: "COPY failed: file not found in build context: foo";
+// a wildcard that matches nothing copies nothing and is no error (BuildKit's). FIFOs and device
+// nodes are made as such. Files hard-linked together in a filesystem source stay hard-linked in
+// one copy (as BuildKit does): the first name met is copied, the others are linked to it.
 // An http(s) source is read from `request.remote` and goes to dest/<name> or dest as a file does.
 Status ApplyCopy(const CopyRequest& request, CopySource& source, const std::string& rootfs);
 
