@@ -795,4 +795,13 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
   return Status();
 }
 
+StatusOr<std::string> ResolveSourceInDir(const std::string& dir, const std::string& path) {
+  SF_ASSIGN_OR_RETURN(std::unique_ptr<CopySource> tree, MakeDirSource(dir));
+  SourceView view(*tree);
+  SF_ASSIGN_OR_RETURN(std::string resolved, ResolveInRoot(path, true, view));
+  SF_ASSIGN_OR_RETURN(std::optional<SourceTreeView::Node> node, view.Lookup(resolved));
+  if (!node) return NotFoundError(path + ": not found");
+  return resolved;
+}
+
 }  // namespace stagefarm::worker
