@@ -223,6 +223,7 @@ std::string SerializeImageConfigDocument(const ImageRecord& image) {
   doc["architecture"] = image.architecture;
   doc["os"] = image.os;
   if (!image.created.empty()) doc["created"] = image.created;
+  if (!image.config.author.empty()) doc["author"] = image.config.author;
   doc["config"] = ConfigObject(image.config);
   json diff_ids = json::array();
   for (const LayerRef& l : image.layers) diff_ids.push_back(l.diff_id.str());
@@ -254,6 +255,7 @@ StatusOr<std::vector<Digest>> ParseImageConfigDocument(std::string_view bytes, I
   } else {
     image->config = ImageConfig();
   }
+  SF_RETURN_IF_ERROR(r.String("author", &image->config.author));
   const json* rootfs = nullptr;
   SF_RETURN_IF_ERROR(r.Object("rootfs", &rootfs));
   if (!rootfs) return InvalidArgumentError("image config has no rootfs");

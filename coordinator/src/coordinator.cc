@@ -684,9 +684,12 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
       }
     }
     st.last_key = st.keys[i] = StepKey(st.last_key, step, sources_digest);
-    // The comment BuildKit's Dockerfile frontend gives every entry it writes.
-    st.history.push_back(
-        HistoryEntry{{}, step.created_by, "buildkit.dockerfile.v0", !step.makes_layer()});
+    // The comment BuildKit's Dockerfile frontend gives every entry it writes; a step without
+    // history text (ONBUILD) writes none.
+    if (!step.created_by.empty()) {
+      st.history.push_back(
+          HistoryEntry{{}, step.created_by, "buildkit.dockerfile.v0", !step.makes_layer()});
+    }
     if (!step.makes_layer()) continue;
     BuildEvent e;
     e.stage = rs.display_name;

@@ -1,5 +1,7 @@
 #include "step_spec.h"
 
+#include "stagefarm/common/clean_path.h"
+
 namespace stagefarm::coordinator {
 namespace {
 
@@ -64,7 +66,9 @@ StepSpec MakeStepSpec(const frontend::ResolvedStep& step, const std::string& key
   w.created_by = step.created_by;
   w.env = step.kind == frontend::StepKind::kRun ? step.env : step.config().env;
   w.user = step.config().user;
-  w.workdir = step.config().working_dir;
+  // The config keeps an absolute WORKDIR as written ("/a//b/"); the worker gets it cleaned.
+  const std::string& workdir = step.config().working_dir;
+  w.workdir = workdir.empty() ? workdir : CleanSlashPath(workdir);
   w.argv = step.argv;
   w.network = step.network.empty() ? "default" : step.network;
   if (request.network == "none") w.network = "none";
@@ -85,9 +89,7 @@ StepSpec MakeStepSpec(const frontend::ResolvedStep& step, const std::string& key
       w.remote_files.push_back(*f);
     }
   }
-  for (const frontend::InlineFile& f : step.heredocs) {
-    if (step.kind != frontend::StepKind::kRun) w.heredocs.push_back({f.name, f.content});
-  }
+  for (const frontend::InlineFile& f : step.heredocs) w.heredocs.push_back({f.name, f.content});
   if (w.from_layers.empty()) w.context_root = request.context_root;
   if (step.kind == frontend::StepKind::kRun) {
     for (size_t i = 0; i < step.mounts.size(); ++i) {

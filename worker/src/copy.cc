@@ -17,6 +17,7 @@
 #include "stagefarm/common/context_tree.h"
 #include "stagefarm/common/copy_sources.h"
 #include "stagefarm/common/fd_io.h"
+#include "stagefarm/common/file_mode.h"
 #include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/unique_fd.h"
 #include "stagefarm/worker/fs_util.h"
@@ -322,7 +323,7 @@ Status RemoveTreeAt(int parent_fd, const std::string& name, const std::string& s
 struct Applier {
   CopySource& source;
   std::optional<std::pair<uid_t, gid_t>> chown;
-  std::optional<uint32_t> chmod;
+  std::optional<FileModeChange> chmod;
   struct timespec default_mtime;
   // What to copy below a copied directory (--exclude, --parents); null: everything.
   const CopyFilter* filter = nullptr;
@@ -352,6 +353,11 @@ struct Applier {
     return !filter || filter->MayHaveSelectedBelow(rel);
   }
 
+  // The mode `e` gets: its own, or what --chmod makes of it.
+  uint32_t Mode(const SourceEntry& e) const {
+    return chmod ? chmod->Apply(e.mode, e.type == SourceEntry::Type::kDir) : e.mode;
+  }
+
   Status Finish(int parent_fd, const std::string& name, const SourceEntry& e, int own_fd) {
     auto [uid, gid] = chown ? *chown : (e.owner ? *e.owner : std::make_pair(uid_t(0), gid_t(0)));
     struct timespec times[2];
@@ -367,7 +373,7 @@ struct Applier {
     }
     // chown clears setuid/setgid, so the mode comes after it.
     if (::fchown(own_fd, uid, gid) != 0) return ErrnoError("chown " + name, errno);
-    if (::fchmod(own_fd, chmod ? *chmod : e.mode) != 0) return ErrnoError("chmod " + name, errno);
+    if (::fchmod(own_fd, Mode(e)) != 0) return ErrnoError("chmod " + name, errno);
     if (::futimens(own_fd, times) != 0) return ErrnoError("set mtime of " + name, errno);
     return Status();
   }
@@ -481,7 +487,7 @@ struct Applier {
         if (::fchownat(parent_fd, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
           return ErrnoError("chown " + shown, errno);
         }
-        if (::fchmodat(parent_fd, name.c_str(), chmod ? *chmod : e.mode, 0) != 0) {
+        if (::fchmodat(parent_fd, name.c_str(), Mode(e), 0) != 0) {
           return ErrnoError("chmod " + shown, errno);
         }
         return Status();
@@ -519,16 +525,6 @@ struct Applier {
     return Status();
   }
 };
-
-StatusOr<uint32_t> ParseChmod(const std::string& text) {
-  uint32_t mode = 0;
-  if (text.empty() || text.size() > 4) return InvalidArgumentError("invalid --chmod=" + text);
-  for (char c : text) {
-    if (c < '0' || c > '7') return InvalidArgumentError("invalid --chmod=" + text + ": octal only");
-    mode = mode * 8 + static_cast<uint32_t>(c - '0');
-  }
-  return mode;
-}
 
 // --chown of a linked copy: numeric ids, "root" counting as 0 (BuildKit's parseUID); a name
 // would need the image's /etc/passwd, which a linked copy does not read.
@@ -617,8 +613,9 @@ class Copier {
   const std::string& failed() const { return failed_; }
   int root() const { return root_.get(); }
 
-  void SetOwnership(std::optional<std::pair<uid_t, gid_t>> chown, std::optional<uint32_t> chmod) {
-    dir_mode_ = chmod ? *chmod : 0755;
+  void SetOwnership(std::optional<std::pair<uid_t, gid_t>> chown,
+                    const std::optional<FileModeChange>& chmod) {
+    dir_mode_ = chmod ? chmod->Apply(0755, true) : 0755;
     if (chown) std::tie(dir_uid_, dir_gid_) = *chown;
   }
 
@@ -722,8 +719,9 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
     apply.chown = std::make_pair(owner.uid, owner.gid);
   }
   if (!req.chmod.empty()) {
-    SF_ASSIGN_OR_RETURN(uint32_t mode, ParseChmod(req.chmod));
-    apply.chmod = mode;
+    StatusOr<FileModeChange> mode = FileModeChange::Parse(req.chmod);
+    if (!mode.ok()) return mode.status();
+    apply.chmod = *mode;
   }
   copier.SetOwnership(apply.chown, apply.chmod);
   // A user's tar: entries named like whiteouts are files (BuildKit's ADD), not deletions.

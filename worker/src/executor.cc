@@ -325,6 +325,16 @@ Status Executor::RunStep(StepContext& ctx) {
     config.env = step.env;
     config.env.insert(config.env.end(), run_mounts->env().begin(), run_mounts->env().end());
     config.mounts = run_mounts->sandbox_mounts();
+    // A RUN heredoc script (`#!...`) is an executable file at /dev/pipes/<name>, as BuildKit's.
+    if (!step.heredocs.empty()) {
+      const std::string pipes = d + "/pipes";
+      if (::mkdir(pipes.c_str(), 0755) != 0) return ErrnoError("mkdir " + pipes, errno);
+      for (const HeredocFile& doc : step.heredocs) {
+        SF_RETURN_IF_ERROR(WriteFile(pipes + "/" + doc.name, doc.content, 0755));
+      }
+      config.mounts.push_back(SandboxMount{"/dev/pipes", "bind", pipes,
+                                           {"rbind", "rprivate", "nosuid", "nodev", "ro"}});
+    }
     config.cwd = workdir;
     config.user = *user;
     config.rootfs = merged;

@@ -10,6 +10,7 @@
 #include "frontend/unicode_util.h"
 #include "stagefarm/common/clean_path.h"
 #include "stagefarm/common/dockerfile_parser.h"
+#include "stagefarm/common/file_mode.h"
 #include "stagefarm/common/shell_words.h"
 
 namespace stagefarm::frontend {
@@ -551,6 +552,8 @@ constexpr CheckRule kCheckRules[] = {
      "https://docs.docker.com/go/dockerfile/rule/multiple-instructions-disallowed/"},
     {"LegacyKeyValueFormat", "Legacy key/value format with whitespace separator should not be used",
      "https://docs.docker.com/go/dockerfile/rule/legacy-key-value-format/"},
+    {"DuplicateStageName", "Stage names should be unique",
+     "https://docs.docker.com/go/dockerfile/rule/duplicate-stage-name/"},
     {"SecretsUsedInArgOrEnv", "Sensitive data should not be used in the ARG or ENV commands",
      "https://docs.docker.com/go/dockerfile/rule/secrets-used-in-arg-or-env/"},
 };
@@ -658,6 +661,45 @@ bool LooksSecret(const std::string& name) {
 // The build args BuildKit never puts into the environment (its nonEnvArgs).
 bool IsNonEnvArg(const std::string& key) {
   return key == "BUILDKIT_SBOM_SCAN_CONTEXT" || key == "BUILDKIT_SBOM_SCAN_STAGE";
+}
+
+// BuildKit runs a build whose `# syntax=` (or build arg BUILDKIT_SYNTAX) names a frontend image
+// with that image. stagefarm has one frontend built in, BuildKit v0.24.0's, which is Dockerfile
+// 1.18.0: it stands for docker/dockerfile (docker.io/ written or not) tagged 1, 1.N or 1.N.M up to
+// 1.18, latest or none, each also -labs (features labs adds are refused by name as elsewhere), or
+// pinned by a digest. Any other image, newer versions included, cannot be run.
+bool IsBuiltinFrontend(std::string_view ref) {
+  ref = ref.substr(0, ref.find(' '));  // what follows is the frontend's command line
+  if (size_t at = ref.find('@'); at != std::string_view::npos) {
+    std::string_view digest = ref.substr(at + 1);
+    if (digest.size() != 71 || digest.substr(0, 7) != "sha256:" ||
+        digest.find_first_not_of("0123456789abcdef", 7) != std::string_view::npos) {
+      return false;
+    }
+    ref = ref.substr(0, at);
+  }
+  if (ref.substr(0, 10) == "docker.io/") ref.remove_prefix(10);
+  constexpr std::string_view kName = "docker/dockerfile";
+  if (ref.substr(0, kName.size()) != kName) return false;
+  ref.remove_prefix(kName.size());
+  if (ref.empty()) return true;
+  if (ref[0] != ':') return false;
+  std::string_view tag = ref.substr(1);
+  if (tag.size() >= 5 && tag.substr(tag.size() - 5) == "-labs") tag.remove_suffix(5);
+  if (tag == "latest" || tag == "labs") return true;
+  std::vector<int> version;  // 1, 1.N or 1.N.M
+  for (size_t start = 0;;) {
+    size_t end = std::min(tag.find('.', start), tag.size());
+    std::string_view part = tag.substr(start, end - start);
+    if (part.empty() || part.size() > 4 ||
+        part.find_first_not_of("0123456789") != std::string_view::npos) {
+      return false;
+    }
+    version.push_back(std::stoi(std::string(part)));
+    if (end == tag.size()) break;
+    start = end + 1;
+  }
+  return version.size() <= 3 && version[0] == 1 && (version.size() < 2 || version[1] <= 18);
 }
 
 // What a stage hands to the stages built FROM it (BuildKit's dispatchState.init): its variables
@@ -937,6 +979,36 @@ Status Resolver::CheckStructure(const Node& node, bool in_onbuild) {
       return Error(node, "Unknown type " + GoQuote(type) + " in HEALTHCHECK (try CMD)");
     }
   }
+  // Stage references are not expanded (BuildKit resolves them before any ARG has a value):
+  // COPY --from must read the same with no variables set, quotes and escapes included; a mount's
+  // from= must hold no `$` but at its end.
+  if (cmd == "copy" && flags.Used("from")) {
+    const std::string from = flags.String("from");
+    StatusOr<std::string> bare = lex_.ProcessWord(from, [](const std::string&) {
+      return std::optional<std::string>();
+    });
+    if (!bare.ok()) return Wrap(node, bare.status());
+    if (*bare != from) {
+      return Error(node,
+                   "variable expansion is not supported for --from, define a new stage with "
+                   "FROM using ARG from global scope as a workaround");
+    }
+  }
+  if (cmd == "run") {
+    for (const std::string& spec : flags.Strings("mount")) {
+      StatusOr<std::vector<std::string>> fields = CsvFields(spec);
+      if (!fields.ok()) continue;  // reported with its place when the step is resolved
+      for (const std::string& field : *fields) {
+        size_t eq = field.find('=');
+        if (eq == std::string::npos || ToLower(field.substr(0, eq)) != "from") continue;
+        size_t dollar = field.find('$', eq + 1);
+        if (dollar != std::string::npos && dollar + 1 != field.size()) {
+          return Error(node,
+                       "'from' doesn't support variable expansion, define alias stage instead");
+        }
+      }
+    }
+  }
   if (cmd == "run" || cmd == "copy" || cmd == "add") {
     // A heredoc as the destination is refused as docker does.
     if ((cmd != "run") && n > 0) {
@@ -1056,11 +1128,6 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
 
   if (cmd == "run") {
     step.kind = StepKind::kRun;
-    for (const Heredoc& h : node.heredocs) {
-      step.heredocs.push_back(InlineFile{h.name,
-                                         h.chomp ? ChompHeredocContent(h.content) : h.content,
-                                         h.expand, h.chomp, h.file_descriptor});
-    }
     if (node.json) {
       step.argv = node.args;
     } else {
@@ -1068,7 +1135,20 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
       if (!node.heredocs.empty()) {
         StatusOr<std::optional<Heredoc>> only = ParseHeredocWord(command);
         if (only.ok() && only->has_value() && node.heredocs.size() == 1) {
-          command = step.heredocs[0].content;  // the script runs in the shell
+          // A lone heredoc: BuildKit runs a script starting with `#!` as a file of its own at
+          // /dev/pipes/<name> (never expanded), any other in the shell as the command.
+          const Heredoc& h = node.heredocs[0];
+          std::string body = h.chomp ? ChompHeredocContent(h.content) : h.content;
+          if (h.content.rfind("#!", 0) == 0) {
+            if (h.name.find('/') != std::string::npos) {
+              return Error(node, "heredoc name " + GoQuote(h.name) + " cannot name a file");
+            }
+            step.heredocs.push_back(
+                InlineFile{h.name, std::move(body), false, h.chomp, h.file_descriptor});
+            command = "/dev/pipes/" + h.name;
+          } else {
+            command = std::move(body);
+          }
         } else {
           for (const Heredoc& h : node.heredocs) command += "\n" + h.content + h.name;
         }
@@ -1078,8 +1158,17 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     // Environment: the stage's variables (ENV and ARGs with values, as BuildKit's state env).
     step.env.reserve(st->vars.size());
     for (const auto& [key, value] : st->vars) step.env.push_back(key + "=" + value);
-    for (const auto& [key, value] : options_.build_args) {
-      if (IsProxyArg(key) && !st->Lookup(key)) step.env.push_back(key + "=" + value);
+    // A proxy build arg, its name in any case, reaches every RUN as both HTTP_PROXY and
+    // http_proxy (BuildKit's ProxyEnv, added by its executor), unless the stage sets that name.
+    for (const char* name : {"http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"}) {
+      std::string value;
+      for (const auto& [key, v] : options_.build_args) {
+        if (ToLower(key) == name) value = v;
+      }
+      if (value.empty()) continue;
+      for (const std::string& key : {ToUpper(name), std::string(name)}) {
+        if (!st->Lookup(key)) step.env.push_back(key + "=" + value);
+      }
     }
     if (flags.Used("network")) {
       step.network = ToLower(flags.String("network"));
@@ -1293,6 +1382,11 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     step.kind = add ? StepKind::kAdd : StepKind::kCopy;
     SF_ASSIGN_OR_RETURN(step.chown, expand(flags.String("chown")));
     SF_ASSIGN_OR_RETURN(step.chmod, expand(flags.String("chmod")));
+    if (!step.chmod.empty()) {
+      if (StatusOr<FileModeChange> mode = FileModeChange::Parse(step.chmod); !mode.ok()) {
+        return Wrap(node, mode.status());
+      }
+    }
     step.link = flags.Bool("link");
     for (const std::string& e : flags.Strings("exclude")) {
       SF_ASSIGN_OR_RETURN(std::string x, expand(e));
@@ -1305,7 +1399,7 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     } else {
       step.parents = flags.Bool("parents");
       if (flags.Used("from")) {
-        SF_ASSIGN_OR_RETURN(step.from, expand(flags.String("from")));
+        step.from = flags.String("from");  // never expanded: see CheckStructure
         if (step.from.empty()) return Error(node, "--from must not be empty");
         bool is_stage = false;
         SF_ASSIGN_OR_RETURN(int idx, FindStageRef(node, step.from, stage_index, &is_stage));
@@ -1516,17 +1610,22 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
   } else if (cmd == "workdir") {
     step.kind = StepKind::kWorkdir;
     SF_ASSIGN_OR_RETURN(std::string p, expand(node.args[0]));
-    if (p.empty()) return Error(node, "WORKDIR requires a non-empty path");
     // Only the first WORKDIR of the stage (or of the stages it is built FROM) is checked: a base
     // image's working directory does not count, it may change.
-    if (p[0] != '/' && !st->workdir_set) {
+    const bool absolute = !p.empty() && p[0] == '/';
+    if (!absolute && !st->workdir_set) {
       Warn(node, "WorkdirRelativePath",
            "Relative workdir " + GoQuote(p) + " can have unexpected results if the base image "
                                               "changes");
     }
     st->workdir_set = true;
-    std::string base = config.working_dir.empty() ? "/" : config.working_dir;
-    config.working_dir = CleanSlashPath(p[0] == '/' ? p : base + "/" + p);
+    // As BuildKit's NormalizeWorkdir: an absolute path is kept as written (trailing slash, `//`
+    // and all: the config and the history show it so, the worker makes the cleaned path); a
+    // relative one is joined to the current directory and cleaned; an empty one keeps it.
+    std::string base = config.working_dir;
+    if (base.empty() || base[0] != '/') base = CleanSlashPath("/" + base);
+    if (p.empty()) p = base;
+    config.working_dir = p[0] == '/' ? p : CleanSlashPath(base + "/" + p);
     step.created_by = "WORKDIR " + config.working_dir;
     canon.Field("args").Punct('[').String(config.working_dir).Punct(']');
   } else if (cmd == "shell") {
@@ -1577,11 +1676,13 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
       }
     }
     config.healthcheck = hc;
-    step.created_by =
-        "HEALTHCHECK {Test:" + GoList(hc.test) + " Interval:" + GoDuration(hc.interval_ns) +
-        " Timeout:" + GoDuration(hc.timeout_ns) + " StartPeriod:" + GoDuration(hc.start_period_ns) +
-        " StartInterval:" + GoDuration(hc.start_interval_ns) +
-        " Retries:" + std::to_string(hc.retries) + "}";
+    // BuildKit's history text is Go's %q of the *HealthcheckConfig: each duration quoted as
+    // time.Duration prints, the retries as a quoted rune.
+    step.created_by = "HEALTHCHECK &{" + GoQuotedList(hc.test);
+    for (int64_t d : {hc.interval_ns, hc.timeout_ns, hc.start_period_ns, hc.start_interval_ns}) {
+      step.created_by += " " + GoQuote(GoDuration(d));
+    }
+    step.created_by += " " + internal::GoQuoteRune(hc.retries) + "}";
     CanonicalJson args;
     args.Field("test").Strings(hc.test);
     args.Field("interval").Int(hc.interval_ns);
@@ -1599,9 +1700,10 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
     for (const Heredoc& h : node.heredocs) expr += "\n" + h.content + h.name;
     config.on_build.push_back(expr);
     canon.Field("args").Punct('[').String(expr).Punct(']');
-    // docker build writes no history entry for ONBUILD: created_by stays empty.
+    // BuildKit writes no history entry for ONBUILD: created_by stays empty.
   } else if (cmd == "maintainer") {
     step.kind = StepKind::kMaintainer;
+    config.author = node.args[0];
     step.created_by = "MAINTAINER " + node.args[0];
     canon.Field("args").Punct('[').String(node.args[0]).Punct(']');
   } else {
@@ -1611,9 +1713,8 @@ Status Resolver::Dispatch(int stage_index, const Node& node, StageState* st) {
   // The key must be injective, so invalid bytes are refused rather than replaced.
   if (!canonical) return Error(node, "the instruction is not valid UTF-8");
   step.canonical = std::move(*canonical);
-  // RUN, COPY, ADD, ARG and MAINTAINER leave the config as it was: share the last copy.
-  const bool keeps_config =
-      cmd == "run" || cmd == "copy" || cmd == "add" || cmd == "arg" || cmd == "maintainer";
+  // RUN, COPY, ADD and ARG leave the config as it was: share the last copy.
+  const bool keeps_config = cmd == "run" || cmd == "copy" || cmd == "add" || cmd == "arg";
   if (!keeps_config || !st->snapshot) st->snapshot = std::make_shared<ImageConfig>(config);
   step.set_config(st->snapshot);
   stage.steps.push_back(std::move(step));
@@ -1657,11 +1758,16 @@ Status Resolver::ResolveStage(int index) {
     platform = *p;
   }
 
-  // Only a name refers to a stage in FROM (a number is an image name).
+  // Only a name refers to a stage in FROM (a number is an image name), and only as written: names
+  // are kept lower-cased, so `FROM Build` is an image even after `AS build` (BuildKit's addState).
+  // Of two earlier stages with the name, the later one.
   bool is_stage = false;
   int base_stage = -1;
-  if (by_name_.count(ToLower(stage.base))) {
-    SF_ASSIGN_OR_RETURN(base_stage, FindStageRef(from, stage.base, index, &is_stage));
+  for (int i = index - 1; i >= 0 && !is_stage; --i) {
+    if (!sources_[i].name.empty() && sources_[i].name == stage.base) {
+      is_stage = true;
+      base_stage = i;
+    }
   }
   StageState st;
   if (is_stage) {
@@ -1800,8 +1906,9 @@ bool IsLower(std::string_view s) {
 }
 
 // The checks BuildKit runs on the parse tree, before any stage is built, in its order: while
-// parsing (MaintainerDeprecated, StageNameCasing, FromAsCasing, in every stage), then the casing of
-// the FROMs and the stages' instructions (not the global ARGs) against their majority.
+// parsing (MaintainerDeprecated, StageNameCasing, FromAsCasing, in every stage), then duplicate
+// stage names, then the casing of the FROMs and the stages' instructions (not the global ARGs)
+// against their majority.
 void Resolver::CheckStatically() {
   for (const Node& node : parsed_.nodes) {
     const std::string cmd = node.command();
@@ -1819,6 +1926,13 @@ void Resolver::CheckStatically() {
         Warn(node, "FromAsCasing",
              "'" + as + "' and '" + node.keyword + "' keywords' casing do not match");
       }
+    }
+  }
+  std::set<std::string> names;
+  for (const StageSource& stage : sources_) {
+    if (!stage.name.empty() && !names.insert(stage.name).second) {
+      Warn(*stage.from, "DuplicateStageName",
+           "Duplicate stage name " + GoQuote(stage.name) + ", stage names should be unique");
     }
   }
   std::vector<const Node*> instructions;
@@ -1847,14 +1961,36 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
   ShellLexOptions lex_options;
   lex_options.escape_token = parsed_.escape_token;
   lex_ = ShellLex(lex_options);
+  // The frontend: BuildKit's own, or an image we cannot run (see IsBuiltinFrontend).
+  auto refuse_frontend = [](const std::string& where, const std::string& ref) {
+    return InvalidArgumentError(where + ": stagefarm cannot run the frontend image " +
+                                GoQuote(ref.substr(0, ref.find(' '))) +
+                                ": its only frontend is the Dockerfile frontend 1.18 built into "
+                                "BuildKit v0.24 (# syntax=docker/dockerfile:1)");
+  };
+  if (auto it = options_.build_args.find("BUILDKIT_SYNTAX"); it != options_.build_args.end()) {
+    if (!IsBuiltinFrontend(internal::TrimSpace(it->second))) {
+      return refuse_frontend("--build-arg BUILDKIT_SYNTAX=" + it->second,
+                             std::string(internal::TrimSpace(it->second)));
+    }
+  } else {
+    for (const Directive& d : parsed_.directives) {
+      if (d.name == "syntax" && !IsBuiltinFrontend(d.value)) {
+        return refuse_frontend(
+            options_.filename + ":" + std::to_string(d.line) + ": # syntax=" + d.value, d.value);
+      }
+    }
+  }
 
   Platform target = ParsePlatform(options_.platform);
   Platform build =
       ParsePlatform(options_.build_platform.empty() ? options_.platform : options_.build_platform);
+  // TARGETSTAGE is added once the stages are known.
   auto_args_ = {{"TARGETPLATFORM", target.str()}, {"TARGETOS", target.os},
                 {"TARGETARCH", target.arch},      {"TARGETVARIANT", target.variant},
-                {"BUILDPLATFORM", build.str()},   {"BUILDOS", build.os},
-                {"BUILDARCH", build.arch},        {"BUILDVARIANT", build.variant}};
+                {"TARGETOSVERSION", ""},          {"BUILDPLATFORM", build.str()},
+                {"BUILDOS", build.os},            {"BUILDARCH", build.arch},
+                {"BUILDVARIANT", build.variant},  {"BUILDOSVERSION", ""}};
 
   // Split into the global ARGs and the stages; check every instruction's shape and flags.
   std::vector<const Node*> meta;
@@ -1867,10 +2003,8 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
       s.index = static_cast<int>(sources_.size());
       s.from = &node;
       if (node.args.size() == 3) {
+        // A name may be given twice (BuildKit only warns): --target and --from name the last.
         s.name = ToLower(node.args[2]);
-        if (by_name_.count(s.name)) {
-          return Error(node, "duplicate stage name " + GoQuote(s.name));
-        }
         by_name_[s.name] = s.index;
       }
       sources_.push_back(std::move(s));
@@ -1883,6 +2017,16 @@ StatusOr<BuildPlan> Resolver::Run(std::string_view text) {
   }
   if (sources_.empty()) {
     return InvalidArgumentError(options_.filename + ": no FROM instruction: nothing to build");
+  }
+  // TARGETSTAGE: the --target as given, else the last stage's name, else "default".
+  std::string& target_stage = auto_args_["TARGETSTAGE"];
+  target_stage = !options_.target.empty() ? options_.target : sources_.back().name;
+  if (target_stage.empty()) target_stage = "default";
+  // A build arg replaces an automatic value (BuildKit's defaultArgs).
+  for (auto& [key, value] : auto_args_) {
+    if (auto it = options_.build_args.find(key); it != options_.build_args.end()) {
+      value = it->second;
+    }
   }
   SF_RETURN_IF_ERROR(ResolveMetaArgs(meta));
   // As docker build, the build arg replaces the directive, which is then not even read.

@@ -205,4 +205,15 @@ std::string GoQuote(std::string_view s) {
   return out;
 }
 
+std::string GoQuoteRune(int64_t r) {
+  if (r < 0 || r > 0x10FFFF || (r >= 0xD800 && r <= 0xDFFF)) r = 0xFFFD;
+  if (r == '\'') return "'\\''";
+  if (r == '"') return "'\"'";
+  // A rune is quoted as a one-rune string would be, but between single quotes.
+  std::string utf8;
+  AppendRune(&utf8, static_cast<char32_t>(r));
+  std::string quoted = GoQuote(utf8);
+  return "'" + quoted.substr(1, quoted.size() - 2) + "'";
+}
+
 }  // namespace stagefarm::frontend::internal

@@ -2,6 +2,7 @@
 // unicode package where the frontend's behaviour depends on it (white space, letters).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,5 +56,8 @@ std::string ToUpper(std::string_view s);
 
 // strconv.Quote: a double-quoted string with Go's escapes, printable non-ASCII kept.
 std::string GoQuote(std::string_view s);
+// strconv.QuoteRune, as fmt's %q prints an integer: 'A', '\x02', '\''; a value that is no
+// Unicode code point (a surrogate, above U+10FFFF, negative) prints as U+FFFD.
+std::string GoQuoteRune(int64_t r);
 
 }  // namespace stagefarm::frontend::internal

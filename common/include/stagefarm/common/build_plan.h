@@ -87,14 +87,17 @@ struct ResolvedStep {
   int line = 0;            // first line of the instruction, 1-based
   std::string text;        // the instruction as written (continuations joined), for display
   std::string canonical;   // JSON: everything of the instruction that enters the cache key
-  std::string created_by;  // docker history text
+  std::string created_by;  // docker history text; empty: no history entry (ONBUILD)
 
   // RUN
   std::vector<std::string> argv;     // shell form: SHELL (or /bin/sh -c) + command
   std::vector<std::string> env;      // what the command sees: config env + build args in scope
   std::string network = "default";   // default, none, host
   std::vector<RunMount> mounts;
-  std::vector<InlineFile> heredocs;  // RUN and COPY/ADD heredocs
+  // COPY/ADD: the heredoc sources. RUN: the script a single heredoc starting with `#!` is, which
+  // the worker mounts read-only, mode 0755, at /dev/pipes/<name> (argv runs it, as BuildKit);
+  // other RUN heredocs are part of argv.
+  std::vector<InlineFile> heredocs;
 
   // COPY / ADD
   std::vector<std::string> sources;  // expanded, context-relative or URLs (ADD)

@@ -31,6 +31,9 @@ struct ImageConfig {
   std::vector<std::string> on_build;
   std::optional<HealthConfig> healthcheck;
   bool args_escaped = false;
+  // The image's "author" (MAINTAINER), a member of the config document beside "config": kept
+  // here so a stage inherits it from its base image as the rest of the config.
+  std::string author;
 
   // The value of KEY in env, if set.
   std::optional<std::string> GetEnv(const std::string& key) const;
