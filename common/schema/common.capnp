@@ -24,9 +24,12 @@ struct Secret {
   value @1 :Data;
 }
 
-# A file an ADD fetched from an http(s) URL, stored in the CAS (stagefarm/common/remote_file.h).
+# A file an ADD fetched from an http(s) URL, or a git repository it checked out, stored in the CAS
+# (stagefarm/common/remote_file.h).
 struct RemoteFile {
   url @0 :Text;
-  digest @1 :Digest;
-  mtime @2 :Int64;   # seconds since the Unix epoch (Last-Modified, else 0)
+  digest @1 :Digest;  # the file, or the root of the checked-out tree (git)
+  mtime @2 :Int64;    # seconds since the Unix epoch (Last-Modified, else 0; git: the commit's)
+  commit @3 :Text;    # git: the commit checked out; empty for a file
+  keepGitDir @4 :Bool;  # git: fetched for ADD --keep-git-dir=true
 }

@@ -40,6 +40,8 @@ void WriteRemoteFiles(ListBuilder b, const std::vector<RemoteFile>& files) {
     b[i].setUrl(files[i].url);
     Write(b[i].initDigest(), files[i].digest);
     b[i].setMtime(files[i].mtime);
+    b[i].setCommit(files[i].commit);
+    b[i].setKeepGitDir(files[i].keep_git_dir);
   }
 }
 
@@ -51,6 +53,8 @@ StatusOr<std::vector<RemoteFile>> ReadRemoteFiles(ListReader r) {
     file.url = Str(f.getUrl());
     SF_ASSIGN_OR_RETURN(file.digest, ReadDigest(f.getDigest()));
     file.mtime = f.getMtime();
+    file.commit = Str(f.getCommit());
+    file.keep_git_dir = f.getKeepGitDir();
     out.push_back(std::move(file));
   }
   return out;

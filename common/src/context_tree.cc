@@ -197,7 +197,11 @@ StatusOr<TreeNode> ContextTree::ReadNode(const Digest& node) {
   return parsed;
 }
 
-StatusOr<std::optional<TreeEntry>> ContextTree::Lookup(std::string_view path) {
+StatusOr<std::optional<TreeEntry>> ContextTree::Lookup(std::string_view raw_path) {
+  // Lexically, ".." stopping at the root: the path names the same entry as BuildKit's cleaned
+  // source path does, and never one outside the tree.
+  const std::string clean = CleanSlashPath("/" + std::string(raw_path));
+  std::string_view path = clean;
   TreeEntry current;
   current.type = TreeEntry::Type::kDir;
   current.mode = 0755;
@@ -209,7 +213,6 @@ StatusOr<std::optional<TreeEntry>> ContextTree::Lookup(std::string_view path) {
         path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos);
     pos = slash == std::string_view::npos ? path.size() + 1 : slash + 1;
     if (part.empty() || part == ".") continue;
-    if (part == "..") return InvalidArgumentError("path " + std::string(path) + " leaves the context");
     if (current.type != TreeEntry::Type::kDir) return std::optional<TreeEntry>();
     SF_ASSIGN_OR_RETURN(TreeNode node, ReadNode(current.digest));
     auto it = std::lower_bound(node.entries.begin(), node.entries.end(), part,

@@ -3,13 +3,20 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <memory>
+#include <set>
 
+#include "image_files.h"
 #include "registry_http.h"
+#include "stagefarm/common/context_tree.h"
 #include "stagefarm/common/fd_io.h"
+#include "stagefarm/common/git_source.h"
 #include "stagefarm/common/unique_fd.h"
 
 namespace stagefarm {
@@ -59,10 +66,30 @@ class TempFile {
   std::string path_;
 };
 
+// Stores the tree of directory `dir` in `cache`: the blobs it lacks. Returns the root digest.
+StatusOr<Digest> StoreTree(CacheClient& cache, const std::string& dir) {
+  std::vector<ContextBlob> blobs;
+  SF_ASSIGN_OR_RETURN(Digest root,
+                      HashContextDir(
+                          dir, [](const std::string&) { return false; },
+                          [&](ContextBlob b) { blobs.push_back(std::move(b)); }));
+  std::vector<Digest> digests;
+  for (const ContextBlob& b : blobs) digests.push_back(b.digest);
+  SF_ASSIGN_OR_RETURN(std::vector<Digest> missing, cache.FindMissing(digests));
+  std::set<std::string> want;
+  for (const Digest& d : missing) want.insert(d.hex);
+  for (const ContextBlob& b : blobs) {
+    if (!want.erase(b.digest.hex)) continue;
+    Status put = b.path.empty() ? cache.PutBytes(b.bytes) : cache.PutFile(b.path, b.digest);
+    SF_RETURN_IF_ERROR(put.Annotate("storing " + (b.path.empty() ? "a directory" : b.path)));
+  }
+  return root;
+}
+
 }  // namespace
 
 bool IsRemoteUrl(std::string_view source) {
-  return source.starts_with("http://") || source.starts_with("https://");
+  return source.starts_with("http://") || source.starts_with("https://") || IsGitSource(source);
 }
 
 std::string RemoteFileName(std::string_view url) {
@@ -95,6 +122,14 @@ StatusOr<AddChecksum> ParseAddChecksum(std::string_view checksum) {
 
 Status CheckAddChecksum(const std::string& checksum, const RemoteFile& file, CacheClient* cache) {
   if (checksum.empty()) return Status();
+  if (!file.commit.empty()) {
+    // The commit alone would not do: BuildKit takes an annotated tag's own hash in some cases.
+    bool hex = std::all_of(checksum.begin(), checksum.end(),
+                           [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+    if (hex) return Status();
+    return InvalidArgumentError("invalid checksum " + checksum +
+                                " for Git URL, expected hex commit hash");
+  }
   SF_ASSIGN_OR_RETURN(AddChecksum expected, ParseAddChecksum(checksum));
   AddChecksum got{expected.algorithm, file.digest.hex};
   if (expected.algorithm != "sha256") {
@@ -126,9 +161,10 @@ Status CheckAddChecksum(const std::string& checksum, const RemoteFile& file, Cac
                               ", got " + got.str());
 }
 
-const RemoteFile* FindRemoteFile(const std::vector<RemoteFile>& files, std::string_view url) {
+const RemoteFile* FindRemoteFile(const std::vector<RemoteFile>& files, std::string_view url,
+                                 bool keep_git_dir) {
   for (const RemoteFile& f : files) {
-    if (f.url == url) return &f;
+    if (f.url == url && (f.commit.empty() || f.keep_git_dir == keep_git_dir)) return &f;
   }
   return nullptr;
 }
@@ -160,6 +196,27 @@ StatusOr<RemoteFile> FetchRemoteFile(const std::string& url, CacheClient& cache,
   }
   Status put = cache.PutFile(tmp.path(), out.digest);
   if (!put.ok()) return put.Annotate("storing " + url);
+  return out;
+}
+
+StatusOr<RemoteFile> FetchGitSource(const std::string& url, const std::string& checksum,
+                                    std::optional<bool> keep_git_dir, CacheClient& cache) {
+  SF_ASSIGN_OR_RETURN(GitRef ref, ParseGitRef(url));
+  SF_ASSIGN_OR_RETURN(ref, WithAddFlags(std::move(ref), checksum, keep_git_dir));
+  SF_ASSIGN_OR_RETURN(auto tmp, image_files::ScopedTempDir::Create("stagefarm-git"));
+  const std::string scratch = tmp->path() + "/scratch", tree = tmp->path() + "/tree";
+  for (const std::string& d : {scratch, tree}) {
+    if (::mkdir(d.c_str(), 0700) != 0) return ErrnoError("mkdir " + d, errno);
+  }
+  SF_ASSIGN_OR_RETURN(GitCheckout checkout, CheckoutGitRef(ref, scratch, tree));
+  RemoteFile out;
+  out.url = url;
+  out.commit = checkout.commit;
+  out.mtime = checkout.commit_time;
+  out.keep_git_dir = keep_git_dir.value_or(false);
+  StatusOr<Digest> root = StoreTree(cache, tree);
+  if (!root.ok()) return root.status().Annotate("storing the checkout of " + url);
+  out.digest = *root;
   return out;
 }
 

@@ -677,8 +677,9 @@ Status Coordinator::Impl::StartStage(Build& b, size_t s) {
       }
       if (!urls.empty()) {
         // ADD from URLs: the key holds what was fetched, not only the URL.
-        SF_ASSIGN_OR_RETURN(std::string remote, RemoteSourcesDigest(urls, b.request.remote_files,
-                                                                    step.checksum, where));
+        SF_ASSIGN_OR_RETURN(std::string remote,
+                            RemoteSourcesDigest(urls, b.request.remote_files, step.checksum,
+                                                where, step.keep_git_dir.value_or(false)));
         sources_digest = Digest::Of(sources_digest + "\n" + remote).hex;
       }
     }

@@ -3,6 +3,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "stagefarm/common/git_source.h"
+
 namespace stagefarm::coordinator {
 namespace {
 
@@ -70,6 +72,9 @@ Status SplitCopySources(const frontend::ResolvedStep& step, const std::string& w
     (IsRemoteUrl(source) ? urls : local)->push_back(source);
   }
   if (!urls->empty() && step.kind != frontend::StepKind::kAdd) {
+    if (IsGitSource(urls->front())) {
+      return InvalidArgumentError(where + ": source can't be a git ref for COPY (use ADD)");
+    }
     return InvalidArgumentError(where + ": source can't be a URL for COPY (use ADD)");
   }
   if (step.checksum.empty()) return Status();
@@ -79,6 +84,7 @@ Status SplitCopySources(const frontend::ResolvedStep& step, const std::string& w
   if (urls->empty()) {
     return InvalidArgumentError(where + ": --checksum can't be specified for non-HTTP(S) sources");
   }
+  if (IsGitSource(urls->front())) return Status();  // a commit hash: RemoteSourcesDigest checks it
   StatusOr<AddChecksum> expected = ParseAddChecksum(step.checksum);
   if (!expected.ok()) return InvalidArgumentError(where + ": " + expected.status().message());
   return Status();
@@ -86,10 +92,11 @@ Status SplitCopySources(const frontend::ResolvedStep& step, const std::string& w
 
 StatusOr<std::string> RemoteSourcesDigest(const std::vector<std::string>& urls,
                                           const std::vector<RemoteFile>& fetched,
-                                          const std::string& checksum, const std::string& where) {
+                                          const std::string& checksum, const std::string& where,
+                                          bool keep_git_dir) {
   nlohmann::json j = nlohmann::json::array();
   for (const std::string& url : urls) {
-    const RemoteFile* file = FindRemoteFile(fetched, url);
+    const RemoteFile* file = FindRemoteFile(fetched, url, keep_git_dir);
     if (!file) {
       return FailedPreconditionError(where + ": " + url +
                                      " was not fetched by the client (stagefarm build fetches "
@@ -97,6 +104,7 @@ StatusOr<std::string> RemoteSourcesDigest(const std::vector<std::string>& urls,
     }
     SF_RETURN_IF_ERROR(CheckAddChecksum(checksum, *file).Annotate(where));
     j.push_back({url, file->digest.str(), file->digest.size, file->mtime});
+    if (!file->commit.empty()) j.back().push_back(file->commit);
   }
   return HashJson(j);
 }

@@ -84,7 +84,8 @@ StepSpec MakeStepSpec(const frontend::ResolvedStep& step, const std::string& key
   for (const std::string& source : step.sources) {
     if (step.kind != frontend::StepKind::kAdd || !IsRemoteUrl(source)) continue;
     // The coordinator checked that the client fetched every one (RemoteSourcesDigest).
-    if (const RemoteFile* f = FindRemoteFile(request.remote_files, source)) {
+    if (const RemoteFile* f =
+            FindRemoteFile(request.remote_files, source, step.keep_git_dir.value_or(false))) {
       w.remote_files.push_back(*f);
     }
   }

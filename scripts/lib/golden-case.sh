@@ -4,8 +4,10 @@
 #   case_load DIR        sets CASE_CONTEXT, CASE_DOCKERFILE, CASE_TARGET, CASE_ERROR, CASE_GIT,
 #                        CASE_FARM and the array CASE_BUILD_ARGS (K=V ...) from DIR/case.json
 #   git_server_start W   makes the fixture repositories in W and serves them on 127.0.0.1 with
-#                        git daemon and a static http server; sets GIT_HTTP and GIT_DAEMON
-#   git_server_stop
+#                        git daemon and a static http server on fresh ports; sets GIT_HTTP and
+#                        GIT_DAEMON, and GIT_REPLACE, the golden-flatten flags that turn those
+#                        URLs into ${GIT_HTTP} and ${GIT_DAEMON} in listings
+#   git_server_stop      stops them (a server per case: BuildKit keeps state per remote URL)
 
 case_load() {
   local dir=$1 fields
@@ -32,10 +34,12 @@ PY
 }
 
 _git_pids=()
+GIT_REPLACE=()
 git_server_start() {
   local work=$1 repo_root
   repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-  [[ -n ${GIT_HTTP:-} ]] && return 0
+  git_server_stop
+  rm -rf "$work/git"
   mkdir -p "$work/git"
   "$repo_root/tests/fixtures/make-git-repos" "$work/git" >/dev/null
   local ports
@@ -52,6 +56,7 @@ print(" ".join(str(x.getsockname()[1]) for x in s))')
   _git_pids+=($!)
   GIT_HTTP=http://127.0.0.1:$http_port
   GIT_DAEMON=git://127.0.0.1:$git_port
+  GIT_REPLACE=(--replace "$GIT_HTTP=\${GIT_HTTP}" --replace "$GIT_DAEMON=\${GIT_DAEMON}")
   for _ in $(seq 50); do
     if curl -fs "$GIT_HTTP/" >/dev/null 2>&1 && (exec 3<>"/dev/tcp/127.0.0.1/$git_port") 2>/dev/null; then
       return 0
@@ -66,4 +71,6 @@ git_server_stop() {
   local p
   for p in "${_git_pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   _git_pids=()
+  GIT_HTTP= GIT_DAEMON=
+  GIT_REPLACE=()
 }

@@ -1,13 +1,18 @@
-// golden-flatten IMAGE [--base BASE] [--compare EXPECTED]: prints the flattened listing of an
-// image (a docker-archive tar, an OCI archive tar or an OCI layout directory) as JSON; with
-// --base, only what differs from BASE, the form of tests/golden/fs-cases/*/expected.json. With
-// --compare, prints how the listing differs from EXPECTED instead and exits 1 if it does.
+// golden-flatten IMAGE [--base BASE] [--replace FROM=TO]... [--compare EXPECTED]: prints the
+// flattened listing of an image (a docker-archive tar, an OCI archive tar or an OCI layout
+// directory) as JSON; with --base, only what differs from BASE, the form of
+// tests/golden/fs-cases/*/expected.json. --replace rewrites text in the listing's strings (a
+// git server's URL becomes ${GIT_HTTP}). With --compare, prints how the listing differs from
+// EXPECTED instead and exits 1 if it does.
 // scripts/regen-golden writes expected.json with it from BuildKit's OCI archives,
 // scripts/golden-check compares stagefarm's images with it; golden_fs_test uses the same code.
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <utility>
+#include <vector>
 #include <string>
 
 #include "golden/image_listing.h"
@@ -39,9 +44,13 @@ std::string Format(const nlohmann::json& listing) {
 
 int main(int argc, char** argv) {
   std::string image, base, compare;
+  std::vector<std::pair<std::string, std::string>> replacements;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "--base" && i + 1 < argc) {
+    if (arg == "--replace" && i + 1 < argc && std::strchr(argv[i + 1], '=') != nullptr) {
+      std::string r = argv[++i];
+      replacements.emplace_back(r.substr(0, r.find('=')), r.substr(r.find('=') + 1));
+    } else if (arg == "--base" && i + 1 < argc) {
       base = argv[++i];
     } else if (arg == "--compare" && i + 1 < argc) {
       compare = argv[++i];
@@ -53,7 +62,8 @@ int main(int argc, char** argv) {
     }
   }
   if (image.empty()) {
-    std::cerr << "usage: golden-flatten IMAGE [--base BASE_IMAGE] [--compare EXPECTED_JSON]\n";
+    std::cerr << "usage: golden-flatten IMAGE [--base BASE_IMAGE] [--replace FROM=TO]... "
+                 "[--compare EXPECTED_JSON]\n";
     return 2;
   }
   auto listing = stagefarm::golden::FlattenImage(image);
@@ -70,6 +80,7 @@ int main(int argc, char** argv) {
     }
     out = stagefarm::golden::DiffFromBase(*base_listing, out);
   }
+  for (const auto& [from, to] : replacements) stagefarm::golden::ReplaceText(out, from, to);
   if (!compare.empty()) {
     std::ifstream in(compare);
     std::stringstream text;

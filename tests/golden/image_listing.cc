@@ -388,6 +388,19 @@ nlohmann::json DiffFromBase(const nlohmann::json& base, const nlohmann::json& im
           {"layers", layers}};
 }
 
+void ReplaceText(nlohmann::json& listing, const std::string& from, const std::string& to) {
+  if (from.empty()) return;
+  if (listing.is_string()) {
+    std::string s = listing.get<std::string>();
+    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) {
+      s.replace(at, from.size(), to);
+    }
+    listing = s;
+  } else if (listing.is_array() || listing.is_object()) {
+    for (auto& member : listing) ReplaceText(member, from, to);
+  }
+}
+
 StatusOr<KnownDifferences> ReadKnownDifferences(const std::string& file) {
   KnownDifferences known;
   std::ifstream in(file);

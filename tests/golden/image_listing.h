@@ -37,6 +37,10 @@ nlohmann::json DiffFromBase(const nlohmann::json& base, const nlohmann::json& im
 // line per path or config field; empty when they are the same.
 std::string DescribeDifferences(const nlohmann::json& expected, const nlohmann::json& actual);
 
+// Replaces every `from` in the strings of `listing` (paths, link targets, config, history) with
+// `to`: a git server's URL, which has another port in every run, becomes a placeholder.
+void ReplaceText(nlohmann::json& listing, const std::string& from, const std::string& to);
+
 // Where stagefarm deliberately differs from BuildKit in one case: its known-differences.txt,
 // one item a line, "# reason" comments: a path ("/etc/x"), or a history entry ("history[3]").
 struct KnownDifferences {

@@ -16,6 +16,7 @@
 
 #include "coordinator_farm.h"
 #include "golden/image_listing.h"
+#include "support/git_server.h"
 #include "support/images.h"
 #include "support/process.h"
 
@@ -83,12 +84,25 @@ void BuildAndCompare(const GoldenCase& c, std::vector<std::string> argv,
       nlohmann::json::parse(ReadFileOrEmpty(c.dir + "/expected.json"), nullptr, false);
   ASSERT_TRUE(expected.is_object())
       << c.dir << "/expected.json is missing or not JSON (scripts/regen-golden " << c.name << ")";
-  ASSERT_FALSE(c.git) << c.name << ": git cases need the git server of tests/support";
+  // A git case gets a server of its own: its URLs are the build args GIT_HTTP and GIT_DAEMON,
+  // and ${GIT_HTTP} / ${GIT_DAEMON} in expected.json (scripts/regen-golden writes them so).
+  std::unique_ptr<GitServer> git;
+  std::vector<std::string> build_args = c.build_args;
+  if (c.git) {
+    git = std::make_unique<GitServer>();
+    ASSERT_TRUE(git->ok());
+    for (const auto& a : git->BuildArgs()) build_args.push_back(a);
+  }
+  auto placeholders = [&](nlohmann::json& j) {
+    if (!git) return;
+    golden::ReplaceText(j, git->http_url(), "${GIT_HTTP}");
+    golden::ReplaceText(j, git->git_url(), "${GIT_DAEMON}");
+  };
 
   const std::string image = out_dir + "/" + c.name + ".tar";
   argv.insert(argv.end(), {"-f", c.dockerfile, "-o", "type=docker,dest=" + image});
   if (!c.target.empty()) argv.insert(argv.end(), {"--target", c.target});
-  for (const auto& a : c.build_args) argv.insert(argv.end(), {"--build-arg", a});
+  for (const auto& a : build_args) argv.insert(argv.end(), {"--build-arg", a});
   argv.push_back(c.context);
   std::string out, err;
   const int rc = RunCommand(argv, &out, &err, env);
@@ -110,6 +124,7 @@ void BuildAndCompare(const GoldenCase& c, std::vector<std::string> argv,
   auto listing = golden::FlattenImage(image);
   ASSERT_TRUE(listing.ok()) << listing.status().ToString();
   nlohmann::json actual = golden::DiffFromBase(base, *listing);
+  placeholders(actual);
   auto known = golden::ReadKnownDifferences(c.dir + "/known-differences.txt");
   ASSERT_TRUE(known.ok()) << known.status().ToString();
   const std::string stale = golden::SetAsideKnownDifferences(*known, expected, actual);

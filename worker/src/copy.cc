@@ -67,7 +67,7 @@ class ContextSource : public CopySource {
     return WriteBlob(cache_, file.digest, path, "the build context", out_fd);
   }
 
- private:
+  // A tree entry as a source entry (a git checkout's too: RemoteSource).
   static SourceEntry Convert(const TreeEntry& e) {
     SourceEntry s;
     s.name = e.name;
@@ -96,11 +96,13 @@ class ContextSource : public CopySource {
     }
     return s;
   }
+
+ private:
   CacheClient& cache_;
   ContextTree tree_;
 };
 
-// ---- files fetched from http(s) URLs ----------------------------------------------------------
+// ---- files fetched from http(s) URLs, and git checkouts ---------------------------------------
 
 class RemoteSource : public CopySource {
  public:
@@ -109,24 +111,55 @@ class RemoteSource : public CopySource {
   std::string Describe() const override { return "remote URLs"; }
 
   StatusOr<std::optional<SourceEntry>> Stat(const std::string& url) override {
-    const RemoteFile* f = FindRemoteFile(files_, url);
+    const RemoteFile* f = Find(url, /*below=*/false);
     if (!f) return std::optional<SourceEntry>();
     SourceEntry e;
+    e.mtime = timespec{static_cast<time_t>(f->mtime), 0};
+    e.digest = f->digest;
+    if (!f->commit.empty()) {
+      // The root of the checkout, a directory as BuildKit's git source makes it.
+      e.type = SourceEntry::Type::kDir;
+      e.mode = 0755;
+      return std::optional<SourceEntry>(std::move(e));
+    }
     e.name = RemoteFileName(url);
     e.type = SourceEntry::Type::kFile;
     e.mode = 0600;  // BuildKit's http source; --chmod overrides it
-    e.mtime = timespec{static_cast<time_t>(f->mtime), 0};
-    e.digest = f->digest;
     return std::optional<SourceEntry>(std::move(e));
   }
-  StatusOr<std::vector<SourceEntry>> List(const std::string& url, const SourceEntry&) override {
-    return FailedPreconditionError(url + " is a file, not a directory");
+  // The entries of a directory of a git checkout (`path` is "<url>/<dir>"): as the context's,
+  // all with the commit's time (BuildKit's are as old as its checkout).
+  StatusOr<std::vector<SourceEntry>> List(const std::string& path,
+                                          const SourceEntry& dir) override {
+    const RemoteFile* f = Find(path, /*below=*/true);
+    if (!f || f->commit.empty()) {
+      return FailedPreconditionError(path + " is a file, not a directory");
+    }
+    ContextTree tree(cache_, f->digest);
+    SF_ASSIGN_OR_RETURN(TreeNode node, tree.ReadNode(dir.digest));
+    std::vector<SourceEntry> out;
+    for (const TreeEntry& t : node.entries) {
+      out.push_back(ContextSource::Convert(t));
+      out.back().mtime = timespec{static_cast<time_t>(f->mtime), 0};
+    }
+    return out;
   }
   Status WriteContent(const std::string& url, const SourceEntry& file, int out_fd) override {
     return WriteBlob(cache_, file.digest, url, "the store", out_fd);
   }
 
  private:
+  // The file or repository `path` names, or with `below` the repository it is in. The step's
+  // files are the coordinator's pick for its flags (FindRemoteFile), one per URL.
+  const RemoteFile* Find(const std::string& path, bool below) const {
+    const RemoteFile* found = nullptr;
+    for (const RemoteFile& r : files_) {
+      bool match = path == r.url || (below && !r.commit.empty() && path.starts_with(r.url + "/"));
+      if (match && (!found || r.url.size() > found->url.size())) found = &r;
+    }
+    return found;
+  }
+
   CacheClient& cache_;
   std::vector<RemoteFile> files_;
 };
@@ -758,6 +791,15 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
     }
   }
   return Status();
+}
+
+StatusOr<std::string> ResolveSourceInDir(const std::string& dir, const std::string& path) {
+  SF_ASSIGN_OR_RETURN(std::unique_ptr<CopySource> tree, MakeDirSource(dir));
+  SourceView view(*tree);
+  SF_ASSIGN_OR_RETURN(std::string resolved, ResolveInRoot(path, true, view));
+  SF_ASSIGN_OR_RETURN(std::optional<SourceTreeView::Node> node, view.Lookup(resolved));
+  if (!node) return NotFoundError(path + ": not found");
+  return resolved;
 }
 
 }  // namespace stagefarm::worker

@@ -94,60 +94,6 @@ bool Lexists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-// A directory of the rootfs as it was before the step: its mode and owner.
-struct DirBefore {
-  std::string path;  // relative to the rootfs
-  struct stat st;
-};
-
-// Removes from `upper` what the runtime created only as mount points, so it never reaches the
-// layer: the files under /etc it bind-mounts over (the step cannot have changed them: its writes
-// went to our per-step copies) and /proc, /sys, /dev when empty. Parent dirs the runtime created
-// (e.g. /etc in an image without one) go too, when they did not exist before and are empty now.
-// A parent that existed (`parents_before`) was copied up for the mount points: when it is empty
-// now, not opaque, and has the mode and owner it had, it goes as well, so that a step that
-// changes nothing makes the empty layer, as BuildKit's (whose differ leaves out a directory whose
-// mode and owner are unchanged, whatever its mtime).
-void RemoveMountPoints(const std::string& upper, const std::vector<std::string>& missing_before,
-                       const std::vector<DirBefore>& parents_before) {
-  // Resolved below the upper dir without following symlinks: the step may have replaced /etc (or
-  // any directory) by a symlink to the host's files.
-  UniqueFd upper_fd(::open(upper.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!upper_fd) return;
-  std::string name;
-  for (const auto& point : SandboxMountPoints()) {
-    auto parent = OpenParentNoFollow(upper_fd.get(), point, &name);
-    struct stat st;
-    if (!parent.ok() || ::fstatat(parent->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-      continue;
-    }
-    if (S_ISDIR(st.st_mode)) {
-      // ENOTEMPTY: the step put something there, keep it
-      ::unlinkat(parent->get(), name.c_str(), AT_REMOVEDIR);
-    } else if (point.rfind("etc/", 0) == 0) {
-      ::unlinkat(parent->get(), name.c_str(), 0);
-    }
-  }
-  // Top-level names: AT_REMOVEDIR never follows a symlink (ENOTDIR).
-  for (const auto& dir : missing_before) ::unlinkat(upper_fd.get(), dir.c_str(), AT_REMOVEDIR);
-  for (const DirBefore& before : parents_before) {
-    auto parent = OpenParentNoFollow(upper_fd.get(), before.path, &name);
-    if (!parent.ok()) continue;
-    UniqueFd dir(
-        ::openat(parent->get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    struct stat st;
-    if (!dir || ::fstat(dir.get(), &st) != 0) continue;
-    if ((st.st_mode & 07777) != (before.st.st_mode & 07777) || st.st_uid != before.st.st_uid ||
-        st.st_gid != before.st.st_gid) {
-      continue;
-    }
-    char opaque[2];
-    if (::fgetxattr(dir.get(), "trusted.overlay.opaque", opaque, sizeof opaque) >= 0) continue;
-    // ENOTEMPTY: the step changed something in it, keep it
-    ::unlinkat(parent->get(), name.c_str(), AT_REMOVEDIR);
-  }
-}
-
 // Writes `dir` as a layer straight into a streamed upload, without a tar on the worker's disk.
 // Measured with a 512 MiB layer: the tar file cost 1.2 s of a 5.5 s step, and the worker's own
 // hash is all the upload has to wait for.
@@ -344,22 +290,12 @@ Status Executor::RunStep(StepContext& ctx) {
     auto wd = MakeDirsInRoot(root_fd.get(), workdir, 0755, user->uid, user->gid);
     if (!wd.ok()) return wd.status().Annotate(prefix + "WORKDIR " + workdir);
 
-    std::vector<std::string> missing_before;
-    for (const char* p : {"etc", "proc", "sys", "dev"}) {
-      if (!Lexists(merged + "/" + p)) missing_before.push_back(p);
-    }
-    std::vector<DirBefore> parents_before;
-    for (const auto& point : SandboxMountPoints()) {
-      size_t slash = point.rfind('/');
-      if (slash == std::string::npos) continue;
-      DirBefore parent{point.substr(0, slash), {}};
-      bool seen = std::any_of(parents_before.begin(), parents_before.end(),
-                              [&](const DirBefore& d) { return d.path == parent.path; });
-      if (!seen &&
-          ::fstatat(root_fd.get(), parent.path.c_str(), &parent.st, AT_SYMLINK_NOFOLLOW) == 0 &&
-          S_ISDIR(parent.st.st_mode)) {
-        parents_before.push_back(std::move(parent));
-      }
+    // The mount points /proc, /sys and /dev stay in the layer, as in BuildKit's: made here as
+    // runc makes them (0755, root's) when the image lacks them.
+    for (const char* p : {"proc", "sys", "dev"}) {
+      if (Lexists(merged + "/" + p)) continue;
+      auto made = MakeDirsInRoot(root_fd.get(), p, 0755, 0, 0);
+      if (!made.ok()) return made.status().Annotate(prefix + "making /" + p);
     }
     // RUN --mount: held until the command is done; their mount points never reach the layer.
     RunMountEnv mount_env{&layers_,       &ctx.cache,    &caches_, &ctx.task.secrets,
@@ -374,8 +310,16 @@ Status Executor::RunStep(StepContext& ctx) {
     }
     auto run_mounts = PrepareRunMounts(step.mounts, mount_env);
     if (!run_mounts.ok()) return run_mounts.status().Annotate(prefix.substr(0, prefix.size() - 2));
-    SF_ASSIGN_OR_RETURN(MountStubs stubs,
-                        MountStubs::Record(root_fd.get(), upper, run_mounts->targets()));
+    // The stubs of the files bound over /etc go as those of the RUN --mount targets do (not
+    // through a symlink: MountStubs would make a dangling one's target a directory).
+    std::vector<std::string> stub_targets = run_mounts->targets();
+    for (const std::string& file : SandboxMountPoints()) {
+      struct stat st;
+      if (::lstat((merged + file).c_str(), &st) != 0 || !S_ISLNK(st.st_mode)) {
+        stub_targets.push_back(file);
+      }
+    }
+    SF_ASSIGN_OR_RETURN(MountStubs stubs, MountStubs::Record(root_fd.get(), upper, stub_targets));
     SandboxConfig config;
     config.args = step.argv;
     config.env = step.env;
@@ -397,7 +341,6 @@ Status Executor::RunStep(StepContext& ctx) {
     config.isolated_network = step.network == "none" || options_.network_policy == "none";
     config.hosts_file = d + "/hosts";
     config.resolv_conf_file = d + "/resolv.conf";
-    config.hostname_file = d + "/hostname";
     config.cpus = options_.cpus;
     // Unique on the host: container ids name cgroups, and an embedded farm runs several
     // executors in one process.
@@ -419,7 +362,6 @@ Status Executor::RunStep(StepContext& ctx) {
                                          "\n"
                                          "::1\tlocalhost ip6-localhost ip6-loopback\n"));
     SF_RETURN_IF_ERROR(WriteFile(config.resolv_conf_file, ResolvConf()));
-    SF_RETURN_IF_ERROR(WriteFile(config.hostname_file, config.hostname + "\n"));
     // With secrets in its env, config.json stays on the step's private tmpfs, off the disk.
     std::string bundle = d + "/bundle";
     if (!run_mounts->private_dir().empty()) {
@@ -466,7 +408,6 @@ Status Executor::RunStep(StepContext& ctx) {
                                               std::to_string(*exit_code));
     }
     stubs.Remove(upper);
-    RemoveMountPoints(upper, missing_before, parents_before);
   } else if (step.kind == StepKind::kWorkdir) {
     // BuildKit's WORKDIR: mkdir -p, 0755, the directories it makes owned by USER (resolved as
     // --chown is); an existing directory is left alone (the layer is then empty).

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <sstream>
 
-#include "stagefarm/worker/child_process.h"
+#include "stagefarm/common/child_process.h"
 #include "stagefarm/worker/fs_util.h"
 #include "stagefarm/worker/overlay_mount.h"
 

@@ -10,8 +10,7 @@ namespace stagefarm::worker {
 using nlohmann::json;
 
 const std::vector<std::string>& SandboxMountPoints() {
-  static const std::vector<std::string> kPoints = {
-      "proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"};
+  static const std::vector<std::string> kPoints = {"/etc/hosts", "/etc/resolv.conf"};
   return kPoints;
 }
 
@@ -84,9 +83,6 @@ std::string MakeOciConfig(const SandboxConfig& c) {
   }
   if (!c.resolv_conf_file.empty()) {
     mounts.push_back(Mount("/etc/resolv.conf", "bind", c.resolv_conf_file, {"rbind", "rprivate"}));
-  }
-  if (!c.hostname_file.empty()) {
-    mounts.push_back(Mount("/etc/hostname", "bind", c.hostname_file, {"rbind", "rprivate"}));
   }
   for (const SandboxMount& m : c.mounts) {
     mounts.push_back(Mount(m.destination, m.type, m.source, m.options));

@@ -127,20 +127,11 @@ std::vector<std::string> BindOptions(bool readonly) {
   return o;
 }
 
-// The host path of `path` inside the directory `root` (symlinks resolved within it).
+// The host path of `path` inside the directory `root`, its symlinks resolved within it as COPY
+// resolves a source (and as the step's key reads it: copy_sources.h).
 StatusOr<std::string> ResolveIn(const std::string& root, const std::string& path) {
-  UniqueFd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!root_fd) return ErrnoError("open " + root, errno);
-  SF_ASSIGN_OR_RETURN(UniqueFd fd, OpenInRoot(root_fd.get(), path, O_PATH));
-  char buf[4096];
-  std::string link = "/proc/self/fd/" + std::to_string(fd.get());
-  ssize_t n = ::readlink(link.c_str(), buf, sizeof buf);
-  if (n < 0) return ErrnoError("readlink " + link, errno);
-  std::string real(buf, static_cast<size_t>(n));
-  if (real != root && real.rfind(root + "/", 0) != 0) {
-    return InternalError("resolved " + path + " outside " + root + ": " + real);
-  }
-  return real;
+  SF_ASSIGN_OR_RETURN(std::string resolved, ResolveSourceInDir(root, path));
+  return resolved.empty() ? root : root + "/" + resolved;
 }
 
 // A cache mount's id: its target when it has none.
@@ -475,19 +466,25 @@ StatusOr<MountStubs> MountStubs::Record(int root_fd, const std::string& upper,
                                         const std::vector<std::string>& targets) {
   MountStubs stubs;
   std::set<std::string> created, parents;
+  std::vector<std::string> target_dirs;  // the directories holding the targets
   for (const std::string& target : targets) {
     const std::string rel = CleanSlashPath(target).substr(1);  // targets are absolute
     std::string dangling, dangling_parent;
     // An error is the runtime's to report, when it fails the same way.
-    WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent).IgnoreError();
-    if (dangling.empty()) continue;
-    // A symlink on the way leads nowhere yet: runc makes the directories it names (and docker
-    // build runs the step), crun refuses ("openat2 ...: No such file or directory"). They are
-    // made here, as runc would, and are stubs like those the runtime makes below them.
-    auto to = SymlinkTargetInRoot(root_fd, dangling, dangling_parent);
-    if (!to.ok() || !MakeDirsThrough(root_fd, *to, &created, &parents, 1).ok()) continue;
-    dangling.clear();
-    WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent).IgnoreError();
+    Status walked = WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent);
+    if (!dangling.empty()) {
+      // A symlink on the way leads nowhere yet: runc makes the directories it names (and docker
+      // build runs the step), crun refuses ("openat2 ...: No such file or directory"). They are
+      // made here, as runc would, and are stubs like those the runtime makes below them.
+      auto to = SymlinkTargetInRoot(root_fd, dangling, dangling_parent);
+      if (!to.ok() || !MakeDirsThrough(root_fd, *to, &created, &parents, 1).ok()) continue;
+      dangling.clear();
+      walked = WalkToTarget(root_fd, rel, &created, &parents, &dangling, &dangling_parent);
+    }
+    const size_t slash = rel.rfind('/');
+    if (walked.ok() && dangling.empty() && slash != std::string::npos) {
+      target_dirs.push_back(rel.substr(0, slash));
+    }
   }
   // Every directory above a created stub is copied up to the upper dir.
   for (const std::string& p : std::set<std::string>(parents)) {
@@ -504,6 +501,12 @@ StatusOr<MountStubs> MountStubs::Record(int root_fd, const std::string& upper,
     stubs.parents_.push_back(Parent{p, st.st_mode & 07777, st.st_uid, st.st_gid});
   }
   stubs.created_.assign(created.begin(), created.end());
+  // The directories above the targets are made here, after the copy-ups above were recorded, as
+  // runc makes them (0755; crun's are 01755): one the step writes into stays in the layer with
+  // BuildKit's mode. An error is the runtime's to report.
+  for (const std::string& dir : target_dirs) {
+    MakeDirsInRoot(root_fd, dir, 0755, 0, 0).status().IgnoreError();
+  }
   return stubs;
 }
 

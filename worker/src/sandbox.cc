@@ -9,8 +9,8 @@
 #include <chrono>
 #include <optional>
 
+#include "stagefarm/common/child_process.h"
 #include "stagefarm/common/unique_fd.h"
-#include "stagefarm/worker/child_process.h"
 
 namespace stagefarm::worker {
 

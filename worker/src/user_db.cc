@@ -114,10 +114,7 @@ StatusOr<ResolvedUser> LookUpExecUser(std::string_view spec, std::string_view pa
     }
     out.uid = matched->uid;
   }
-  if (matched) {
-    out.gid = matched->gid;
-    if (!matched->home.empty()) out.home = std::string(matched->home);
-  }
+  if (matched) out.gid = matched->gid;
   auto groups = ParseGroup(group);
   if (!group_part.empty()) {
     if (auto gid = ParseId(group_part)) {
@@ -184,6 +181,15 @@ StatusOr<ResolvedUser> ResolveUserFrom(std::string_view spec, std::string_view p
     if (root.ok()) out = std::move(*root);
   } else {
     SF_ASSIGN_OR_RETURN(out, LookUpExecUser(spec, passwd, group));
+  }
+  // HOME is runc's: the first /etc/passwd entry with the uid, whatever USER's form (USER toor
+  // with toor's uid 0 has root's), else "/".
+  out.home = "/";
+  for (const PasswdEntry& u : ParsePasswd(passwd)) {
+    if (u.uid == out.uid) {
+      if (!u.home.empty()) out.home = std::string(u.home);
+      break;
+    }
   }
   // As BuildKit's executor (containerd's rule): the primary group is a supplementary one too.
   if (std::find(out.additional_gids.begin(), out.additional_gids.end(), out.gid) ==

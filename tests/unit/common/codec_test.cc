@@ -38,7 +38,9 @@ StageTask SampleTask() {
   copy.chmod = "0755";
   copy.context_root = D('c', 99);
   copy.from_layers = {LayerRef{D('d', 1), D('e', 2)}};
-  copy.remote_files = {RemoteFile{"https://example.com/a.tgz", D('f', 5), 1700000001}};
+  copy.remote_files = {RemoteFile{"https://example.com/a.tgz", D('f', 5), 1700000001},
+                       RemoteFile{"git://h/r#v1", D('f', 6), 1600000000,
+                                  "92ecbf1ffcc322d4e27c0a210ba0f39b14039c4e", true}};
   copy.heredocs = {HeredocFile{"EOF", std::string("line\n\0bytes", 11)}, HeredocFile{"B", ""}};
   copy.parents = true;
   copy.excludes = {"*.md", "!keep.md"};
@@ -135,7 +137,9 @@ TEST(BuildCodec, RequestAndEventRoundTrip) {
   r.network = "none";
   r.worker_constraints = {{"size", "large"}, {"gpu", "yes"}};
   r.remote_files = {RemoteFile{"http://127.0.0.1:8/x", D('4', 4), 0},
-                    RemoteFile{"https://h/y?z=1", D('5', 5), 1700000000}};
+                    RemoteFile{"https://h/y?z=1", D('5', 5), 1700000000},
+                    RemoteFile{"https://h/r.git", D('6', 6), 1,
+                               "e0b5ce6fe5308b793cfd6b388255fb3d93322cd6"}};
   EXPECT_EQ(RoundTrip(r), r);
   BuildEvent e;
   e.kind = BuildEvent::Kind::kBuildDone;

@@ -86,7 +86,16 @@ TEST_F(ContextTreeTest, LookupWalksTheTreeInTheStore) {
   auto missing = tree.Lookup("src/nope");
   ASSERT_TRUE(missing.ok());
   EXPECT_FALSE(missing->has_value());
-  EXPECT_FALSE(tree.Lookup("../etc/passwd").ok());
+  // ".." stops at the context's root, as BuildKit cleans a source path: never outside the tree.
+  auto clamped = tree.Lookup("../src/../../src/sub/b.txt");
+  ASSERT_TRUE(clamped.ok() && clamped->has_value()) << clamped.status().ToString();
+  EXPECT_EQ((*clamped)->digest, Digest::Of("bee\n"));
+  auto escape = tree.Lookup("../../etc/passwd");
+  ASSERT_TRUE(escape.ok());
+  EXPECT_FALSE(escape->has_value());
+  auto above_root = tree.Lookup("src/../..");
+  ASSERT_TRUE(above_root.ok() && above_root->has_value());
+  EXPECT_EQ((*above_root)->digest, root);
   auto self = tree.Lookup(".");
   ASSERT_TRUE(self.ok() && self->has_value());
   EXPECT_EQ((*self)->digest, root);

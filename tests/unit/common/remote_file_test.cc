@@ -8,12 +8,30 @@ namespace stagefarm {
 namespace {
 
 TEST(RemoteFile, TellsUrlsFromContextPaths) {
-  for (const char* url : {"http://example.com/a", "https://example.com/a"}) {
+  // Git repositories too (git_source_test.cc has the details).
+  for (const char* url : {"http://example.com/a", "https://example.com/a",
+                          "git@github.com:a/b.git", "git://example.com/a"}) {
     EXPECT_TRUE(IsRemoteUrl(url)) << url;
   }
-  for (const char* path : {"httpd.conf", "ftp://example.com/a", "git@github.com:a/b.git"}) {
+  for (const char* path : {"httpd.conf", "ftp://example.com/a", "a/git@b"}) {
     EXPECT_FALSE(IsRemoteUrl(path)) << path;
   }
+}
+
+TEST(RemoteFile, AGitChecksumIsHexAndARepositoryIsFoundByItsKeepGitDir) {
+  RemoteFile tree{"git://h/r", Digest::Of("tree"), 1, "e0b5ce6fe5308b793cfd6b388255fb3d93322cd6"};
+  // The client checked the commit (an annotated tag's checksum may be the tag's own hash).
+  EXPECT_TRUE(CheckAddChecksum("abc123", tree).ok());
+  EXPECT_EQ(CheckAddChecksum("sha256:abc", tree).message(),
+            "invalid checksum sha256:abc for Git URL, expected hex commit hash");
+  RemoteFile kept = tree;
+  kept.keep_git_dir = true;
+  kept.digest = Digest::Of("tree with .git");
+  std::vector<RemoteFile> files = {tree, kept, {"http://h/f", Digest::Of("f"), 0}};
+  EXPECT_EQ(FindRemoteFile(files, "git://h/r"), &files[0]);
+  EXPECT_EQ(FindRemoteFile(files, "git://h/r", true), &files[1]);
+  EXPECT_EQ(FindRemoteFile(files, "http://h/f", true), &files[2]);
+  EXPECT_EQ(FindRemoteFile(files, "git://h/other"), nullptr);
 }
 
 TEST(RemoteFile, NameIsTheLastPathComponentAsDockerfile2llbGivesIt) {

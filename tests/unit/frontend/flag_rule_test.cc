@@ -94,17 +94,17 @@ const std::vector<FlagCase>& Cases() {
   auto chmod = [](const ResolvedStep& s) { return s.chmod; };
   auto link = [](const ResolvedStep& s) { return std::string(s.link ? "true" : "false"); };
   auto excludes = [](const ResolvedStep& s) { return Join(s.excludes); };
+  const Spec spec_link{[](const StepSpec& s) { return std::string(s.link ? "true" : "false"); }};
+  const Spec spec_excludes{[](const StepSpec& s) { return Join(s.excludes); }};
   static const std::vector<FlagCase> kCases = {
       {"copy", "chown", "FROM busybox\nCOPY a /a\n", "FROM busybox\nCOPY --chown=1:2 a /a\n", chown,
        Spec{[](const StepSpec& s) { return s.chown; }}},
       {"copy", "chmod", "FROM busybox\nCOPY a /a\n", "FROM busybox\nCOPY --chmod=600 a /a\n", chmod,
        Spec{[](const StepSpec& s) { return s.chmod; }}},
       {"copy", "link", "FROM busybox\nCOPY a /a\n", "FROM busybox\nCOPY --link a /a\n", link,
-       Pending{"StepSpec::link (bool): the layer made on an empty filesystem, as BuildKit's "
-               "MergeOp",
-               "copy-flags"}},
+       spec_link},
       {"copy", "exclude", "FROM busybox\nCOPY d /d\n", "FROM busybox\nCOPY --exclude=*.log d /d\n",
-       excludes, Pending{"StepSpec::excludes (patterns)", "copy-flags"}},
+       excludes, spec_excludes},
       {"copy", "from", "FROM busybox AS b\nFROM busybox\nCOPY a /a\n",
        "FROM busybox AS b\nFROM busybox\nCOPY --from=b a /a\n",
        [](const ResolvedStep& s) { return std::to_string(s.from_stage) + s.from_image; },
@@ -113,19 +113,20 @@ const std::vector<FlagCase>& Cases() {
        KeyOnly{"the source filesystem: StepSpec::from_layers, given by the coordinator"}},
       {"copy", "parents", "FROM busybox\nCOPY a/b /x/\n", "FROM busybox\nCOPY --parents a/b /x/\n",
        [](const ResolvedStep& s) { return std::string(s.parents ? "true" : "false"); },
-       Pending{"StepSpec::parents (bool)", "copy-flags"}},
+       Spec{[](const StepSpec& s) { return std::string(s.parents ? "true" : "false"); }}},
       {"add", "chown", "FROM busybox\nADD a /a\n", "FROM busybox\nADD --chown=1:2 a /a\n", chown,
        Spec{[](const StepSpec& s) { return s.chown; }}},
       {"add", "chmod", "FROM busybox\nADD a /a\n", "FROM busybox\nADD --chmod=600 a /a\n", chmod,
        Spec{[](const StepSpec& s) { return s.chmod; }}},
       {"add", "link", "FROM busybox\nADD a /a\n", "FROM busybox\nADD --link a /a\n", link,
-       Pending{"StepSpec::link (bool)", "copy-flags"}},
+       spec_link},
       {"add", "exclude", "FROM busybox\nADD d /d\n", "FROM busybox\nADD --exclude=*.log d /d\n",
-       excludes, Pending{"StepSpec::excludes (patterns)", "copy-flags"}},
+       excludes, spec_excludes},
       {"add", "keep-git-dir", "FROM busybox\nADD https://h/r.git /r\n",
        "FROM busybox\nADD --keep-git-dir https://h/r.git /r\n",
        [](const ResolvedStep& s) { return Opt(s.keep_git_dir); },
-       Pending{"StepSpec git source: keep_git_dir (bool)", "add-git"}},
+       KeyOnly{"the client checks the repository out with its .git (FetchGitSource) and the "
+               "coordinator sends the worker that checkout (FindRemoteFile by keep_git_dir)"}},
       {"add", "checksum", "FROM busybox\nADD https://h/f /f\n",
        "FROM busybox\nADD --checksum=sha256:" + std::string(64, 'a') + " https://h/f /f\n",
        [](const ResolvedStep& s) { return s.checksum; },
@@ -134,7 +135,7 @@ const std::vector<FlagCase>& Cases() {
       {"add", "unpack", "FROM busybox\nADD https://h/f.tgz /f/\n",
        "FROM busybox\nADD --unpack https://h/f.tgz /f/\n",
        [](const ResolvedStep& s) { return Opt(s.unpack); },
-       Pending{"StepSpec::unpack (optional bool: set overrides ADD's default)", "copy-flags"}},
+       Spec{[](const StepSpec& s) { return Opt(s.unpack); }}},
       {"run", "mount", "FROM busybox\nRUN true\n",
        "FROM busybox\nRUN --mount=type=cache,target=/c true\n",
        [](const ResolvedStep& s) { return std::to_string(s.mounts.size()); },

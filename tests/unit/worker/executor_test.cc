@@ -119,6 +119,8 @@ class ExecutorTest : public WorkerFixture {
   int tasks_ = 0;
 };
 
+// As BuildKit's: the files bind-mounted over /etc are stubs that never reach the layer, while
+// the mount points /proc, /sys and /dev the image lacked stay in it as runc makes them.
 TEST_F(ExecutorTest, RunWritesFileIntoLayerWithoutRuntimeMountPoints) {
   Executor ex(options_);
   TaskDone done = Execute(ex, Task({Run("echo hi > /hello; echo done", "k1")}));
@@ -127,15 +129,36 @@ TEST_F(ExecutorTest, RunWritesFileIntoLayerWithoutRuntimeMountPoints) {
   EXPECT_EQ(log_, "done\n");
   auto toc = TocOf(done.layers[0]);
   EXPECT_TRUE(toc.count("hello"));
-  for (const char* p : {"etc/hosts", "etc/resolv.conf", "etc/hostname", "proc", "sys", "dev"}) {
+  for (const char* p : {"etc/hosts", "etc/resolv.conf", "etc/hostname"}) {
     EXPECT_FALSE(toc.count(p)) << p << " leaked into the layer";
   }
+  for (const char* p : {"proc", "sys", "dev"}) {
+    ASSERT_TRUE(toc.count(p)) << p << " is missing from the layer";
+    EXPECT_EQ(toc[p].type, TocType::kDir) << p;
+    EXPECT_EQ(toc[p].mode, 0755u) << p;
+    EXPECT_EQ(toc[p].uid, 0u) << p;
+  }
+  std::string paths;
+  for (const auto& [path, e] : toc) paths += " " + path;
+  EXPECT_EQ(toc.size(), 4u) << "hello, proc, sys and dev only:" << paths;
   auto action = cache_.GetAction("k1");
   ASSERT_TRUE(action.ok() && action->has_value());
   EXPECT_EQ((*action)->layer, done.layers[0]);
   ASSERT_EQ(events_.front().kind, TaskEvent::Kind::kStepStarted);
   EXPECT_EQ(events_.back().kind, TaskEvent::Kind::kStepDone);
   EXPECT_EQ(events_.back().layer, done.layers[0]);
+}
+
+// BuildKit binds /etc/hosts and /etc/resolv.conf over the image's, never /etc/hostname: the
+// command sees the image's own (here none).
+TEST_F(ExecutorTest, RunSeesHostsAndResolvConfButNoHostnameFile) {
+  Executor ex(options_);
+  TaskDone done = Execute(
+      ex, Task({Run("for f in hosts resolv.conf hostname; do test -e /etc/$f && echo $f; done; "
+                    "grep -c localhost /etc/hosts",
+                    "k1")}));
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
+  EXPECT_EQ(log_, "hosts\nresolv.conf\n2\n");
 }
 
 // A step's layer streams to the cache as it is written; when the stream cannot start (the
@@ -375,16 +398,19 @@ StepSpec CopyFrom(std::vector<std::string> sources, const std::string& dest,
 // copy of /etc they left in the upper dir goes with them, unless the step changed /etc itself.
 TEST_F(ExecutorTest, ARunThatChangesNothingMakesTheEmptyLayer) {
   Executor ex(options_);
-  TaskDone done = Execute(ex, Task({Run("true", "t"), Run("chmod 700 /etc", "chmod"),
+  // The first RUN makes the mount points /proc, /sys and /dev the test's rootfs lacks (they stay,
+  // as in BuildKit's layers); the steps after it see an image that has them, as real ones do.
+  TaskDone done = Execute(ex, Task({Run("true", "mount-points"), Run("true", "t"),
+                                    Run("chmod 700 /etc", "chmod"),
                                     Run("touch /etc/x && rm /etc/x", "touched")}));
   ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
-  EXPECT_EQ(done.layers[0].diff_id, Digest::Of(std::string(1024, '\0')));
-  EXPECT_TRUE(TocOf(done.layers[0]).empty());
-  auto chmod = TocOf(done.layers[1]);
+  EXPECT_EQ(done.layers[1].diff_id, Digest::Of(std::string(1024, '\0')));
+  EXPECT_TRUE(TocOf(done.layers[1]).empty());
+  auto chmod = TocOf(done.layers[2]);
   ASSERT_TRUE(chmod.count("etc"));
   EXPECT_EQ(chmod["etc"].mode, 0700u);
   // Only /etc's mtime changed: BuildKit's differ leaves such a directory out too.
-  EXPECT_TRUE(TocOf(done.layers[2]).empty());
+  EXPECT_TRUE(TocOf(done.layers[3]).empty());
 }
 
 // Steps that make identical layers put one layer in the stack several times: two RUN steps that
@@ -395,13 +421,15 @@ TEST_F(ExecutorTest, ALayerRepeatedInTheStackStillMountsAndItsTopmostCopyCounts)
   Digest context = UploadContext(tmp_.path() + "/ctx", cache_);
   Executor ex(options_);
   StepSpec copy = Copy({"a.txt"}, "/f", context);
-  TaskDone done = Execute(ex, Task({Run("true", "t1"), Run("true", "t2"), copy, copy,
-                                    Run("rm /f", "rm"), copy, Run("cat /f", "cat")}));
+  // The first RUN makes the mount points the test's rootfs lacks (see above).
+  TaskDone done = Execute(ex, Task({Run("true", "mount-points"), Run("true", "t1"),
+                                    Run("true", "t2"), copy, copy, Run("rm /f", "rm"), copy,
+                                    Run("cat /f", "cat")}));
   ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log_;
-  ASSERT_EQ(done.layers.size(), 7u);
-  EXPECT_EQ(done.layers[0].diff_id, done.layers[1].diff_id) << "RUN true twice: one layer";
-  EXPECT_EQ(done.layers[2].diff_id, done.layers[3].diff_id) << "the same COPY twice";
-  EXPECT_EQ(done.layers[2].diff_id, done.layers[5].diff_id) << "A B A";
+  ASSERT_EQ(done.layers.size(), 8u);
+  EXPECT_EQ(done.layers[1].diff_id, done.layers[2].diff_id) << "RUN true twice: one layer";
+  EXPECT_EQ(done.layers[3].diff_id, done.layers[4].diff_id) << "the same COPY twice";
+  EXPECT_EQ(done.layers[3].diff_id, done.layers[6].diff_id) << "A B A";
   EXPECT_EQ(log_, "A\n");
   // A stage whose layers repeat is a COPY --from source too.
   std::vector<LayerRef> stage = {base_};

@@ -22,6 +22,8 @@ class MountStubSymlinkTest : public WorkerFixture {
     if (HasFatalFailure()) return;
     const std::string rootfs = tmp_.path() + "/base";
     InstallBusybox(rootfs, {"sh", "true", "touch", "grep"});
+    // The runtime's own mount points, as every image has them (they would stay in the layer).
+    for (const char* dir : {"/proc", "/sys", "/dev"}) fs::create_directories(rootfs + dir);
     fs::create_directories(rootfs + "/real/existing");
     fs::create_symlink("/real", rootfs + "/link");        // absolute: resolved inside the rootfs
     fs::create_symlink("real", rootfs + "/rellink");      // relative

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "stagefarm/common/context_tree.h"
@@ -32,10 +33,12 @@ class MountTest : public WorkerFixture {
   void SetUp() override {
     WorkerFixture::SetUp();
     if (HasFatalFailure()) return;
-    // busybox and a few applets; /run exists (as in most images), /cache and /src do not.
+    // busybox and a few applets; /run, /proc, /sys and /dev exist (as in most images), /cache
+    // and /src do not.
     const std::string rootfs = tmp_.path() + "/base";
-    fs::create_directories(rootfs + "/bin");
-    fs::create_directories(rootfs + "/run");
+    for (const char* dir : {"/bin", "/run", "/proc", "/sys", "/dev"}) {
+      fs::create_directories(rootfs + dir);
+    }
     fs::copy_file("/bin/busybox", rootfs + "/bin/busybox");
     for (const char* applet :
          {"sh", "cat", "echo", "stat", "wc", "touch", "sleep", "mkdir", "ls"}) {
@@ -86,6 +89,13 @@ MountSpec Cache(const std::string& target, const std::string& id, const std::str
   m.target = target;
   m.id = id;
   m.sharing = sharing;
+  return m;
+}
+
+MountSpec Tmpfs(const std::string& target) {
+  MountSpec m;
+  m.type = MountSpec::Type::kTmpfs;
+  m.target = target;
   return m;
 }
 
@@ -152,9 +162,7 @@ TEST_F(MountTest, LockedCacheRunsOneStepAtATime) {
 TEST_F(MountTest, TmpfsIsATmpfsAndStaysOutOfTheLayer) {
   Executor ex(options_);
   std::string log;
-  MountSpec tmpfs;
-  tmpfs.type = MountSpec::Type::kTmpfs;
-  tmpfs.target = "/scratch/t";
+  MountSpec tmpfs = Tmpfs("/scratch/t");
   tmpfs.size_limit = 1 << 20;
   TaskDone done = Execute(
       ex, {Run("stat -f -c %T /scratch/t; echo data > /scratch/t/f; echo x > /kept", {tmpfs})},
@@ -209,6 +217,23 @@ TEST_F(MountTest, BindFromContextIsReadOnlyUnlessRwAndRwChangesAreDiscarded) {
   EXPECT_EQ(bad.status.code(), StatusCode::kNotFound);
   EXPECT_NE(bad.status.message().find("--mount=type=bind,source=nope"), std::string::npos)
       << bad.status.ToString();
+}
+
+// BuildKit (runc) makes the missing directories above a mount target 0755: one the command
+// writes into stays in the layer with that mode, the empty ones go.
+TEST_F(MountTest, DirectoryMadeAboveAMountTargetIsKeptWith0755WhenWrittenInto) {
+  Executor ex(options_);
+  std::string log;
+  TaskDone done = Execute(ex, {Run("touch /a/marker", {Tmpfs("/a/b/c")})}, &log);
+  ASSERT_TRUE(done.status.ok()) << done.status.ToString() << "\n" << log;
+  auto toc = Toc::Parse(*cache_.ReadBytes(done.layers[0].toc));
+  ASSERT_TRUE(toc.ok());
+  std::map<std::string, TocEntry> entries;
+  for (const auto& e : toc->entries) entries[e.path] = e;
+  EXPECT_EQ(entries.size(), 2u) << "only /a and /a/marker";
+  ASSERT_TRUE(entries.count("a") && entries.count("a/marker"));
+  EXPECT_EQ(entries["a"].mode, 0755u);
+  EXPECT_EQ(entries["a"].uid, 0u);
 }
 
 TEST_F(MountTest, BindFromAnotherStagesLayers) {

@@ -15,9 +15,9 @@
 #include <set>
 #include <thread>
 
+#include "stagefarm/common/child_process.h"
 #include "stagefarm/common/layer_tar.h"
 #include "stagefarm/common/unique_fd.h"
-#include "stagefarm/worker/child_process.h"
 #include "stagefarm/worker/executor.h"
 #include "stagefarm/worker/fs_util.h"
 #include "stagefarm/worker/oci_spec.h"

@@ -58,6 +58,25 @@ TEST(ResolveUser, ExplicitGroupByNameOrNumberAndNoSupplementaryGroups) {
   EXPECT_EQ(u->gid, 7u);
 }
 
+// RUN's HOME is what runc finds for the uid in /etc/passwd (the first entry with it), whatever
+// USER's form; "/" without one (checked against BuildKit v0.24 with runc 1.1).
+TEST(ResolveUser, HomeIsTheFirstPasswdEntryOfTheUid) {
+  const std::string passwd = std::string(kPasswd) + "toor:x:0:0::/toor:/bin/sh\n";
+  for (auto [spec, home] : std::vector<std::pair<const char*, const char*>>{
+           {"1000:1000", "/home/app"},
+           {"1000", "/home/app"},
+           {"app:staff", "/home/app"},
+           {"toor", "/root"},
+           {"0:0", "/root"},
+           {"root:root", "/root"},
+           {"4242:4242", "/"},
+       }) {
+    auto u = ResolveUserFrom(spec, passwd, kGroup);
+    ASSERT_TRUE(u.ok()) << spec << ": " << u.status().ToString();
+    EXPECT_EQ(u->home, home) << spec;
+  }
+}
+
 TEST(ResolveUser, NumericUserNotInPasswdGetsGroupZero) {
   auto u = ResolveUserFrom("4242", kPasswd, kGroup);
   ASSERT_TRUE(u.ok());

@@ -63,8 +63,9 @@ class ContextTree {
  public:
   ContextTree(CacheClient& cache, Digest root) : cache_(cache), root_(std::move(root)) {}
   const Digest& root() const { return root_; }
-  // The entry at `path` ("" or "." or "/" is the root directory itself). Symlinks inside the
-  // context are not followed. std::nullopt if absent.
+  // The entry at `path` ("" or "." or "/" is the root directory itself), cleaned lexically with
+  // ".." stopping at the root ("../a" and "b/../../a" are "a"). Symlinks inside the context are
+  // not followed. std::nullopt if absent.
   StatusOr<std::optional<TreeEntry>> Lookup(std::string_view path);
   StatusOr<TreeNode> ReadNode(const Digest& node);
 

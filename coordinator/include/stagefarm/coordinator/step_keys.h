@@ -30,18 +30,21 @@ StatusOr<std::string> ContextSourcesDigest(ContextTree& tree,
                                            const std::string& instruction,
                                            const CopySelection& selection = {});
 
-// Splits the sources of a COPY/ADD into paths (`local`) and http(s) URLs (`urls`), with
-// dockerfile2llb's rules: URLs only in ADD; --checksum only with a single URL source, and
-// well-formed. Errors are InvalidArgument prefixed with `where` (the Dockerfile place).
+// Splits the sources of a COPY/ADD into paths (`local`) and remote sources (`urls`: http(s) URLs
+// and git repositories), with dockerfile2llb's rules: URLs only in ADD; --checksum only with a
+// single remote source, and well-formed for a URL. Errors are InvalidArgument prefixed with
+// `where` (the Dockerfile place).
 Status SplitCopySources(const frontend::ResolvedStep& step, const std::string& where,
                         std::vector<std::string>* local, std::vector<std::string>* urls);
 
-// The digest of the remote files `urls` name, from what the client fetched (`fetched`): content
-// digest and mtime, so a changed remote file changes the key. FailedPrecondition when the client
+// The digest of the remote files `urls` name, from what the client fetched (`fetched`, the
+// checkouts made for the step's --keep-git-dir): content digest and mtime, and a repository's
+// commit, so a changed remote file or branch changes the key. FailedPrecondition when the client
 // did not fetch one; InvalidArgument when `checksum` is set and the content does not match it.
 StatusOr<std::string> RemoteSourcesDigest(const std::vector<std::string>& urls,
                                           const std::vector<RemoteFile>& fetched,
-                                          const std::string& checksum, const std::string& where);
+                                          const std::string& checksum, const std::string& where,
+                                          bool keep_git_dir = false);
 
 // The same for a stage's filesystem, from its TOCs.
 StatusOr<std::string> FsSourcesDigest(const FsIndex& fs, const std::vector<std::string>& sources,

@@ -60,9 +60,15 @@ class CopySource {
 std::unique_ptr<CopySource> MakeContextSource(CacheClient& cache, const Digest& root);
 // A directory on disk (e.g. a read-only overlay of a stage's layers), resolved as a root.
 StatusOr<std::unique_ptr<CopySource>> MakeDirSource(const std::string& dir);
+
+// The path below `dir` that `path` names when its symlinks are resolved inside `dir` as COPY
+// resolves a source (copy_sources.h, the rule the keys follow too): "" for `dir` itself.
+// NotFound when nothing is there.
+StatusOr<std::string> ResolveSourceInDir(const std::string& dir, const std::string& path);
 // ADD's http(s) sources, fetched by the client into `cache` (borrowed): Stat(url) is a file named
 // after the URL (RemoteFileName), mode 0600, mtime from Last-Modified (BuildKit's http source);
-// a URL not in `files` is absent.
+// a git repository is a directory (0755) holding the checked-out tree, its paths "<url>/<path>",
+// every entry with the commit's time. A URL not in `files` is absent.
 std::unique_ptr<CopySource> MakeRemoteSource(CacheClient& cache, std::vector<RemoteFile> files);
 
 struct CopyRequest {
@@ -118,7 +124,8 @@ bool LinkedCopy(bool link, const std::string& chmod);
 // a wildcard that matches nothing copies nothing and is no error (BuildKit's). FIFOs and device
 // nodes are made as such. Files hard-linked together in a filesystem source stay hard-linked in
 // one copy (as BuildKit does): the first name met is copied, the others are linked to it.
-// An http(s) source is read from `request.remote` and goes to dest/<name> or dest as a file does.
+// An http(s) source is read from `request.remote` and goes to dest/<name> or dest as a file does;
+// a git repository's tree goes to dest as a directory source does.
 Status ApplyCopy(const CopyRequest& request, CopySource& source, const std::string& rootfs);
 
 }  // namespace stagefarm::worker

@@ -28,8 +28,9 @@ struct SandboxConfig {
   std::string hostname = "buildkitsandbox";
   // A network namespace of its own with loopback only; otherwise the worker's network.
   bool isolated_network = false;
-  // Files generated per step outside the rootfs and bind-mounted over /etc/...: never captured.
-  std::string hosts_file, resolv_conf_file, hostname_file;
+  // Files generated per step outside the rootfs and bind-mounted over /etc/hosts and
+  // /etc/resolv.conf: never captured. As BuildKit, /etc/hostname is the image's own.
+  std::string hosts_file, resolv_conf_file;
   // linux.cgroupsPath (e.g. a StepCgroup's runtime_path()); empty = the runtime's default.
   std::string cgroups_path;
   // Limits on the container's own cgroup; 0 = none. (The executor puts memory and pids on its
@@ -41,8 +42,10 @@ struct SandboxConfig {
   std::vector<SandboxMount> mounts;  // RUN --mount; the runtime creates missing mount points
 };
 
-// The paths inside the rootfs the runtime mounts over, so it may create them in the upper dir
-// when the image lacks them (the caller removes those before taking the diff).
+// The files (absolute paths in the rootfs) the runtime bind-mounts over, so it may create them
+// in the upper dir when the image lacks them; the caller removes those stubs (MountStubs) before
+// taking the diff, as BuildKit's executor does. (/proc, /sys and /dev stay: BuildKit's layers
+// keep them.)
 const std::vector<std::string>& SandboxMountPoints();
 
 // config.json's text.

@@ -16,7 +16,7 @@ struct ResolvedUser {
   uid_t uid = 0;
   gid_t gid = 0;
   std::vector<gid_t> additional_gids;  // RUN: the primary group, then the user's other groups
-  std::string home = "/";
+  std::string home = "/";  // RUN: the first /etc/passwd entry of `uid`'s, as runc sets HOME
 };
 
 // RUN's USER, as BuildKit's executor resolves it. `spec` is "", "user", "uid", "user:group",

@@ -1,6 +1,6 @@
 // Child processes started with posix_spawn (no code of ours runs between fork and exec: the worker
-// is multithreaded). A ChildProcess owns its process group: the destructor kills the group and
-// reaps the child if nobody waited for it.
+// and the client are multithreaded). A ChildProcess owns its process group: the destructor kills
+// the group and reaps the child if nobody waited for it.
 #pragma once
 
 #include <sys/types.h>
@@ -11,7 +11,7 @@
 
 #include "stagefarm/common/status.h"
 
-namespace stagefarm::worker {
+namespace stagefarm {
 
 class ChildProcess {
  public:
@@ -19,6 +19,9 @@ class ChildProcess {
   // /dev/null and stdout and stderr both on `output_fd` (-1: /dev/null). Every other descriptor is
   // closed in the child.
   static StatusOr<ChildProcess> Spawn(const std::vector<std::string>& argv, int output_fd);
+  // The same with stdout on `output_fd` and stderr on `error_fd` (-1: /dev/null, each).
+  static StatusOr<ChildProcess> Spawn(const std::vector<std::string>& argv, int output_fd,
+                                      int error_fd);
 
   ChildProcess() = default;
   ~ChildProcess();
@@ -43,10 +46,13 @@ class ChildProcess {
 
 struct CommandResult {
   int exit_code = 0;
-  std::string output;  // stdout and stderr, interleaved
+  std::string output;        // stdout and stderr, interleaved (stdout alone: see RunCommand)
+  std::string error_output;  // stderr, when RunCommand was asked to keep it apart
 };
-// Runs argv to completion and captures its output (for short helper commands: `crun kill`,
-// `crun --version`). Killed after `timeout_seconds`, reported as DeadlineExceeded.
-StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv, int timeout_seconds = 30);
+// Runs argv to completion and captures its output (for helper commands: `crun kill`,
+// `crun --version`, `git fetch`). With `separate_stderr` stderr goes to error_output and output
+// holds stdout alone. Killed after `timeout_seconds`, reported as DeadlineExceeded.
+StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv, int timeout_seconds = 30,
+                                   bool separate_stderr = false);
 
-}  // namespace stagefarm::worker
+}  // namespace stagefarm

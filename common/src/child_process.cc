@@ -1,4 +1,4 @@
-#include "stagefarm/worker/child_process.h"
+#include "stagefarm/common/child_process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -14,7 +14,7 @@
 
 extern char** environ;
 
-namespace stagefarm::worker {
+namespace stagefarm {
 
 namespace {
 int ExitCodeOf(int wstatus) {
@@ -39,15 +39,22 @@ struct SpawnSetup {
 }  // namespace
 
 StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, int output_fd) {
+  return Spawn(argv, output_fd, output_fd);
+}
+
+StatusOr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& argv, int output_fd,
+                                           int error_fd) {
   if (argv.empty()) return InvalidArgumentError("spawn: empty argv");
   SpawnSetup s;
   posix_spawn_file_actions_addopen(&s.actions, 0, "/dev/null", O_RDONLY, 0);
-  if (output_fd >= 0) {
-    posix_spawn_file_actions_adddup2(&s.actions, output_fd, 1);
-    posix_spawn_file_actions_adddup2(&s.actions, output_fd, 2);
-  } else {
-    posix_spawn_file_actions_addopen(&s.actions, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_adddup2(&s.actions, 1, 2);
+  int fd_no = 1;
+  for (int fd : {output_fd, error_fd}) {
+    if (fd >= 0) {
+      posix_spawn_file_actions_adddup2(&s.actions, fd, fd_no);
+    } else {
+      posix_spawn_file_actions_addopen(&s.actions, fd_no, "/dev/null", O_WRONLY, 0);
+    }
+    ++fd_no;
   }
   // Other threads may have opened descriptors without O_CLOEXEC; none of them leak to the child.
   posix_spawn_file_actions_addclosefrom_np(&s.actions, 3);
@@ -112,15 +119,31 @@ void ChildProcess::KillGroup(int sig) {
   if (pid_ > 0) ::kill(-pid_, sig);
 }
 
-StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv, int timeout_seconds) {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoError("pipe", errno);
-  UniqueFd read_end(fds[0]), write_end(fds[1]);
-  SF_ASSIGN_OR_RETURN(ChildProcess child, ChildProcess::Spawn(argv, write_end.get()));
-  write_end.reset();
+StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv, int timeout_seconds,
+                                   bool separate_stderr) {
+  int out_fds[2], err_fds[2];
+  if (::pipe2(out_fds, O_CLOEXEC) != 0) return ErrnoError("pipe", errno);
+  UniqueFd out_read(out_fds[0]), out_write(out_fds[1]);
+  UniqueFd err_read, err_write;
+  if (separate_stderr) {
+    if (::pipe2(err_fds, O_CLOEXEC) != 0) return ErrnoError("pipe", errno);
+    err_read = UniqueFd(err_fds[0]);
+    err_write = UniqueFd(err_fds[1]);
+  }
+  SF_ASSIGN_OR_RETURN(ChildProcess child,
+                      ChildProcess::Spawn(argv, out_write.get(),
+                                          separate_stderr ? err_write.get() : out_write.get()));
+  out_write.reset();
+  err_write.reset();
   CommandResult result;
+  struct Stream {
+    UniqueFd* fd;
+    std::string* text;
+  };
+  std::vector<Stream> open = {{&out_read, &result.output}};
+  if (separate_stderr) open.push_back({&err_read, &result.error_output});
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
-  for (;;) {
+  while (!open.empty()) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
@@ -129,18 +152,24 @@ StatusOr<CommandResult> RunCommand(const std::vector<std::string>& argv, int tim
       return DeadlineExceededError(argv[0] + " did not finish in " +
                                    std::to_string(timeout_seconds) + "s");
     }
-    struct pollfd p = {read_end.get(), POLLIN, 0};
-    int n = ::poll(&p, 1, static_cast<int>(left.count()));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) continue;
-    char buf[4096];
-    ssize_t got = ::read(read_end.get(), buf, sizeof buf);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
-    result.output.append(buf, static_cast<size_t>(got));
+    struct pollfd p[2];
+    for (size_t i = 0; i < open.size(); ++i) p[i] = {open[i].fd->get(), POLLIN, 0};
+    int n = ::poll(p, open.size(), static_cast<int>(left.count()));
+    if (n <= 0) continue;  // EINTR or the deadline: checked above
+    for (size_t i = open.size(); i-- > 0;) {
+      if (p[i].revents == 0) continue;
+      char buf[4096];
+      ssize_t got = ::read(open[i].fd->get(), buf, sizeof buf);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) {
+        open.erase(open.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
+      }
+      open[i].text->append(buf, static_cast<size_t>(got));
+    }
   }
   result.exit_code = child.Wait();
   return result;
 }
 
-}  // namespace stagefarm::worker
+}  // namespace stagefarm
