@@ -793,10 +793,12 @@ Status ApplyCopy(const CopyRequest& req, CopySource& source, const std::string& 
   return Status();
 }
 
-StatusOr<std::string> ResolveSourceInDir(const std::string& dir, const std::string& path) {
+StatusOr<std::string> ResolveSourceInDir(const std::string& dir, const std::string& path,
+                                         bool may_be_missing) {
   SF_ASSIGN_OR_RETURN(std::unique_ptr<CopySource> tree, MakeDirSource(dir));
   SourceView view(*tree);
   SF_ASSIGN_OR_RETURN(std::string resolved, ResolveInRoot(path, true, view));
+  if (may_be_missing) return resolved;
   SF_ASSIGN_OR_RETURN(std::optional<SourceTreeView::Node> node, view.Lookup(resolved));
   if (!node) return NotFoundError(path + ": not found");
   return resolved;

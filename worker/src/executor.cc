@@ -415,7 +415,10 @@ Status Executor::RunStep(StepContext& ctx) {
     if (!root_fd) return ErrnoError("open " + merged, errno);
     auto owner = ResolveOwner(root_fd.get(), step.user);
     if (!owner.ok()) return owner.status().Annotate(prefix + "USER " + step.user);
-    auto made = MakeDirsInRoot(root_fd.get(), step.workdir, 0755, owner->uid, owner->gid);
+    // Through the image's symlinks, as BuildKit's mkdir: a dangling link's target is made.
+    auto dir = ResolveSourceInDir(merged, step.workdir, /*may_be_missing=*/true);
+    if (!dir.ok()) return dir.status().Annotate(prefix.substr(0, prefix.size() - 2));
+    auto made = MakeDirsInRoot(root_fd.get(), *dir, 0755, owner->uid, owner->gid);
     if (!made.ok()) return made.status().Annotate(prefix.substr(0, prefix.size() - 2));
     made->reset();
     root_fd.reset();

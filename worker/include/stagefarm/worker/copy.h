@@ -63,8 +63,10 @@ StatusOr<std::unique_ptr<CopySource>> MakeDirSource(const std::string& dir);
 
 // The path below `dir` that `path` names when its symlinks are resolved inside `dir` as COPY
 // resolves a source (copy_sources.h, the rule the keys follow too): "" for `dir` itself.
-// NotFound when nothing is there.
-StatusOr<std::string> ResolveSourceInDir(const std::string& dir, const std::string& path);
+// NotFound when nothing is there, unless `may_be_missing` (WORKDIR through a dangling link
+// names the directory it is to make).
+StatusOr<std::string> ResolveSourceInDir(const std::string& dir, const std::string& path,
+                                         bool may_be_missing = false);
 // ADD's http(s) sources, fetched by the client into `cache` (borrowed): Stat(url) is a file named
 // after the URL (RemoteFileName), mode 0600, mtime from Last-Modified (BuildKit's http source);
 // a git repository is a directory (0755) holding the checked-out tree, its paths "<url>/<path>",
