@@ -416,9 +416,11 @@ StatusOr<KnownDifferences> ReadKnownDifferences(const std::string& file) {
       known.paths.insert(line);
     } else if (std::regex_match(line, m, kHistory)) {
       known.history.insert(std::stoul(m[1]));
+    } else if (line == "hardlinks") {
+      known.hardlinks = true;
     } else {
       return InvalidArgumentError(file + ":" + std::to_string(n) +
-                                  ": neither a path nor history[N]: " + line);
+                                  ": neither a path, history[N] nor hardlinks: " + line);
     }
   }
   return known;
@@ -455,6 +457,12 @@ std::string SetAsideKnownDifferences(const KnownDifferences& known, nlohmann::js
     if (i < e.size() && i < a.size() && e[i] == a[i]) {
       stale << "history[" << i << "] now matches BuildKit: remove it from known-differences.txt\n";
     }
+  }
+  if (known.hardlinks) {
+    if (expected.value("hardlinks", json::array()) == actual.value("hardlinks", json::array())) {
+      stale << "hardlinks now match BuildKit: remove the line from known-differences.txt\n";
+    }
+    expected["hardlinks"] = actual["hardlinks"] = nullptr;
   }
   drop(expected);
   drop(actual);

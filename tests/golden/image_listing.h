@@ -42,10 +42,12 @@ std::string DescribeDifferences(const nlohmann::json& expected, const nlohmann::
 void ReplaceText(nlohmann::json& listing, const std::string& from, const std::string& to);
 
 // Where stagefarm deliberately differs from BuildKit in one case: its known-differences.txt,
-// one item a line, "# reason" comments: a path ("/etc/x"), or a history entry ("history[3]").
+// one item a line, "# reason" comments: a path ("/etc/x"), a history entry ("history[3]"), or
+// "hardlinks" (the hard-link groups).
 struct KnownDifferences {
   std::set<std::string> paths;
   std::set<size_t> history;
+  bool hardlinks = false;
 };
 // Reads `file`; a missing file is no difference. A line that is neither form is InvalidArgument.
 StatusOr<KnownDifferences> ReadKnownDifferences(const std::string& file);
