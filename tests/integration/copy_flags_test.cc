@@ -1,5 +1,5 @@
 // COPY and ADD flags end to end through `stagefarm build` on the embedded farm, with the results
-// BuildKit v0.24 gives for the same Dockerfile (checked with ../shared/peers/buildkit.sh):
+// BuildKit v0.24 gives for the same Dockerfile (checked with scripts/buildkit-build):
 // --parents, --exclude, ADD --unpack, --link, wildcards that match nothing, symlinked directories
 // in a source path, tars with absolute names, FIFOs; and the cache keys that follow what is
 // copied (an excluded file changes nothing, a file behind a symlinked directory does).
