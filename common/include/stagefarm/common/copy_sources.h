@@ -45,8 +45,11 @@ std::unique_ptr<SourceTreeView> MakeFsIndexView(const FsIndex& fs);
 // Resolves `path` (absolute or relative, with "." and ".." parts) inside the root as BuildKit
 // does (continuity's fs.RootPath): ".." is applied lexically and never climbs above the root,
 // every symlink on the way is followed with the root as "/", and the last component too when
-// `follow_last`. The result is clean and relative ("" for the root); it need not exist.
-// InvalidArgument after 255 links.
+// `follow_last`. A link's target, joined to the link's directory unless absolute, is cleaned as
+// a path before it is walked ("dl/../f" is "f" whatever dl is; "/missing/../f" is "/f"). The
+// result is clean and relative ("" for the root); it need not exist. InvalidArgument after 255
+// links. The worker copies (and mounts bind sources) by it and the keys digest by it, so a key
+// covers exactly what is read.
 StatusOr<std::string> ResolveInRoot(std::string_view path, bool follow_last, SourceTreeView& tree);
 
 // Whether a path has wildcards ("*", "?", "[") that are not escaped with "\".
